@@ -1,0 +1,56 @@
+# polyspec — every target creates or reuses the project's environment in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/polyspec/v1/*.proto)
+PYTEST_ARGS ?=
+DEMO_DRAFTER ?= qwen2.5-coder-0.5b
+DEMO_TARGET ?= qwen2.5-coder-1.5b
+BENCH_ARGS ?=
+
+.PHONY: help venv demo test test-fast lint protos check-protos bench clean
+
+help:
+	@echo "make demo   - fetch the default models and run a speculative generation end to end"
+	@echo "make test   - lint, type-check and run the test suite"
+	@echo "make bench  - benchmark ar vs sd through the services and transformers in-process (JSON + PNG)"
+	@echo "make protos - regenerate the gRPC stubs from protos/"
+
+$(STAMP): pyproject.toml sdk/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./sdk -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=sdk --grpc_python_out=sdk \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=sdk \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=sdk \
+	  $(PROTO_SRC)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && npx --yes @bufbuild/buf@1.75.0 lint
+
+test: $(STAMP) lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not real_model and not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/polyspec models fetch $(DEMO_DRAFTER) $(DEMO_TARGET)
+	$(BIN)/polyspec demo --drafter $(DEMO_DRAFTER) --target $(DEMO_TARGET)
+
+bench: $(STAMP)
+	$(BIN)/polyspec bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

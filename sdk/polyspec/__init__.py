@@ -1,0 +1,1 @@
+"""polyspec client SDK: talk to a polyspec coordinator over gRPC (grpcio + protobuf only)."""

@@ -1,0 +1,1 @@
+"""polyspec server-side processes: the model service, shared gRPC plumbing, the model store and the CLI."""

@@ -1,0 +1,86 @@
+"""The one error interceptor: domain exceptions -> gRPC status codes.
+
+Anything that is not a ``PolyspecError`` becomes INTERNAL with a generic message (the
+details go to the log, never to the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+import structlog
+
+from services.common.errors import PolyspecError
+
+log = structlog.get_logger(__name__)
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+_Handler = grpc.RpcMethodHandler[Any, Any]
+_UnaryBehavior = Callable[[Any, _Context], Awaitable[Any]]
+_StreamBehavior = Callable[[Any, _Context], AsyncIterator[Any]]
+
+
+async def _abort_for(exc: BaseException, context: _Context, method: str) -> None:
+    if isinstance(exc, PolyspecError):
+        code = getattr(grpc.StatusCode, exc.kind.value)
+        log.info("request_failed", method=method, code=exc.kind.value, reason=exc.message)
+        await context.abort(code, exc.message)
+    log.error("internal_error", method=method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+
+
+def _wrap_unary(behavior: _UnaryBehavior, method: str) -> _UnaryBehavior:
+    async def wrapped(request: Any, context: _Context) -> Any:
+        try:
+            return await behavior(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+            raise  # unreachable: abort raises
+
+    return wrapped
+
+
+def _wrap_stream(behavior: _StreamBehavior, method: str) -> _StreamBehavior:
+    async def wrapped(request: Any, context: _Context) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+            raise
+
+    return wrapped
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Maps ``PolyspecError`` subclasses to their status codes on unary and server-streaming methods."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(cast(_UnaryBehavior, handler.unary_unary), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(cast(_StreamBehavior, handler.unary_stream), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
