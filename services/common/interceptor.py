@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
 import structlog
@@ -17,10 +17,11 @@ from services.common.errors import PolyspecError
 
 log = structlog.get_logger(__name__)
 
-_Context = grpc.aio.ServicerContext[Any, Any]
-_Handler = grpc.RpcMethodHandler[Any, Any]
-_UnaryBehavior = Callable[[Any, _Context], Awaitable[Any]]
-_StreamBehavior = Callable[[Any, _Context], AsyncIterator[Any]]
+if TYPE_CHECKING:
+    _Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    _Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    _UnaryBehavior: TypeAlias = Callable[[Any, _Context], Awaitable[Any]]
+    _StreamBehavior: TypeAlias = Callable[[Any, _Context], AsyncIterator[Any]]
 
 
 async def _abort_for(exc: BaseException, context: _Context, method: str) -> None:
@@ -73,13 +74,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(cast(_UnaryBehavior, handler.unary_unary), method),
+                _wrap_unary(cast("_UnaryBehavior", handler.unary_unary), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(cast(_StreamBehavior, handler.unary_stream), method),
+                _wrap_stream(cast("_StreamBehavior", handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
