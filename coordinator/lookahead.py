@@ -1,0 +1,265 @@
+"""Lookahead policies: how many draft tokens to propose in the next round (0 = a target-only step).
+
+A policy decides *before* a round, from earlier rounds only, so the choice never depends on the
+randomness of the round it governs and verification stays lossless (ALGORITHMS.md §6).
+
+- ``StaticLookahead``: always k.
+- ``ConfidenceLookahead``: up to k, and the drafter stops after a draft token whose probability is
+  below a threshold (transformers' ``assistant_confidence_threshold`` idea).
+- ``CostModelLookahead`` (``auto``): picks k in [0, k_max] maximising expected output tokens per second
+  under a cost model learned online from the services' own timings: a draft step costs ``c_draft``,
+  a target forward over n tokens costs ``a + b * n`` and each round adds a fixed overhead (network,
+  coordinator). Acceptance follows the geometric model of Leviathan et al. (arXiv 2211.17192):
+  E[output tokens | k] = (1 - alpha^(k+1)) / (1 - alpha). When no k > 0 beats a target-only step,
+  it decodes target-only and re-probes the drafter now and then, so it is never much slower than
+  ``ar`` and takes the speedup wherever speculation pays.
+
+Cost estimates describe the deployment, not the request: one ``CostEstimates`` is shared by the
+requests of a coordinator (owned by the server, passed in; never a module global).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Tokens fed to the target beyond which a forward counts as prefill and is kept out of the decode-cost fit.
+_PREFILL_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class LookaheadDecision:
+    """What the next round does: ``k`` draft tokens (0 = target-only step) and the drafter's stop rule."""
+
+    k: int
+    confidence_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class RoundObservation:
+    """What one finished round cost and yielded, as measured by the services and the coordinator."""
+
+    drafted: int  # draft tokens proposed (0 for a target-only step)
+    accepted: int  # leading draft tokens the target accepted
+    draft_seconds: float  # drafter compute time (ForwardStats.compute_seconds)
+    draft_forwards: int
+    draft_computed_tokens: int  # tokens the drafter fed through its model (catch-up included)
+    verify_seconds: float  # target compute time
+    verify_tokens: int  # tokens the target fed through its model
+    round_seconds: float  # wall time of the whole round at the coordinator
+
+
+class LookaheadPolicy(Protocol):
+    """Chooses each round's lookahead; ``describe`` is reported in the response statistics."""
+
+    def decide(self, remaining_tokens: int) -> LookaheadDecision: ...
+
+    def observe(self, observation: RoundObservation) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass
+class StaticLookahead:
+    k: int
+
+    def decide(self, remaining_tokens: int) -> LookaheadDecision:
+        return LookaheadDecision(k=max(1, min(self.k, remaining_tokens)))
+
+    def observe(self, observation: RoundObservation) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"static:{self.k}"
+
+
+@dataclass
+class ConfidenceLookahead:
+    k: int
+    threshold: float
+
+    def decide(self, remaining_tokens: int) -> LookaheadDecision:
+        return LookaheadDecision(k=max(1, min(self.k, remaining_tokens)), confidence_threshold=self.threshold)
+
+    def observe(self, observation: RoundObservation) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"confidence:{self.k}:{self.threshold:.2f}"
+
+
+@dataclass
+class _DecayedLine:
+    """Decayed least squares for seconds = a + b * n, ridge-pulled towards b = slope_prior * a."""
+
+    decay: float
+    slope_prior: float
+    s1: float = 0.0
+    sn: float = 0.0
+    snn: float = 0.0
+    st: float = 0.0
+    snt: float = 0.0
+
+    def add(self, n: float, seconds: float) -> None:
+        d = self.decay
+        self.s1 = d * self.s1 + 1.0
+        self.sn = d * self.sn + n
+        self.snn = d * self.snn + n * n
+        self.st = d * self.st + seconds
+        self.snt = d * self.snt + n * seconds
+
+    @property
+    def ready(self) -> bool:
+        return self.s1 > 0.0
+
+    def predict(self, n: float) -> float:
+        mean_n = self.sn / self.s1
+        mean_t = self.st / self.s1
+        var_n = self.snn / self.s1 - mean_n * mean_n
+        # Ridge towards the prior slope keeps the fit sane while all observations share one n.
+        prior_b = self.slope_prior * mean_t / (1.0 + self.slope_prior * mean_n)
+        weight = 0.5
+        cov = self.snt / self.s1 - mean_n * mean_t
+        b = max(0.0, (cov + weight * prior_b) / (var_n + weight))
+        a = max(0.0, mean_t - b * mean_n)
+        return a + b * n
+
+
+@dataclass
+class CostEstimates:
+    """Deployment-wide timing estimates, learned from every request's rounds (thread-safe)."""
+
+    decay: float = 0.9
+    verify_slope_prior: float = 0.1
+    draft_step_seconds: float | None = None
+    spec_overhead_seconds: float | None = None
+    ar_overhead_seconds: float | None = None
+    prior_acceptance: float = 0.6
+    prior_trials: float = 2.0
+    _accepted: float = 0.0
+    _trials: float = 0.0
+    _verify: _DecayedLine = field(init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._verify = _DecayedLine(self.decay, self.verify_slope_prior)
+
+    def _ema(self, old: float | None, new: float) -> float:
+        return new if old is None else self.decay * old + (1.0 - self.decay) * new
+
+    def observe(self, obs: RoundObservation) -> None:
+        with self._lock:
+            if obs.verify_tokens <= _PREFILL_TOKENS and obs.verify_tokens > 0:
+                self._verify.add(obs.verify_tokens, obs.verify_seconds)
+            overhead = max(0.0, obs.round_seconds - obs.draft_seconds - obs.verify_seconds)
+            if obs.drafted == 0:
+                self.ar_overhead_seconds = self._ema(self.ar_overhead_seconds, overhead)
+                return
+            self.spec_overhead_seconds = self._ema(self.spec_overhead_seconds, overhead)
+            catch_up = obs.draft_computed_tokens - obs.draft_forwards
+            if obs.draft_forwards > 0 and catch_up <= _PREFILL_TOKENS:
+                per_step = obs.draft_seconds / obs.draft_forwards
+                self.draft_step_seconds = self._ema(self.draft_step_seconds, per_step)
+            successes, trials = _acceptance_counts(obs)
+            self._accepted = self.decay * self._accepted + successes
+            self._trials = self.decay * self._trials + trials
+
+    @property
+    def acceptance(self) -> float | None:
+        """Per-token acceptance over recent rounds of all requests (None before any speculative round),
+        smoothed with ``prior_trials`` pseudo-trials at ``prior_acceptance``."""
+        with self._lock:
+            if self._trials <= 0:
+                return None
+            pseudo = self.prior_trials
+            return (self._accepted + self.prior_acceptance * pseudo) / (self._trials + pseudo)
+
+    def verify_seconds(self, tokens: int) -> float | None:
+        with self._lock:
+            return self._verify.predict(tokens) if self._verify.ready else None
+
+
+def _acceptance_counts(obs: RoundObservation) -> tuple[int, int]:
+    """(successes, trials) of one round under the geometric model: each draft token is a trial until the
+    first rejection. Summing these over rounds gives the maximum-likelihood acceptance estimate."""
+    trials = obs.accepted + (1 if obs.accepted < obs.drafted else 0)
+    return obs.accepted, trials
+
+
+def expected_output_tokens(acceptance: float, k: int) -> float:
+    """E[output tokens] of a round with k draft tokens and i.i.d. per-token acceptance ``acceptance``."""
+    if k == 0:
+        return 1.0
+    if acceptance >= 1.0:
+        return float(k + 1)
+    return (1.0 - acceptance ** (k + 1)) / (1.0 - acceptance)
+
+
+@dataclass
+class CostModelLookahead:
+    """``auto``: the k (0 = target-only) with the best expected output tokens per second.
+
+    ``k_initial`` is used until the estimates exist; after ``probe_every`` target-only steps in a row a
+    short speculative round re-measures acceptance (the drafter may have become useful again). Each
+    probe that does not bring speculation back doubles the interval, up to ``probe_every_max``.
+    """
+
+    estimates: CostEstimates
+    k_max: int
+    k_initial: int = 4
+    probe_every: int = 16
+    probe_every_max: int = 256
+    probe_k: int = 2
+    confidence_threshold: float = 0.0
+    prior_acceptance: float = 0.6
+    prior_trials: float = 4.0
+    decay: float = 0.9
+    _accepted: float = 0.0
+    _trials: float = 0.0
+    _ar_streak: int = 0
+    _probe_interval: int = 0
+
+    def decide(self, remaining_tokens: int) -> LookaheadDecision:
+        cap = max(0, min(self.k_max, remaining_tokens - 1)) if remaining_tokens > 1 else 0
+        k = self._best_k(cap)
+        interval = self._probe_interval or self.probe_every
+        if k > 0:
+            self._probe_interval = 0
+        elif cap > 0 and self._ar_streak >= interval:
+            k = min(self.probe_k, cap)
+            self._probe_interval = min(2 * interval, self.probe_every_max)
+        self._ar_streak = self._ar_streak + 1 if k == 0 else 0
+        return LookaheadDecision(k=k, confidence_threshold=self.confidence_threshold if k else 0.0)
+
+    def _best_k(self, cap: int) -> int:
+        est = self.estimates
+        acceptance = self._acceptance()
+        draft_step = est.draft_step_seconds
+        verify_one = est.verify_seconds(1)
+        if draft_step is None or verify_one is None:
+            return min(self.k_initial, cap)
+        ar_rate = 1.0 / max(1e-9, verify_one + (est.ar_overhead_seconds or 0.0))
+        best_k, best_rate = 0, ar_rate
+        for k in range(1, cap + 1):
+            seconds = k * draft_step + (est.verify_seconds(k + 1) or 0.0) + (est.spec_overhead_seconds or 0.0)
+            rate = expected_output_tokens(acceptance, k) / max(1e-9, seconds)
+            if rate > best_rate * (1.0 + 1e-6):
+                best_k, best_rate = k, rate
+        return best_k
+
+    def observe(self, observation: RoundObservation) -> None:
+        self.estimates.observe(observation)
+        if observation.drafted > 0:
+            successes, trials = _acceptance_counts(observation)
+            self._accepted = self.decay * self._accepted + successes
+            self._trials = self.decay * self._trials + trials
+
+    def _acceptance(self) -> float:
+        """This request's acceptance, shrunk towards the deployment-wide estimate (a Beta-style prior)."""
+        shared = self.estimates.acceptance
+        prior = self.prior_acceptance if shared is None else shared
+        return (self._accepted + prior * self.prior_trials) / (self._trials + self.prior_trials)
+
+    def describe(self) -> str:
+        return f"auto:{self.k_max}"

@@ -1,0 +1,141 @@
+"""Lookahead policies, driven by a simulated deployment with known costs (no timing of real code)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from coordinator.lookahead import (
+    ConfidenceLookahead,
+    CostEstimates,
+    CostModelLookahead,
+    LookaheadPolicy,
+    RoundObservation,
+    StaticLookahead,
+    expected_output_tokens,
+)
+
+
+@dataclass(frozen=True)
+class SimulatedPair:
+    """A drafter/target pair with deterministic costs and i.i.d. per-token acceptance."""
+
+    acceptance: float
+    draft_step: float
+    verify_base: float
+    verify_per_token: float
+    overhead: float = 0.002
+
+    def round(self, k: int, rng: random.Random) -> tuple[int, RoundObservation]:
+        accepted = 0
+        while accepted < k and rng.random() < self.acceptance:
+            accepted += 1
+        verify_tokens = k + 1
+        verify = self.verify_base + self.verify_per_token * verify_tokens
+        draft = self.draft_step * k
+        obs = RoundObservation(
+            drafted=k,
+            accepted=accepted,
+            draft_seconds=draft,
+            draft_forwards=k,
+            draft_computed_tokens=k + (1 if k else 0),
+            verify_seconds=verify,
+            verify_tokens=verify_tokens,
+            round_seconds=draft + verify + self.overhead,
+        )
+        return accepted + 1, obs
+
+
+def _throughput(policy: LookaheadPolicy, pair: SimulatedPair, tokens: int, seed: int = 0) -> float:
+    rng = random.Random(seed)
+    produced, seconds = 0, 0.0
+    while produced < tokens:
+        decision = policy.decide(tokens - produced)
+        out, obs = pair.round(decision.k, rng)
+        policy.observe(obs)
+        produced += out
+        seconds += obs.round_seconds
+    return produced / seconds
+
+
+def _best_static(pair: SimulatedPair, tokens: int) -> float:
+    return max(_throughput(StaticLookahead(k), pair, tokens) for k in range(1, 13))
+
+
+def _ar(pair: SimulatedPair, tokens: int) -> float:
+    step = pair.verify_base + pair.verify_per_token + pair.overhead
+    return 1.0 / step
+
+
+def test_expected_output_tokens() -> None:
+    assert expected_output_tokens(0.0, 5) == pytest.approx(1.0)
+    assert expected_output_tokens(1.0, 5) == pytest.approx(6.0)
+    assert expected_output_tokens(0.5, 2) == pytest.approx(1.75)
+    assert expected_output_tokens(0.3, 0) == 1.0
+
+
+def test_static_and_confidence_respect_remaining_tokens() -> None:
+    assert StaticLookahead(5).decide(remaining_tokens=2).k == 2
+    decision = ConfidenceLookahead(8, 0.4).decide(remaining_tokens=100)
+    assert (decision.k, decision.confidence_threshold) == (8, 0.4)
+    assert StaticLookahead(5).describe() == "static:5"
+
+
+# GPU-like: verification costs about one step, a cheap drafter, good acceptance -> long lookahead pays.
+GPU_GOOD = SimulatedPair(acceptance=0.8, draft_step=0.004, verify_base=0.030, verify_per_token=0.0005)
+# CPU-like (Qwen-1.5B target, 0.5B drafter): verification grows with tokens, drafter ~0.4 of a step.
+CPU_CODER = SimulatedPair(acceptance=0.85, draft_step=0.115, verify_base=0.21, verify_per_token=0.085)
+# A useless drafter: speculation never pays, auto must fall back to (almost) target-only speed.
+USELESS = SimulatedPair(acceptance=0.05, draft_step=0.05, verify_base=0.2, verify_per_token=0.08)
+
+
+@pytest.mark.parametrize("pair", [GPU_GOOD, CPU_CODER, USELESS], ids=["gpu", "cpu", "useless"])
+def test_auto_is_close_to_the_best_of_ar_and_static(pair: SimulatedPair) -> None:
+    tokens = 3000
+    auto = _throughput(CostModelLookahead(CostEstimates(), k_max=12), pair, tokens)
+    best = max(_best_static(pair, tokens), _ar(pair, tokens))
+    assert auto >= 0.93 * best, (auto, best)
+
+
+def test_auto_chooses_target_only_for_a_useless_drafter_and_probes() -> None:
+    policy = CostModelLookahead(CostEstimates(), k_max=8, probe_every=10, probe_k=2)
+    rng = random.Random(1)
+    ks = []
+    for _ in range(200):
+        decision = policy.decide(remaining_tokens=1000)
+        ks.append(decision.k)
+        policy.observe(USELESS.round(decision.k, rng)[1])
+    tail = ks[50:]
+    assert tail.count(0) > 0.85 * len(tail)
+    assert any(k > 0 for k in tail), "the policy must re-probe the drafter"
+
+
+def test_estimates_are_shared_between_requests() -> None:
+    shared = CostEstimates()
+    first = CostModelLookahead(shared, k_max=8)
+    rng = random.Random(2)
+    for _ in range(30):
+        first.observe(GPU_GOOD.round(first.decide(1000).k, rng)[1])
+    second = CostModelLookahead(shared, k_max=8, k_initial=1)
+    # The second request starts from the learned costs, not from k_initial.
+    assert second.decide(1000).k > 1
+
+
+def test_prefill_rounds_do_not_skew_the_verify_fit() -> None:
+    estimates = CostEstimates()
+    estimates.observe(
+        RoundObservation(
+            drafted=4,
+            accepted=4,
+            draft_seconds=0.1,
+            draft_forwards=4,
+            draft_computed_tokens=300,
+            verify_seconds=5.0,
+            verify_tokens=305,
+            round_seconds=5.2,
+        )
+    )
+    assert estimates.verify_seconds(1) is None
+    assert estimates.draft_step_seconds is None
