@@ -7,6 +7,7 @@ details go to the log, never to the caller).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -47,9 +48,15 @@ def _wrap_unary(behavior: _UnaryBehavior, method: str) -> _UnaryBehavior:
 
 
 def _wrap_stream(behavior: _StreamBehavior, method: str) -> _StreamBehavior:
+    """Handlers yield responses, or are coroutines writing with ``context.write`` (Health.Watch)."""
+
     async def wrapped(request: Any, context: _Context) -> AsyncIterator[Any]:
         try:
-            async for item in behavior(request, context):
+            result: Any = behavior(request, context)
+            if inspect.isawaitable(result):
+                await result
+                return
+            async for item in result:
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise

@@ -1,0 +1,106 @@
+"""The model service's domain types: calls the engine serves and what they return (no protobuf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coordinator.verify.sampling import SamplingConfig
+
+
+@dataclass(frozen=True)
+class ContextRef:
+    """A sequence's context as a request names it: a prefix of the held tokens plus new tokens."""
+
+    sequence_id: str
+    cached_prefix_len: int
+    cached_prefix_checksum: int
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SparseProbs:
+    """An exact sparse distribution: ``probs[i]`` is the probability of ``token_ids[i]``."""
+
+    token_ids: tuple[int, ...]
+    probs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DraftCall:
+    """Sample up to ``max_draft_tokens`` draft tokens after a context."""
+
+    context: ContextRef
+    max_draft_tokens: int
+    sampling: SamplingConfig
+    seed: int
+    stop_token_ids: frozenset[int] = frozenset()
+    confidence_threshold: float = 0.0
+    max_support: int = 0  # 0 = the server's default
+
+
+@dataclass(frozen=True)
+class ScoreCall:
+    """Score candidate tokens after a context; ``draft_probs`` None selects exact-match mode."""
+
+    context: ContextRef
+    candidate_tokens: tuple[int, ...]
+    draft_probs: tuple[SparseProbs, ...] | None
+    sampling: SamplingConfig
+    seed: int
+
+
+@dataclass
+class ForwardStats:
+    """Work done for one call (see ``polyspec.v1.ForwardStats``)."""
+
+    computed_tokens: int = 0
+    reused_tokens: int = 0
+    forwards: int = 0
+    compute_seconds: float = 0.0
+    emulated_latency: bool = False
+
+
+@dataclass(frozen=True)
+class DraftOutcome:
+    """Draft tokens, the exact distribution each was sampled from, and the work done."""
+
+    draft_tokens: tuple[int, ...]
+    draft_probs: tuple[SparseProbs, ...]
+    stats: ForwardStats
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    """What the coordinator needs to verify candidates (see ``polyspec.v1.ScoreResponse``)."""
+
+    candidate_target_probs: tuple[float, ...]
+    target_samples: tuple[int, ...]
+    recovered_tokens: tuple[int, ...]
+    stats: ForwardStats
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """Fill-in-the-middle special tokens."""
+
+    prefix: str
+    suffix: str
+    middle: str
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Identity, limits and tokenizer of the loaded model (see ``polyspec.v1.InfoResponse``)."""
+
+    model_name: str
+    model_type: str
+    vocab_size: int
+    max_context_tokens: int
+    eos_token_ids: tuple[int, ...]
+    tokenizer_fingerprint: str
+    tokenizer_files: dict[str, bytes] = field(repr=False)
+    fim: FimTokens | None
+    dtype: str
+    device: str
+    emulated_forward_seconds: float
+    max_draft_tokens: int

@@ -1,0 +1,304 @@
+"""The model engine: a transformers causal LM with per-sequence KV caches serving Draft and Score.
+
+Methods are synchronous and run on the model worker thread (see ``services.model.worker``). Forwards
+feed only the tokens not already cached; the sampling math is ``coordinator.verify.sampling``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from polyspec.protocol import prefix_checksum
+from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache
+
+from coordinator.verify.sampling import draft_token, score_candidates, sparse_to_dense
+from services.common.errors import ContextMissError, InvalidArgumentError
+from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
+from services.model.calls import (
+    ContextRef,
+    DraftCall,
+    DraftOutcome,
+    EngineInfo,
+    ForwardStats,
+    ScoreCall,
+    ScoreOutcome,
+    SparseProbs,
+)
+from services.model.identity import (
+    dtype_name,
+    eos_token_ids,
+    find_fim_tokens,
+    max_context_tokens,
+    tokenizer_files,
+    tokenizer_fingerprint,
+)
+from services.model.settings import ModelServiceSettings
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineClocks:
+    """Time sources, injectable for tests: ``clock`` for cache idleness, ``timer``/``sleep`` for forwards."""
+
+    clock: Callable[[], float] = time.monotonic
+    timer: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], None] = time.sleep
+
+
+def load_model(settings: ModelServiceSettings) -> tuple[Any, Any]:
+    """Loads the model (eval mode, on its device) and its tokenizer from the local folder."""
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(settings.model_dir), dtype=_DTYPES[settings.dtype], local_files_only=True
+    )
+    model.to(torch.device(settings.device))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(settings.model_dir), local_files_only=True)
+    return model, tokenizer
+
+
+class ModelEngine:
+    """One loaded model, its KV cache manager and the Draft / Score / Release operations."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        settings: ModelServiceSettings,
+        *,
+        clocks: EngineClocks | None = None,
+        on_evict: Callable[[str, EvictionReason], None] | None = None,
+    ) -> None:
+        self.model = model
+        self._settings = settings
+        self._clocks = clocks or EngineClocks()
+        self._device = torch.device(settings.device)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._vocab_size, bytes_per_token = self._probe()
+        self.info = self._build_info(tokenizer)
+        self.cache = KvCacheManager(
+            budget_bytes=settings.cache_budget_bytes,
+            ttl_seconds=settings.cache_ttl_seconds,
+            bytes_per_token=bytes_per_token,
+            new_cache=self._new_cache,
+            clock=self._clocks.clock,
+            on_evict=on_evict,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        settings: ModelServiceSettings,
+        *,
+        clocks: EngineClocks | None = None,
+        on_evict: Callable[[str, EvictionReason], None] | None = None,
+    ) -> ModelEngine:
+        """Loads the model named by the settings and builds an engine around it."""
+        model, tokenizer = load_model(settings)
+        return cls(model, tokenizer, settings, clocks=clocks, on_evict=on_evict)
+
+    def _build_info(self, tokenizer: Any) -> EngineInfo:
+        config = self.model.config
+        parameter = next(self.model.parameters())
+        return EngineInfo(
+            model_name=self._settings.model_name,
+            model_type=str(config.model_type),
+            vocab_size=self._vocab_size,
+            max_context_tokens=max_context_tokens(config),
+            eos_token_ids=eos_token_ids(config, self.model.generation_config, self._vocab_size),
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+            tokenizer_files=tokenizer_files(tokenizer),
+            fim=find_fim_tokens(tokenizer.get_vocab()),
+            dtype=dtype_name(parameter.dtype),
+            device=str(parameter.device),
+            emulated_forward_seconds=self._settings.emulated_forward_seconds,
+            max_draft_tokens=self._settings.max_draft_tokens,
+        )
+
+    def _new_cache(self) -> Cache:
+        kv: Any = DynamicCache(config=self.model.config)
+        kv.activate_past_recording()  # sliding-window layers keep what a later crop needs
+        cache: Cache = kv
+        return cache
+
+    def _probe(self) -> tuple[int, int]:
+        """One single-token forward: the logits width and the KV bytes one token takes."""
+        kv = self._new_cache()
+        input_ids = torch.zeros((1, 1), dtype=torch.long, device=self._device)
+        with torch.inference_mode():
+            output = self.model(input_ids=input_ids, cache=kv, use_cache=True)
+        return int(output.logits.shape[-1]), max(kv_nbytes(kv), 1)
+
+    def release(self, sequence_ids: Iterable[str]) -> int:
+        """Drops the caches of the named sequences; returns how many were held."""
+        return self.cache.release(sequence_ids)
+
+    def expire_idle(self) -> int:
+        """Drops caches idle for longer than the TTL."""
+        return self.cache.expire_idle()
+
+    def resolve_context(self, context: ContextRef) -> list[int]:
+        """The whole context a request names: a checked prefix of the held tokens plus its tokens."""
+        prefix: list[int] = []
+        if context.cached_prefix_len > 0:
+            held = self.cache.held_tokens(context.sequence_id)
+            length = context.cached_prefix_len
+            if (
+                held is None
+                or length > len(held)
+                or prefix_checksum(held[:length]) != context.cached_prefix_checksum
+            ):
+                raise ContextMissError(
+                    f"sequence {context.sequence_id!r}: the cached prefix of {length} tokens is not held "
+                    "(evicted, another replica or a checksum mismatch); resend the whole context "
+                    "with cached_prefix_len = 0"
+                )
+            prefix = held[:length]
+        whole = prefix + list(context.tokens)
+        if not whole:
+            raise InvalidArgumentError("context.tokens", "the context is empty; send at least one token")
+        return whole
+
+    def draft(self, call: DraftCall) -> DraftOutcome:
+        """Samples up to ``call.max_draft_tokens`` draft tokens; the cache then holds context + drafts."""
+        with torch.inference_mode():
+            self.cache.expire_idle()
+            context = self.resolve_context(call.context)
+            limit = self.info.max_context_tokens
+            if len(context) >= limit:
+                raise InvalidArgumentError(
+                    "context", f"{len(context)} tokens leave no room for draft tokens (limit {limit})"
+                )
+            count = min(call.max_draft_tokens, limit - len(context))
+            stats = ForwardStats(emulated_latency=self._settings.emulated_forward_seconds > 0)
+            prepared = self.cache.prepare(
+                call.context.sequence_id,
+                context,
+                max_reuse=len(context) - 1,
+                final_tokens=len(context) + count - 1,
+            )
+            stats.reused_tokens = prepared.reused_tokens
+            session = prepared.session
+            with self._dropped_on_failure(session.sequence_id):
+                drafted = self._draft_loop(session, prepared.feed_tokens, call, count, stats)
+                tokens = context + [token for token, _ in drafted]
+                self.cache.commit(session, tokens, kv_len=len(tokens) - 1)
+        return DraftOutcome(tuple(token for token, _ in drafted), tuple(probs for _, probs in drafted), stats)
+
+    def _draft_loop(
+        self,
+        session: CacheSession,
+        feed_tokens: list[int],
+        call: DraftCall,
+        count: int,
+        stats: ForwardStats,
+    ) -> list[tuple[int, SparseProbs]]:
+        generator = torch.Generator(device="cpu").manual_seed(call.seed)
+        max_support = call.max_support or self._settings.default_max_support
+        drafted: list[tuple[int, SparseProbs]] = []
+        logits = self._forward(session, feed_tokens, 1, stats)[-1]  # [vocab]
+        while True:
+            token = draft_token(logits, call.sampling, max_support, generator)
+            support = SparseProbs(
+                tuple(int(t) for t in token.support_ids.tolist()),
+                tuple(float(p) for p in token.support_probs.tolist()),
+            )
+            drafted.append((token.token, support))
+            stop = token.token in call.stop_token_ids or (
+                call.confidence_threshold > 0 and token.confidence < call.confidence_threshold
+            )
+            if stop or len(drafted) == count:
+                return drafted
+            logits = self._forward(session, [token.token], 1, stats)[-1]
+
+    def score(self, call: ScoreCall) -> ScoreOutcome:
+        """One forward over context + candidates; target samples, candidate probs and recovered tokens."""
+        with torch.inference_mode():
+            self.cache.expire_idle()
+            context = self.resolve_context(call.context)
+            candidates = list(call.candidate_tokens)
+            self._check_score_length(len(context), len(candidates))
+            stats = ForwardStats(emulated_latency=self._settings.emulated_forward_seconds > 0)
+            tokens = context + candidates
+            prepared = self.cache.prepare(
+                call.context.sequence_id, tokens, max_reuse=len(context) - 1, final_tokens=len(tokens)
+            )
+            stats.reused_tokens = prepared.reused_tokens
+            session = prepared.session
+            with self._dropped_on_failure(session.sequence_id):
+                logits = self._forward(session, prepared.feed_tokens, len(candidates) + 1, stats)
+                self.cache.commit(session, tokens, kv_len=len(tokens))
+            result = score_candidates(
+                logits,
+                torch.tensor(candidates, dtype=torch.int64),
+                self._dense_draft_probs(call.draft_probs),
+                call.sampling,
+                torch.Generator(device="cpu").manual_seed(call.seed),
+            )
+        greedy = call.sampling.is_greedy
+        recovered = result.recovered_tokens
+        return ScoreOutcome(
+            candidate_target_probs=() if greedy else tuple(result.candidate_target_probs.tolist()),
+            target_samples=tuple(int(t) for t in result.target_samples.tolist()),
+            recovered_tokens=() if recovered is None else tuple(int(t) for t in recovered.tolist()),
+            stats=stats,
+        )
+
+    def _check_score_length(self, context_len: int, candidate_count: int) -> None:
+        limit = self.info.max_context_tokens
+        if context_len > limit:
+            raise InvalidArgumentError("context", f"{context_len} tokens exceed max_context_tokens {limit}")
+        if context_len + candidate_count > limit:
+            raise InvalidArgumentError(
+                "candidate_tokens",
+                f"context ({context_len}) + {candidate_count} candidates exceed max_context_tokens {limit}",
+            )
+
+    def _dense_draft_probs(self, draft_probs: Sequence[SparseProbs] | None) -> torch.Tensor | None:
+        if draft_probs is None:
+            return None
+        rows = [
+            sparse_to_dense(
+                torch.tensor([row.token_ids], dtype=torch.int64),
+                torch.tensor([row.probs], dtype=torch.float32),
+                self._vocab_size,
+            )
+            for row in draft_probs
+        ]
+        if not rows:
+            return torch.zeros((0, self._vocab_size), dtype=torch.float32)
+        return torch.cat(rows)  # [k, vocab]
+
+    def _forward(
+        self, session: CacheSession, tokens: list[int], keep: int, stats: ForwardStats
+    ) -> torch.Tensor:  # [keep, vocab] float32 on the CPU
+        """Feeds tokens after the session's cached ones; returns the logits of the last ``keep``."""
+        started = self._clocks.timer()
+        input_ids = torch.tensor([tokens], dtype=torch.long, device=self._device)
+        extra = {"logits_to_keep": keep} if self._keeps_logits else {}
+        output = self.model(input_ids=input_ids, cache=session.kv, use_cache=True, **extra)
+        logits: torch.Tensor = output.logits[0, -keep:].to(device="cpu", dtype=torch.float32)
+        session.kv_len += len(tokens)
+        elapsed = self._clocks.timer() - started
+        padding = self._settings.emulated_forward_seconds - elapsed
+        if padding > 0:
+            self._clocks.sleep(padding)
+        stats.forwards += 1
+        stats.computed_tokens += len(tokens)
+        stats.compute_seconds += self._clocks.timer() - started
+        return logits
+
+    @contextlib.contextmanager
+    def _dropped_on_failure(self, sequence_id: str) -> Iterator[None]:
+        """Drops a sequence whose cache may be half-updated when a forward or the sampling fails."""
+        try:
+            yield
+        except BaseException:
+            self.cache.release([sequence_id])
+            raise

@@ -1,0 +1,82 @@
+"""What the Info RPC reports about a loaded model: limits, stop tokens and the tokenizer's identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from services.model.calls import FimTokens
+
+# Fill-in-the-middle token spellings: StarCoder style, then Qwen2.5-Coder style.
+FIM_SPELLINGS: tuple[FimTokens, ...] = (
+    FimTokens("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+)
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 (hex) of the fast tokenizer's serialization in canonical JSON."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; a fast tokenizer is required")
+    canonical = json.dumps(json.loads(backend.to_str()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
+    """Every file ``save_pretrained`` writes for the tokenizer, by relative path."""
+    with tempfile.TemporaryDirectory(prefix="polyspec-tokenizer-") as tmp:
+        root = Path(tmp)
+        tokenizer.save_pretrained(str(root))
+        return {
+            path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+
+
+def find_fim_tokens(vocabulary: Iterable[str]) -> FimTokens | None:
+    """The first complete set of FIM tokens present in a vocabulary, if any."""
+    tokens = set(vocabulary)
+    for spelling in FIM_SPELLINGS:
+        if {spelling.prefix, spelling.suffix, spelling.middle} <= tokens:
+            return spelling
+    return None
+
+
+def max_context_tokens(config: Any) -> int:
+    """The longest context the model accepts, from its (text) config."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in _CONTEXT_KEYS:
+        value = getattr(text_config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(f"the model config names no context limit (looked for {', '.join(_CONTEXT_KEYS)})")
+
+
+def _as_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(item) for item in value if item is not None]
+
+
+def eos_token_ids(config: Any, generation_config: Any, vocab_size: int) -> tuple[int, ...]:
+    """End-of-sequence ids from the generation config, then the model config; deduplicated, in range."""
+    candidates = [
+        *_as_ids(getattr(generation_config, "eos_token_id", None)),
+        *_as_ids(getattr(config, "eos_token_id", None)),
+    ]
+    return tuple(dict.fromkeys(token for token in candidates if 0 <= token < vocab_size))
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.float32`` -> ``float32``."""
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,78 @@
+"""polyspec.v1.ModelService: validate -> convert -> engine call on the model worker -> convert back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from polyspec.v1 import model_pb2, model_pb2_grpc
+
+from services.common.errors import ContextMissError
+from services.model import convert
+from services.model.engine import ModelEngine
+from services.model.metrics import ModelMetrics
+from services.model.validation import (
+    RequestLimits,
+    check_draft_request,
+    check_release_request,
+    check_score_request,
+)
+from services.model.worker import ModelWorker
+
+T = TypeVar("T")
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    """The ModelService over one engine; torch work runs on the worker thread, first in first out."""
+
+    def __init__(self, engine: ModelEngine, worker: ModelWorker, metrics: ModelMetrics) -> None:
+        self._engine = engine
+        self._worker = worker
+        self._metrics = metrics
+        info = engine.info
+        self._limits = RequestLimits(info.vocab_size, info.max_context_tokens, info.max_draft_tokens)
+        self._info = convert.info_response(info)
+
+    async def Info(  # noqa: N802 (gRPC method name)
+        self, request: model_pb2.InfoRequest, context: _Context
+    ) -> model_pb2.InfoResponse:
+        with self._metrics.timed("Info"):
+            return self._info
+
+    async def Draft(  # noqa: N802 (gRPC method name)
+        self, request: model_pb2.DraftRequest, context: _Context
+    ) -> model_pb2.DraftResponse:
+        with self._metrics.timed("Draft"):
+            check_draft_request(request, self._limits)
+            call = convert.draft_call(request)
+            outcome = await self._run(lambda: self._engine.draft(call))
+            self._metrics.record_stats(outcome.stats)
+            return convert.draft_response(outcome)
+
+    async def Score(  # noqa: N802 (gRPC method name)
+        self, request: model_pb2.ScoreRequest, context: _Context
+    ) -> model_pb2.ScoreResponse:
+        with self._metrics.timed("Score"):
+            check_score_request(request, self._limits)
+            call = convert.score_call(request)
+            outcome = await self._run(lambda: self._engine.score(call))
+            self._metrics.record_stats(outcome.stats)
+            return convert.score_response(outcome)
+
+    async def Release(  # noqa: N802 (gRPC method name)
+        self, request: model_pb2.ReleaseRequest, context: _Context
+    ) -> model_pb2.ReleaseResponse:
+        with self._metrics.timed("Release"):
+            check_release_request(request)
+            sequence_ids = list(request.sequence_ids)
+            released = await self._run(lambda: self._engine.release(sequence_ids))
+            return model_pb2.ReleaseResponse(released=released)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await self._worker.run(fn)
+        except ContextMissError:
+            self._metrics.context_misses.inc()
+            raise

@@ -1,0 +1,47 @@
+"""Settings of one model server (validated, frozen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.common.server import GrpcServerSettings
+
+MiB = 1024 * 1024
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelServiceSettings(BaseModel):
+    """Everything a model server needs: the model, its device, cache and queue limits, transport."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_dir: Path = Field(description="Local transformers folder (config, weights, tokenizer).")
+    model_name: str = Field(
+        "", description="Name reported by Info; defaults to the folder name.", max_length=200
+    )
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$", description="cpu, cuda or cuda:N.")
+    dtype: DType = Field("float32", description="Weight dtype.")
+    cache_budget_bytes: int = Field(1024 * MiB, ge=1, description="Memory budget of all KV caches.")
+    cache_ttl_seconds: float = Field(600.0, gt=0, description="Idle time after which a cache is dropped.")
+    max_draft_tokens: int = Field(16, ge=1, le=1024, description="Largest max_draft_tokens accepted.")
+    default_max_support: int = Field(64, ge=1, description="Draft support size when a request says 0.")
+    max_queue: int = Field(64, ge=1, description="Pending requests before RESOURCE_EXHAUSTED.")
+    emulated_forward_seconds: float = Field(
+        0.0, ge=0.0, description="Benchmarking flag: pad each forward to this time (0 = off)."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = default).")
+    grpc: GrpcServerSettings = Field(default_factory=GrpcServerSettings)
+    metrics_host: str = Field("127.0.0.1", description="Address of the metrics endpoint.")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="None = no metrics endpoint.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("model_name") and data.get("model_dir") is not None:
+            name = Path(data["model_dir"]).resolve().name
+            return {**data, "model_name": name or "model"}
+        return data

@@ -1,0 +1,120 @@
+"""Checks of incoming model-service requests; each failure names the offending field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from polyspec.v1 import common_pb2, model_pb2
+
+from services.common.errors import InvalidArgumentError
+
+PROBS_SUM_TOLERANCE = 1e-3
+MAX_SEQUENCE_ID_CHARS = 512
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The loaded model's limits that requests are checked against."""
+
+    vocab_size: int
+    max_context_tokens: int
+    max_draft_tokens: int
+
+
+def check_token_ids(field: str, token_ids: Iterable[int], vocab_size: int) -> None:
+    """Every id lies in ``[0, vocab_size)``."""
+    for index, token in enumerate(token_ids):
+        if not 0 <= token < vocab_size:
+            raise InvalidArgumentError(f"{field}[{index}]", f"token id {token} is outside [0, {vocab_size})")
+
+
+def check_context(context: model_pb2.TokenContext, limits: RequestLimits) -> None:
+    """A named sequence and in-range tokens no longer than the model's context."""
+    if not context.sequence_id:
+        raise InvalidArgumentError("context.sequence_id", "must not be empty")
+    if len(context.sequence_id) > MAX_SEQUENCE_ID_CHARS:
+        raise InvalidArgumentError(
+            "context.sequence_id", f"must be at most {MAX_SEQUENCE_ID_CHARS} characters"
+        )
+    if len(context.tokens) > limits.max_context_tokens:
+        raise InvalidArgumentError(
+            "context.tokens",
+            f"{len(context.tokens)} tokens exceed max_context_tokens {limits.max_context_tokens}",
+        )
+    check_token_ids("context.tokens", context.tokens, limits.vocab_size)
+
+
+def check_sampling(sampling: common_pb2.SamplingParams) -> None:
+    """temperature >= 0 and finite, top_k >= 0, top_p in (0, 1] (unset optional fields mean 1.0)."""
+    if sampling.HasField("temperature"):
+        temperature = sampling.temperature
+        if not math.isfinite(temperature) or temperature < 0:
+            raise InvalidArgumentError("sampling.temperature", f"must be finite and >= 0, got {temperature}")
+    if sampling.top_k < 0:
+        raise InvalidArgumentError("sampling.top_k", f"must be >= 0, got {sampling.top_k}")
+    if sampling.HasField("top_p"):
+        top_p = sampling.top_p
+        if not math.isfinite(top_p) or not 0 < top_p <= 1:
+            raise InvalidArgumentError("sampling.top_p", f"must lie in (0, 1], got {top_p}")
+
+
+def check_draft_request(request: model_pb2.DraftRequest, limits: RequestLimits) -> None:
+    """Validates a Draft request against the model's limits."""
+    check_context(request.context, limits)
+    if not 1 <= request.max_draft_tokens <= limits.max_draft_tokens:
+        raise InvalidArgumentError(
+            "max_draft_tokens",
+            f"must lie in [1, {limits.max_draft_tokens}], got {request.max_draft_tokens}",
+        )
+    check_sampling(request.sampling)
+    check_token_ids("stop_token_ids", request.stop_token_ids, limits.vocab_size)
+    threshold = request.confidence_threshold
+    if not math.isfinite(threshold) or not 0 <= threshold <= 1:
+        raise InvalidArgumentError("confidence_threshold", f"must lie in [0, 1], got {threshold}")
+    if request.max_support < 0:
+        raise InvalidArgumentError(
+            "max_support", f"must be >= 0 (0 = server default), got {request.max_support}"
+        )
+
+
+def check_sparse_distribution(
+    field: str, distribution: common_pb2.SparseDistribution, vocab_size: int
+) -> None:
+    """Equal-length ids and probs, ids in range, probs >= 0 summing to about 1."""
+    if len(distribution.token_ids) != len(distribution.probs):
+        raise InvalidArgumentError(
+            field,
+            f"token_ids ({len(distribution.token_ids)}) and probs ({len(distribution.probs)}) "
+            "differ in length",
+        )
+    check_token_ids(f"{field}.token_ids", distribution.token_ids, vocab_size)
+    for index, prob in enumerate(distribution.probs):
+        if not math.isfinite(prob) or prob < 0:
+            raise InvalidArgumentError(f"{field}.probs[{index}]", f"must be finite and >= 0, got {prob}")
+    total = math.fsum(distribution.probs)
+    if abs(total - 1.0) > PROBS_SUM_TOLERANCE:
+        raise InvalidArgumentError(f"{field}.probs", f"must sum to 1, got {total:.6g}")
+
+
+def check_score_request(request: model_pb2.ScoreRequest, limits: RequestLimits) -> None:
+    """Validates a Score request against the model's limits."""
+    check_context(request.context, limits)
+    check_token_ids("candidate_tokens", request.candidate_tokens, limits.vocab_size)
+    if request.draft_probs and len(request.draft_probs) != len(request.candidate_tokens):
+        raise InvalidArgumentError(
+            "draft_probs",
+            f"must be empty or hold one distribution per candidate ({len(request.candidate_tokens)}), "
+            f"got {len(request.draft_probs)}",
+        )
+    for index, distribution in enumerate(request.draft_probs):
+        check_sparse_distribution(f"draft_probs[{index}]", distribution, limits.vocab_size)
+    check_sampling(request.sampling)
+
+
+def check_release_request(request: model_pb2.ReleaseRequest) -> None:
+    """Every named sequence id is non-empty."""
+    for index, sequence_id in enumerate(request.sequence_ids):
+        if not sequence_id:
+            raise InvalidArgumentError(f"sequence_ids[{index}]", "must not be empty")
