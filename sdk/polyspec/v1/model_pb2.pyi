@@ -259,6 +259,7 @@ class DraftRequest(_message.Message):
     STOP_TOKEN_IDS_FIELD_NUMBER: _builtins.int
     CONFIDENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
     MAX_SUPPORT_FIELD_NUMBER: _builtins.int
+    TOKEN_MASK_ID_FIELD_NUMBER: _builtins.int
     max_draft_tokens: _builtins.int
     """Number of draft tokens to propose, 1..InfoResponse.max_draft_tokens."""
     seed: _builtins.int
@@ -271,6 +272,11 @@ class DraftRequest(_message.Message):
     """The drafter samples from its warped distribution further truncated to its
     max_support most likely tokens, so the shipped distribution is exact and
     sparse. 0 = server default.
+    """
+    token_mask_id: _builtins.str
+    """Restrict drafting to a mask registered with SetTokenMask: logits outside it are
+    masked before the warpers, so the proposal is renormalised on the mask. Empty = no
+    restriction. An unknown id is FAILED_PRECONDITION (register it again).
     """
     @_builtins.property
     def context(self) -> Global___TokenContext: ...
@@ -290,10 +296,11 @@ class DraftRequest(_message.Message):
         stop_token_ids: _abc.Iterable[_builtins.int] | None = ...,
         confidence_threshold: _builtins.float = ...,
         max_support: _builtins.int = ...,
+        token_mask_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_threshold", b"confidence_threshold", "context", b"context", "max_draft_tokens", b"max_draft_tokens", "max_support", b"max_support", "sampling", b"sampling", "seed", b"seed", "stop_token_ids", b"stop_token_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_threshold", b"confidence_threshold", "context", b"context", "max_draft_tokens", b"max_draft_tokens", "max_support", b"max_support", "sampling", b"sampling", "seed", b"seed", "stop_token_ids", b"stop_token_ids", "token_mask_id", b"token_mask_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -459,3 +466,49 @@ class ReleaseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseResponse: _TypeAlias = ReleaseResponse  # noqa: Y015
+
+@_typing.final
+class SetTokenMaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MASK_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_BITMAP_FIELD_NUMBER: _builtins.int
+    mask_id: _builtins.str
+    """Caller-chosen id, e.g. a hash of the mask's contents."""
+    allowed_bitmap: _builtins.bytes
+    """Bit i set (bit i % 8 of byte i / 8) = token id i allowed. At most ceil(vocab_size / 8)
+    bytes; ids beyond the bitmap are not allowed.
+    """
+    def __init__(
+        self,
+        *,
+        mask_id: _builtins.str = ...,
+        allowed_bitmap: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_bitmap", b"allowed_bitmap", "mask_id", b"mask_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTokenMaskRequest: _TypeAlias = SetTokenMaskRequest  # noqa: Y015
+
+@_typing.final
+class SetTokenMaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOWED_TOKENS_FIELD_NUMBER: _builtins.int
+    allowed_tokens: _builtins.int
+    """Number of allowed token ids."""
+    def __init__(
+        self,
+        *,
+        allowed_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_tokens", b"allowed_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTokenMaskResponse: _TypeAlias = SetTokenMaskResponse  # noqa: Y015

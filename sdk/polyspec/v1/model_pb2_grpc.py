@@ -61,6 +61,11 @@ class ModelServiceStub:
                 request_serializer=polyspec_dot_v1_dot_model__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=polyspec_dot_v1_dot_model__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.SetTokenMask = channel.unary_unary(
+                '/polyspec.v1.ModelService/SetTokenMask',
+                request_serializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskRequest.SerializeToString,
+                response_deserializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -103,6 +108,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTokenMask(self, request, context):
+        """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
+        drafter/target pair; Draft requests then name it instead of shipping a mask each round.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +138,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=polyspec_dot_v1_dot_model__pb2.ReleaseRequest.FromString,
                     response_serializer=polyspec_dot_v1_dot_model__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'SetTokenMask': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTokenMask,
+                    request_deserializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskRequest.FromString,
+                    response_serializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -242,6 +260,33 @@ class ModelService:
             '/polyspec.v1.ModelService/Release',
             polyspec_dot_v1_dot_model__pb2.ReleaseRequest.SerializeToString,
             polyspec_dot_v1_dot_model__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTokenMask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyspec.v1.ModelService/SetTokenMask',
+            polyspec_dot_v1_dot_model__pb2.SetTokenMaskRequest.SerializeToString,
+            polyspec_dot_v1_dot_model__pb2.SetTokenMaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,10 @@ class ModelServiceStub:
     """
     Release: _grpc.UnaryUnaryMultiCallable[_model_pb2.ReleaseRequest, _model_pb2.ReleaseResponse]
     """Frees the caches of finished or abandoned sequences."""
+    SetTokenMask: _grpc.UnaryUnaryMultiCallable[_model_pb2.SetTokenMaskRequest, _model_pb2.SetTokenMaskResponse]
+    """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
+    drafter/target pair; Draft requests then name it instead of shipping a mask each round.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -77,6 +81,10 @@ class ModelServiceAsyncStub(ModelServiceStub):
     """
     Release: _aio.UnaryUnaryMultiCallable[_model_pb2.ReleaseRequest, _model_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Frees the caches of finished or abandoned sequences."""
+    SetTokenMask: _aio.UnaryUnaryMultiCallable[_model_pb2.SetTokenMaskRequest, _model_pb2.SetTokenMaskResponse]  # type: ignore[assignment]
+    """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
+    drafter/target pair; Draft requests then name it instead of shipping a mask each round.
+    """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     """One model server, used by the coordinator as drafter or as target.
@@ -123,5 +131,15 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_model_pb2.ReleaseResponse, _abc.Awaitable[_model_pb2.ReleaseResponse]]:
         """Frees the caches of finished or abandoned sequences."""
+
+    @_abc_1.abstractmethod
+    def SetTokenMask(
+        self,
+        request: _model_pb2.SetTokenMaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.SetTokenMaskResponse, _abc.Awaitable[_model_pb2.SetTokenMaskResponse]]:
+        """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
+        drafter/target pair; Draft requests then name it instead of shipping a mask each round.
+        """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
