@@ -1,0 +1,425 @@
+{{/*
+Names, labels and the pieces the workloads share. Component helpers take a dict:
+  root: the top context ($), component: "drafter" | "target" | "coordinator" | "test",
+  values: that component's values.
+*/}}
+
+{{- define "polyspec.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "polyspec.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The name of a component's objects: <fullname>-<component>, within 63 characters. */}}
+{{- define "polyspec.componentName" -}}
+{{- printf "%s-%s" (include "polyspec.fullname" .root | trunc (int (sub 62 (len .component)))) .component | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of a release (never the chart version). */}}
+{{- define "polyspec.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "polyspec.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "polyspec.labels" -}}
+helm.sh/chart: {{ include "polyspec.chart" . }}
+{{ include "polyspec.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: polyspec
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.componentSelectorLabels" -}}
+{{ include "polyspec.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "polyspec.componentLabels" -}}
+{{ include "polyspec.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The image of a component: the CUDA variant where it asks for GPUs; a digest wins over the tag. */}}
+{{- define "polyspec.image" -}}
+{{- $image := .root.Values.image }}
+{{- $gpu := false }}
+{{- with .values.gpu }}{{ $gpu = .enabled }}{{ end }}
+{{- $digest := ternary $image.digests.cuda $image.digests.cpu $gpu }}
+{{- $tag := $image.tag | default .root.Chart.AppVersion }}
+{{- if $gpu }}{{ $tag = printf "%s%s" $tag $image.cudaTagSuffix }}{{ end }}
+{{- if $digest }}
+{{- printf "%s@%s" $image.repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.coordinatorServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "polyspec.componentName" (dict "root" . "component" "coordinator")) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.modelServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- include "polyspec.componentName" (dict "root" . "component" "model") }}
+{{- else }}
+{{- "default" }}
+{{- end }}
+{{- end }}
+
+{{/* DNS name of a component's Service inside the cluster. */}}
+{{- define "polyspec.serviceHost" -}}
+{{- printf "%s.%s.svc.%s" (include "polyspec.componentName" .) .root.Release.Namespace .root.Values.clusterDomain }}
+{{- end }}
+
+{{/* The coordinator's --target value for the configured discovery. */}}
+{{- define "polyspec.targetSpec" -}}
+{{- $target := dict "root" . "component" "target" }}
+{{- $service := include "polyspec.componentName" $target }}
+{{- $discovery := .Values.coordinator.discovery }}
+{{- if eq $discovery "endpointslices" }}
+{{- printf "kubernetes:///%s.%s:grpc" $service .Release.Namespace }}
+{{- else if eq $discovery "dns" }}
+{{- printf "dns:///%s:%d" (include "polyspec.serviceHost" $target) (int .Values.target.port) }}
+{{- else }}
+{{- if .Values.target.autoscaling.enabled }}
+{{- fail "coordinator.discovery=static cannot follow target.autoscaling: use endpointslices or dns" }}
+{{- end }}
+{{- $addresses := list }}
+{{- range $i := until (int .Values.target.replicaCount) }}
+{{- $addresses = append $addresses (printf "%s-%d.%s:%d" $service $i (include "polyspec.serviceHost" $target) (int $.Values.target.port)) }}
+{{- end }}
+{{- join "," $addresses }}
+{{- end }}
+{{- end }}
+
+{{/* A number as the CLI expects it (1000000, not 1e+06); strings pass through. */}}
+{{- define "polyspec.flagValue" -}}
+{{- $v := . }}
+{{- if kindIs "float64" $v }}
+{{- if eq $v (floor $v) }}{{ int64 $v }}{{ else }}{{ $v }}{{ end }}
+{{- else }}
+{{- $v }}
+{{- end }}
+{{- end }}
+
+{{/* Settings key -> CLI flag, per kind of process. */}}
+{{- define "polyspec.modelFlags" -}}
+device: --device
+dtype: --dtype
+cacheBudgetMib: --cache-budget-mib
+cacheTtlSeconds: --cache-ttl-seconds
+maxDraftTokens: --max-draft-tokens
+maxSupport: --max-support
+maxQueue: --max-queue
+threads: --threads
+{{- end }}
+
+{{- define "polyspec.coordinatorFlags" -}}
+lookaheadK: --lookahead-k
+maxLookaheadK: --max-lookahead-k
+confidenceThreshold: --confidence-threshold
+maxSupport: --max-support
+maxNewTokensCap: --max-new-tokens-cap
+callTimeoutSeconds: --call-timeout
+startupTimeoutSeconds: --startup-timeout
+shutdownGraceSeconds: --shutdown-grace
+{{- end }}
+
+{{/*
+The settings of a component that are set, as a dict ConfigMap key -> value. A model service on a GPU
+defaults to --device cuda; its model folder is MODEL_DIR.
+*/}}
+{{- define "polyspec.settingsData" -}}
+{{- $prefix := upper .component }}
+{{- $flags := include (ternary "polyspec.coordinatorFlags" "polyspec.modelFlags" (eq .component "coordinator")) . | fromYaml }}
+{{- $settings := deepCopy .values.settings }}
+{{- if and (ne .component "coordinator") .values.gpu.enabled (kindIs "invalid" $settings.device) }}
+{{- $_ := set $settings "device" "cuda" }}
+{{- end }}
+{{- $data := dict }}
+{{- range $key := keys $flags | sortAlpha }}
+{{- $value := get $settings $key }}
+{{- if not (kindIs "invalid" $value) }}
+{{- $_ := set $data (printf "%s_%s" $prefix (snakecase $key | upper)) (include "polyspec.flagValue" $value) }}
+{{- end }}
+{{- end }}
+{{- if ne .component "coordinator" }}
+{{- $_ := set $data (printf "%s_MODEL_DIR" $prefix) (include "polyspec.modelDir" .) }}
+{{- if not .values.modelPath }}
+{{- $_ := set $data (printf "%s_MODEL" $prefix) .values.model }}
+{{- end }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{/* The model folder a model service loads. */}}
+{{- define "polyspec.modelDir" -}}
+{{- $cache := .root.Values.models.cacheDir | trimSuffix "/" }}
+{{- if .values.modelPath }}
+{{- printf "%s/%s" $cache (.values.modelPath | trimPrefix "/") }}
+{{- else }}
+{{- printf "%s/models/%s" $cache .values.model }}
+{{- end }}
+{{- end }}
+
+{{/* env entries reading each setting from the ConfigMap, and the matching --flag=$(VAR) args. */}}
+{{- define "polyspec.settingsEnv" -}}
+{{- $configMap := include "polyspec.componentName" (dict "root" .root "component" "config") }}
+{{- range $key, $_ := include "polyspec.settingsData" . | fromYaml }}
+- name: {{ $key }}
+  valueFrom:
+    configMapKeyRef:
+      name: {{ $configMap }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.settingsArgs" -}}
+{{- $prefix := upper .component }}
+{{- $flags := include (ternary "polyspec.coordinatorFlags" "polyspec.modelFlags" (eq .component "coordinator")) . | fromYaml }}
+{{- $data := include "polyspec.settingsData" . | fromYaml }}
+{{- range $key := keys $flags | sortAlpha }}
+{{- $var := printf "%s_%s" $prefix (snakecase $key | upper) }}
+{{- if hasKey $data $var }}
+- {{ printf "%s=$(%s)" (get $flags $key) $var | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every polyspec container gets: writable places under /tmp, no hub access. */}}
+{{- define "polyspec.baseEnv" -}}
+- name: HOME
+  value: /tmp
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+- name: MPLCONFIGDIR
+  value: /tmp/matplotlib
+- name: POLYSPEC_CACHE_DIR
+  value: {{ .Values.models.cacheDir | quote }}
+- name: HF_HUB_OFFLINE
+  value: "1"
+- name: TRANSFORMERS_OFFLINE
+  value: "1"
+- name: PYTHONUNBUFFERED
+  value: "1"
+{{- end }}
+
+{{/* Requests and limits, with the GPU limit added where the component asks for GPUs. */}}
+{{- define "polyspec.resources" -}}
+{{- $resources := deepCopy (.values.resources | default dict) }}
+{{- $gpu := .values.gpu | default dict }}
+{{- if $gpu.enabled }}
+{{- $limits := $resources.limits | default dict }}
+{{- $_ := set $limits $gpu.resourceName (int $gpu.count) }}
+{{- $_ := set $resources "limits" $limits }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/* gRPC startup, liveness and readiness probes (grpc.health.v1). */}}
+{{- define "polyspec.probes" -}}
+{{- $probes := .values.probes }}
+startupProbe:
+  grpc:
+    port: {{ .values.port }}
+    service: {{ .service }}
+  {{- toYaml $probes.startup | nindent 2 }}
+livenessProbe:
+  grpc:
+    port: {{ .values.port }}
+    service: ""
+  {{- toYaml $probes.liveness | nindent 2 }}
+readinessProbe:
+  grpc:
+    port: {{ .values.port }}
+    service: {{ .service }}
+  {{- toYaml $probes.readiness | nindent 2 }}
+{{- end }}
+
+{{/* Scheduling and pod-level settings a component may set. */}}
+{{- define "polyspec.podScheduling" -}}
+{{- with .values.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Pod template metadata: labels and a checksum of the settings so a change rolls the pods. */}}
+{{- define "polyspec.podMetadata" -}}
+labels:
+  {{- include "polyspec.componentLabels" . | trim | nindent 2 }}
+  {{- with .values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  checksum/config: {{ include "polyspec.settingsData" . | sha256sum }}
+  {{- with .values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/* The volume holding the models. */}}
+{{- define "polyspec.modelVolume" -}}
+{{- $volume := .root.Values.models.volume }}
+- name: models
+{{- if eq $volume.type "existingClaim" }}
+  persistentVolumeClaim:
+    claimName: {{ required "models.volume.existingClaim is required with type existingClaim" $volume.existingClaim }}
+{{- else if eq $volume.type "ephemeral" }}
+  ephemeral:
+    volumeClaimTemplate:
+      metadata:
+        labels:
+          {{- include "polyspec.componentLabels" . | trim | nindent 10 }}
+      spec:
+        accessModes: ["ReadWriteOnce"]
+        {{- with $volume.storageClassName }}
+        storageClassName: {{ . }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ $volume.size }}
+{{- else }}
+  emptyDir:
+    sizeLimit: {{ $volume.sizeLimit }}
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- end }}
+
+{{/* The init container fetching a named model into the volume (none for a modelPath). */}}
+{{- define "polyspec.fetchInitContainer" -}}
+{{- $fetch := .root.Values.models.fetch }}
+{{- if and $fetch.enabled (not .values.modelPath) }}
+- name: fetch-model
+  image: {{ include "polyspec.image" . | quote }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  args:
+    - --log-level={{ .root.Values.logLevel }}
+    - models
+    - fetch
+    - --no-progress
+    - $({{ upper .component }}_MODEL)
+  env:
+    {{- include "polyspec.baseEnv" .root | trim | nindent 4 }}
+    {{- with include "polyspec.settingsEnv" . | trim }}{{ . | nindent 4 }}{{- end }}
+    {{- with $fetch.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  securityContext:
+    {{- toYaml .root.Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml $fetch.resources | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ .root.Values.models.cacheDir }}
+    - name: tmp
+      mountPath: /tmp
+{{- end }}
+{{- end }}
+
+{{/* The pod spec of a model service (drafter or target). */}}
+{{- define "polyspec.modelPodSpec" -}}
+serviceAccountName: {{ include "polyspec.modelServiceAccountName" .root }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+terminationGracePeriodSeconds: {{ .values.terminationGracePeriodSeconds }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- include "polyspec.podScheduling" . }}
+{{- with include "polyspec.fetchInitContainer" . | trim }}
+initContainers:
+  {{- . | nindent 2 }}
+{{- end }}
+containers:
+  - name: {{ .component }}
+    image: {{ include "polyspec.image" . | quote }}
+    imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+    args:
+      - --log-level={{ .root.Values.logLevel }}
+      - serve
+      - model
+      - --model=$({{ upper .component }}_MODEL_DIR)
+      - --host=0.0.0.0
+      - --port={{ .values.port }}
+      - --metrics-port={{ .values.metricsPort }}
+      {{- with include "polyspec.settingsArgs" . | trim }}{{ . | nindent 6 }}{{- end }}
+      {{- with .values.extraArgs }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    env:
+      {{- include "polyspec.baseEnv" .root | trim | nindent 6 }}
+      {{- with include "polyspec.settingsEnv" . | trim }}{{ . | nindent 6 }}{{- end }}
+      {{- with .values.env }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    ports:
+      - name: grpc
+        containerPort: {{ .values.port }}
+        protocol: TCP
+      - name: metrics
+        containerPort: {{ .values.metricsPort }}
+        protocol: TCP
+    {{- include "polyspec.probes" (dict "values" .values "service" "polyspec.v1.ModelService") | trim | nindent 4 }}
+    securityContext:
+      {{- toYaml .root.Values.securityContext | nindent 6 }}
+    resources:
+      {{- include "polyspec.resources" . | trim | nindent 6 }}
+    volumeMounts:
+      - name: models
+        mountPath: {{ .root.Values.models.cacheDir }}
+        readOnly: true
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  {{- include "polyspec.modelVolume" . | trim | nindent 2 }}
+  {{- include "polyspec.tmpVolume" .root | trim | nindent 2 }}
+{{- end }}
