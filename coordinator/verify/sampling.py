@@ -32,6 +32,9 @@ from torch import Tensor
 # Probability given to padding entries of a sparse proposal (see ``truncate_support``).
 PADDING_PROB = 0.0
 
+# Smallest positive temperature: below it logits / temperature overflows float32. Use 0 for greedy.
+MIN_TEMPERATURE = 1e-3
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -49,6 +52,10 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature: must be a finite number >= 0, got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature: must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {self.temperature}"
+            )
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k: must be an integer >= 0, got {self.top_k!r}")
         if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:

@@ -63,3 +63,9 @@ class DeadlineExceededError(PolyspecError):
     """The caller's deadline passed before the work finished."""
 
     kind = ErrorKind.DEADLINE_EXCEEDED
+
+
+class UnknownTokenMaskError(PolyspecError):
+    """A named token mask is not held (never registered, or evicted); register it with SetTokenMask."""
+
+    kind = ErrorKind.FAILED_PRECONDITION

@@ -36,6 +36,7 @@ class DraftCall:
     stop_token_ids: frozenset[int] = frozenset()
     confidence_threshold: float = 0.0
     max_support: int = 0  # 0 = the server's default
+    token_mask_id: str = ""  # a mask registered with SetTokenMask; "" = no restriction
 
 
 @dataclass(frozen=True)

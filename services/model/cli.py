@@ -32,6 +32,9 @@ def register_serve(roles: Any) -> None:
     parser.add_argument("--max-draft-tokens", type=int, help="largest max_draft_tokens a request may ask")
     parser.add_argument("--max-support", type=int, help="default draft support size (max_support = 0)")
     parser.add_argument("--max-queue", type=int, help="pending requests before RESOURCE_EXHAUSTED")
+    parser.add_argument(
+        "--max-token-masks", type=int, help="token masks (SetTokenMask) held, least recently used dropped"
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument(
         "--emulate-forward-ms",
@@ -53,6 +56,7 @@ def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_draft_tokens": args.max_draft_tokens,
         "default_max_support": args.max_support,
         "max_queue": args.max_queue,
+        "max_token_masks": args.max_token_masks,
         "torch_threads": args.threads,
         "metrics_port": args.metrics_port,
         "emulated_forward_seconds": None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.verify.sampling import SamplingConfig
+from services.common.errors import InvalidArgumentError
 from services.model.calls import (
     ContextRef,
     DraftCall,
@@ -18,12 +19,22 @@ from services.model.calls import (
 
 
 def sampling_config(params: common_pb2.SamplingParams) -> SamplingConfig:
-    """Warpers of a request; unset temperature / top_p mean 1.0."""
-    return SamplingConfig(
-        temperature=params.temperature if params.HasField("temperature") else 1.0,
-        top_k=params.top_k,
-        top_p=params.top_p if params.HasField("top_p") else 1.0,
-    )
+    """Warpers of a request; unset temperature / top_p mean 1.0.
+
+    Bad values raise ``InvalidArgumentError`` naming the field (``sampling.top_p: must lie in (0, 1], ...``),
+    never a bare ``ValueError`` (which would reach the caller as INTERNAL).
+    """
+    try:
+        return SamplingConfig(
+            temperature=params.temperature if params.HasField("temperature") else 1.0,
+            top_k=params.top_k,
+            top_p=params.top_p if params.HasField("top_p") else 1.0,
+        )
+    except ValueError as exc:  # SamplingConfig's messages start with the warper's name
+        warper, separator, reason = str(exc).partition(": ")
+        if not separator:
+            raise InvalidArgumentError("sampling", str(exc)) from exc
+        raise InvalidArgumentError(f"sampling.{warper}", reason) from exc
 
 
 def context_ref(context: model_pb2.TokenContext) -> ContextRef:
@@ -48,6 +59,7 @@ def draft_call(request: model_pb2.DraftRequest) -> DraftCall:
         stop_token_ids=frozenset(request.stop_token_ids),
         confidence_threshold=request.confidence_threshold,
         max_support=request.max_support,
+        token_mask_id=request.token_mask_id,
     )
 
 

@@ -1,7 +1,9 @@
 """The model engine: a transformers causal LM with per-sequence KV caches serving Draft and Score.
 
-Methods are synchronous and run on the model worker thread (see ``services.model.worker``). Forwards
-feed only the tokens not already cached; the sampling math is ``coordinator.verify.sampling``.
+Methods are synchronous and run on the model worker thread (see ``services.model.worker``), except
+``set_token_mask``, which is thread-safe. Forwards feed only the tokens not already cached; the sampling math
+is ``coordinator.verify.sampling`` (restricted to a token mask with ``coordinator.verify.tli``, see
+``services.model.masks``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from polyspec.protocol import prefix_checksum
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache
 
-from coordinator.verify.sampling import draft_token, score_candidates, sparse_to_dense
+from coordinator.verify.sampling import DraftedToken, score_candidates, sparse_to_dense
 from services.common.errors import ContextMissError, InvalidArgumentError
 from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
 from services.model.calls import (
@@ -38,9 +40,12 @@ from services.model.identity import (
     tokenizer_files,
     tokenizer_fingerprint,
 )
+from services.model.masks import RegisteredMask, TokenMaskStore, draft_token_within
 from services.model.settings import ModelServiceSettings
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Where the sampling math runs: ``_forward`` moves the logits there, and token masks live there.
+SAMPLING_DEVICE = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class ModelEngine:
             clock=self._clocks.clock,
             on_evict=on_evict,
         )
+        self.token_masks = TokenMaskStore(settings.max_token_masks, self._vocab_size, SAMPLING_DEVICE)
 
     @classmethod
     def load(
@@ -135,6 +141,10 @@ class ModelEngine:
             output = self.model(input_ids=input_ids, cache=kv, use_cache=True)
         return int(output.logits.shape[-1]), max(kv_nbytes(kv), 1)
 
+    def set_token_mask(self, mask_id: str, bitmap: bytes) -> RegisteredMask:
+        """Registers (or replaces) a token mask for later Draft calls; thread-safe, needs no worker turn."""
+        return self.token_masks.register(mask_id, bitmap)
+
     def release(self, sequence_ids: Iterable[str]) -> int:
         """Drops the caches of the named sequences; returns how many were held."""
         return self.cache.release(sequence_ids)
@@ -166,7 +176,13 @@ class ModelEngine:
         return whole
 
     def draft(self, call: DraftCall) -> DraftOutcome:
-        """Samples up to ``call.max_draft_tokens`` draft tokens; the cache then holds context + drafts."""
+        """Samples up to ``call.max_draft_tokens`` draft tokens; the cache then holds context + drafts.
+
+        With ``call.token_mask_id`` every draft token lies in that mask (``services.model.masks``); a mask
+        with no allowed id yields no draft tokens. An unknown mask raises ``UnknownTokenMaskError`` before
+        the sequence's cache is touched.
+        """
+        mask = self.token_masks.get(call.token_mask_id) if call.token_mask_id else None
         with torch.inference_mode():
             self.cache.expire_idle()
             context = self.resolve_context(call.context)
@@ -186,9 +202,10 @@ class ModelEngine:
             stats.reused_tokens = prepared.reused_tokens
             session = prepared.session
             with self._dropped_on_failure(session.sequence_id):
-                drafted = self._draft_loop(session, prepared.feed_tokens, call, count, stats)
+                drafted = self._draft_loop(session, prepared.feed_tokens, call, count, stats, mask=mask)
                 tokens = context + [token for token, _ in drafted]
-                self.cache.commit(session, tokens, kv_len=len(tokens) - 1)
+                # Fed: all but the last draft token, or every one when drafting ran out of mask mass.
+                self.cache.commit(session, tokens, kv_len=session.kv_len)
         return DraftOutcome(tuple(token for token, _ in drafted), tuple(probs for _, probs in drafted), stats)
 
     def _draft_loop(
@@ -198,18 +215,18 @@ class ModelEngine:
         call: DraftCall,
         count: int,
         stats: ForwardStats,
+        *,
+        mask: torch.Tensor | None,  # [vocab] bool on SAMPLING_DEVICE
     ) -> list[tuple[int, SparseProbs]]:
-        generator = torch.Generator(device="cpu").manual_seed(call.seed)
+        generator = torch.Generator(device=SAMPLING_DEVICE).manual_seed(call.seed)
         max_support = call.max_support or self._settings.default_max_support
         drafted: list[tuple[int, SparseProbs]] = []
         logits = self._forward(session, feed_tokens, 1, stats)[-1]  # [vocab]
         while True:
-            token = draft_token(logits, call.sampling, max_support, generator)
-            support = SparseProbs(
-                tuple(int(t) for t in token.support_ids.tolist()),
-                tuple(float(p) for p in token.support_probs.tolist()),
-            )
-            drafted.append((token.token, support))
+            token = draft_token_within(logits, mask, call.sampling, max_support, generator)
+            if token is None:  # the mask leaves no drafter mass here
+                return drafted
+            drafted.append((token.token, _sparse_probs(token)))
             stop = token.token in call.stop_token_ids or (
                 call.confidence_threshold > 0 and token.confidence < call.confidence_threshold
             )
@@ -239,7 +256,7 @@ class ModelEngine:
                 torch.tensor(candidates, dtype=torch.int64),
                 self._dense_draft_probs(call.draft_probs),
                 call.sampling,
-                torch.Generator(device="cpu").manual_seed(call.seed),
+                torch.Generator(device=SAMPLING_DEVICE).manual_seed(call.seed),
             )
         greedy = call.sampling.is_greedy
         recovered = result.recovered_tokens
@@ -283,7 +300,7 @@ class ModelEngine:
         input_ids = torch.tensor([tokens], dtype=torch.long, device=self._device)
         extra = {"logits_to_keep": keep} if self._keeps_logits else {}
         output = self.model(input_ids=input_ids, cache=session.kv, use_cache=True, **extra)
-        logits: torch.Tensor = output.logits[0, -keep:].to(device="cpu", dtype=torch.float32)
+        logits: torch.Tensor = output.logits[0, -keep:].to(device=SAMPLING_DEVICE, dtype=torch.float32)
         session.kv_len += len(tokens)
         elapsed = self._clocks.timer() - started
         padding = self._settings.emulated_forward_seconds - elapsed
@@ -302,3 +319,11 @@ class ModelEngine:
         except BaseException:
             self.cache.release([sequence_id])
             raise
+
+
+def _sparse_probs(token: DraftedToken) -> SparseProbs:
+    """A draft token's exact proposal as plain values."""
+    return SparseProbs(
+        tuple(int(t) for t in token.support_ids.tolist()),
+        tuple(float(p) for p in token.support_probs.tolist()),
+    )

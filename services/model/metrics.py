@@ -15,7 +15,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class ModelMetrics:
-    """Forwards, token counts, cache state, evictions, context misses, latency and queue depth."""
+    """Forwards, token counts, cache state, evictions, context misses, token masks, latency, queue depth."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -34,6 +34,14 @@ class ModelMetrics:
             "polyspec_model_context_misses",
             "Requests whose cached prefix was not held (FAILED_PRECONDITION).",
             registry=r,
+        )
+        self.token_mask_misses = Counter(
+            "polyspec_model_token_mask_misses",
+            "Draft requests naming a token mask the server does not hold (FAILED_PRECONDITION).",
+            registry=r,
+        )
+        self.token_masks = Gauge(
+            "polyspec_model_token_masks", "Token masks registered with SetTokenMask and held.", registry=r
         )
         self.request_seconds = Histogram(
             "polyspec_model_request_seconds",
@@ -59,11 +67,13 @@ class ModelMetrics:
         cache_bytes: Callable[[], float],
         cache_sessions: Callable[[], float],
         queue_depth: Callable[[], float],
+        token_masks: Callable[[], float],
         emulated_forward_seconds: float,
     ) -> None:
         """Binds the gauges to live values of the engine and worker."""
         self.cache_bytes.set_function(cache_bytes)
         self.cache_sessions.set_function(cache_sessions)
+        self.token_masks.set_function(token_masks)
         self.queue_depth.set_function(queue_depth)
         self.emulated_forward_seconds.set(emulated_forward_seconds)
 

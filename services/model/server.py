@@ -90,6 +90,7 @@ async def start_model_server(
         cache_bytes=lambda: engine.cache.total_bytes,
         cache_sessions=lambda: engine.cache.session_count,
         queue_depth=lambda: worker.depth,
+        token_masks=lambda: len(engine.token_masks),
         emulated_forward_seconds=settings.emulated_forward_seconds,
     )
     servicer = ModelServicer(engine, worker, metrics)

@@ -1,4 +1,10 @@
-"""polyspec.v1.ModelService: validate -> convert -> engine call on the model worker -> convert back."""
+"""polyspec.v1.ModelService: validate -> convert -> engine call on the model worker -> convert back.
+
+SetTokenMask is the exception: it runs on the event loop, not in the worker's first-in-first-out queue.
+Registering a mask is cheap (unpacking a bitmap of ceil(vocab / 8) bytes) and the mask store is
+thread-safe, so a registration neither waits behind queued Draft / Score calls nor is refused by a full
+queue; a Draft sent after SetTokenMask returned always sees the mask.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from services.common.errors import ContextMissError
+from services.common.errors import ContextMissError, UnknownTokenMaskError
 from services.model import convert
 from services.model.engine import ModelEngine
 from services.model.metrics import ModelMetrics
@@ -17,6 +23,7 @@ from services.model.validation import (
     check_draft_request,
     check_release_request,
     check_score_request,
+    check_set_token_mask_request,
 )
 from services.model.worker import ModelWorker
 
@@ -70,9 +77,20 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             released = await self._run(lambda: self._engine.release(sequence_ids))
             return model_pb2.ReleaseResponse(released=released)
 
+    async def SetTokenMask(  # noqa: N802 (gRPC method name)
+        self, request: model_pb2.SetTokenMaskRequest, context: _Context
+    ) -> model_pb2.SetTokenMaskResponse:
+        with self._metrics.timed("SetTokenMask"):
+            check_set_token_mask_request(request, self._limits)
+            registered = self._engine.set_token_mask(request.mask_id, request.allowed_bitmap)
+            return model_pb2.SetTokenMaskResponse(allowed_tokens=registered.allowed_tokens)
+
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
             return await self._worker.run(fn)
         except ContextMissError:
             self._metrics.context_misses.inc()
+            raise
+        except UnknownTokenMaskError:
+            self._metrics.token_mask_misses.inc()
             raise

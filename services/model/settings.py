@@ -30,6 +30,9 @@ class ModelServiceSettings(BaseModel):
     max_draft_tokens: int = Field(16, ge=1, le=1024, description="Largest max_draft_tokens accepted.")
     default_max_support: int = Field(64, ge=1, description="Draft support size when a request says 0.")
     max_queue: int = Field(64, ge=1, description="Pending requests before RESOURCE_EXHAUSTED.")
+    max_token_masks: int = Field(
+        16, ge=1, le=4096, description="Token masks (SetTokenMask) held; the least recently used go first."
+    )
     emulated_forward_seconds: float = Field(
         0.0, ge=0.0, description="Benchmarking flag: pad each forward to this time (0 = off)."
     )

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from polyspec.v1 import common_pb2, model_pb2
 
 from services.common.errors import InvalidArgumentError
+from services.model.masks import bitmap_bytes
 
 PROBS_SUM_TOLERANCE = 1e-3
 MAX_SEQUENCE_ID_CHARS = 512
+MAX_TOKEN_MASK_ID_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ def check_draft_request(request: model_pb2.DraftRequest, limits: RequestLimits) 
         raise InvalidArgumentError(
             "max_support", f"must be >= 0 (0 = server default), got {request.max_support}"
         )
+    if len(request.token_mask_id) > MAX_TOKEN_MASK_ID_CHARS:
+        raise InvalidArgumentError(
+            "token_mask_id", f"must be at most {MAX_TOKEN_MASK_ID_CHARS} characters (empty = no mask)"
+        )
 
 
 def check_sparse_distribution(
@@ -118,3 +124,23 @@ def check_release_request(request: model_pb2.ReleaseRequest) -> None:
     for index, sequence_id in enumerate(request.sequence_ids):
         if not sequence_id:
             raise InvalidArgumentError(f"sequence_ids[{index}]", "must not be empty")
+
+
+def check_set_token_mask_request(request: model_pb2.SetTokenMaskRequest, limits: RequestLimits) -> None:
+    """A non-empty mask id and a bitmap of at most ceil(vocab_size / 8) bytes naming only real token ids."""
+    if not request.mask_id:
+        raise InvalidArgumentError("mask_id", "must not be empty")
+    if len(request.mask_id) > MAX_TOKEN_MASK_ID_CHARS:
+        raise InvalidArgumentError("mask_id", f"must be at most {MAX_TOKEN_MASK_ID_CHARS} characters")
+    bitmap = request.allowed_bitmap
+    longest = bitmap_bytes(limits.vocab_size)
+    if len(bitmap) > longest:
+        raise InvalidArgumentError(
+            "allowed_bitmap",
+            f"{len(bitmap)} bytes exceed ceil(vocab_size / 8) = {longest} (vocab_size {limits.vocab_size})",
+        )
+    spare_bits = 8 * longest - limits.vocab_size
+    if len(bitmap) == longest and spare_bits and bitmap[-1] >> (8 - spare_bits):
+        raise InvalidArgumentError(
+            "allowed_bitmap", f"sets a bit of a token id >= vocab_size {limits.vocab_size}"
+        )

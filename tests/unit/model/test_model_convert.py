@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.verify.sampling import SamplingConfig
+from services.common.errors import InvalidArgumentError
 from services.model import convert
 from services.model.calls import EngineInfo, FimTokens, ForwardStats, ScoreOutcome
 
@@ -13,6 +15,36 @@ def test_unset_temperature_and_top_p_mean_one() -> None:
     assert convert.sampling_config(common_pb2.SamplingParams()) == SamplingConfig(1.0, 0, 1.0)
     greedy = common_pb2.SamplingParams(temperature=0.0, top_k=5, top_p=0.5)
     assert convert.sampling_config(greedy) == SamplingConfig(0.0, 5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        (common_pb2.SamplingParams(temperature=-1.0), "sampling.temperature"),
+        (common_pb2.SamplingParams(temperature=float("nan")), "sampling.temperature"),
+        (common_pb2.SamplingParams(temperature=float("inf")), "sampling.temperature"),
+        (common_pb2.SamplingParams(top_k=-3), "sampling.top_k"),
+        (common_pb2.SamplingParams(top_p=0.0), "sampling.top_p"),
+        (common_pb2.SamplingParams(top_p=1.5), "sampling.top_p"),
+        (common_pb2.SamplingParams(top_p=float("nan")), "sampling.top_p"),
+    ],
+)
+def test_bad_sampling_values_are_invalid_arguments_naming_the_field(
+    params: common_pb2.SamplingParams, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        convert.sampling_config(params)
+    assert info.value.field == field
+    assert info.value.message.startswith(f"{field}: must ")
+
+
+def test_a_draft_request_carries_its_token_mask_id() -> None:
+    request = model_pb2.DraftRequest(
+        context=model_pb2.TokenContext(sequence_id="s", tokens=[1]), max_draft_tokens=2
+    )
+    assert convert.draft_call(request).token_mask_id == ""
+    request.token_mask_id = "pair-1"
+    assert convert.draft_call(request).token_mask_id == "pair-1"
 
 
 def test_empty_draft_probs_select_exact_match_mode() -> None:

@@ -27,6 +27,7 @@ def test_defaults_and_the_name_from_the_folder(tmp_path: Path) -> None:
     assert (settings.max_draft_tokens, settings.default_max_support) == (16, 64)
     assert settings.emulated_forward_seconds == 0
     assert settings.metrics_port is None
+    assert settings.max_token_masks == 16
     assert ModelServiceSettings(model_dir=tmp_path, model_name="x").model_name == "x"
 
 
@@ -40,6 +41,7 @@ def test_defaults_and_the_name_from_the_folder(tmp_path: Path) -> None:
         ("cache_ttl_seconds", 0),
         ("max_draft_tokens", 0),
         ("max_queue", 0),
+        ("max_token_masks", 0),
         ("emulated_forward_seconds", -1),
         ("torch_threads", 0),
         ("metrics_port", 70000),
@@ -79,6 +81,8 @@ def test_arguments_map_onto_settings(tmp_path: Path) -> None:
             "2",
             "--emulate-forward-ms",
             "250",
+            "--max-token-masks",
+            "3",
         ]
     )
     settings = ModelServiceSettings.model_validate(cli._settings_fields(args))
@@ -88,6 +92,7 @@ def test_arguments_map_onto_settings(tmp_path: Path) -> None:
     assert settings.cache_budget_bytes == 2 * MiB
     assert (settings.max_draft_tokens, settings.default_max_support, settings.torch_threads) == (8, 16, 2)
     assert settings.emulated_forward_seconds == pytest.approx(0.25)
+    assert settings.max_token_masks == 3
     assert args.handler is cli._serve_model
     assert parse(["model", "--model", str(tmp_path)]).port == 50052
 

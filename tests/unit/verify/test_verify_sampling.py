@@ -399,3 +399,10 @@ def test_cuda_tensors_with_a_cpu_generator_match_cpu() -> None:
     assert torch.equal(results[1].target_samples.cpu(), results[0].target_samples)
     assert results[0].recovered_tokens is not None and results[1].recovered_tokens is not None
     assert torch.equal(results[1].recovered_tokens.cpu(), results[0].recovered_tokens)
+
+
+def test_tiny_positive_temperature_is_rejected() -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=1e-40)
+    SamplingConfig(temperature=0.0)
+    SamplingConfig(temperature=1e-3)
