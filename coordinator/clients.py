@@ -1,0 +1,275 @@
+"""Async client of one model service (drafter or target) over its own gRPC channel.
+
+The client sends context deltas: it remembers, per sequence, the tokens the server holds after the
+last successful call (context + draft tokens after Draft, context + candidates after Score) and sends
+only what follows their longest common prefix with the new context, plus a checksum of that prefix.
+On a context miss (FAILED_PRECONDITION: evicted, restarted, another replica) it resends the whole
+context once. RPC failures become ``services.common.errors`` exceptions naming the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from polyspec.protocol import prefix_checksum
+from polyspec.v1 import model_pb2, model_pb2_grpc
+
+from services.common.errors import (
+    ContextMissError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from services.common.server import MiB, channel_options
+
+_Request = TypeVar("_Request", bound=Message)
+_Response = TypeVar("_Response", bound=Message)
+
+
+class CallObserver(Protocol):
+    """Told about every finished model-service call (per-hop latency metrics)."""
+
+    def __call__(self, role: str, method: str, seconds: float, ok: bool) -> None: ...
+
+
+@dataclass
+class Traffic:
+    """Serialized bytes exchanged with the model services for one request."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class Deadline:
+    """The time left to a request; ``None`` = no deadline. Bounds every downstream call."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._expires = None if seconds is None else clock() + seconds
+
+    def remaining(self) -> float | None:
+        return None if self._expires is None else self._expires - self._clock()
+
+    def expired(self) -> bool:
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0
+
+    def call_timeout(self, cap: float) -> float:
+        """The timeout of the next call: ``cap`` cut to the time left; raises once the deadline passed."""
+        remaining = self.remaining()
+        if remaining is None:
+            return cap
+        if remaining <= 0:
+            raise DeadlineExceededError("the request's deadline passed")
+        return min(cap, remaining)
+
+
+@dataclass(frozen=True)
+class CallScope:
+    """What bounds and accounts the model-service calls of one request."""
+
+    deadline: Deadline
+    traffic: Traffic
+    timeout_cap: float  # the coordinator's per-call timeout
+
+
+def map_rpc_error(error: grpc.aio.AioRpcError, role: str, address: str) -> Exception:
+    """The domain exception for a failed call to the ``role`` service at ``address``."""
+    service = f"{role} at {address}"
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnavailableError(f"{service} is unavailable: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(f"{service} did not answer in time: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhaustedError(f"{service} is over capacity: {details}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ContextMissError(f"{service}: {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(role, f"{service} refused the request: {details}")
+    if code == grpc.StatusCode.CANCELLED:
+        return UnavailableError(f"{service} cancelled the call: {details}")
+    return RuntimeError(f"{service} failed with {code.name}: {details}")
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass(frozen=True)
+class _ContextCall(Generic[_Request, _Response]):
+    """One Draft or Score call: how to build the request around a context and what the server holds after."""
+
+    sequence_id: str
+    context: Sequence[int]
+    with_context: Callable[[model_pb2.TokenContext], _Request]
+    invoke: Callable[..., Awaitable[_Response]]  # the stub method: (request, timeout=...)
+    held_after: Callable[[_Response], list[int]]
+
+
+class ModelServiceClient:
+    """One channel to one model service address, with per-sequence context tracking."""
+
+    def __init__(
+        self,
+        address: str,
+        role: str,
+        *,
+        max_message_bytes: int = 64 * MiB,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.address = address
+        self.role = role
+        self._channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+        self._stub = model_pb2_grpc.ModelServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._observer = observer
+        # Tokens the server holds per sequence after our last call ([] = touched, state unknown).
+        self._held: dict[str, list[int]] = {}
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} at {self.address}"
+
+    def holds(self, sequence_id: str) -> bool:
+        """Whether this service may hold a cache for the sequence (it was sent a call for it)."""
+        return sequence_id in self._held
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    async def info(self, *, timeout: float, wait_for_ready: bool = False) -> model_pb2.InfoResponse:
+        """The service's identity, limits and tokenizer."""
+        start = time.monotonic()
+        try:
+            response: model_pb2.InfoResponse = await self._stub.Info(
+                model_pb2.InfoRequest(), timeout=timeout, wait_for_ready=wait_for_ready
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._observe("Info", start, ok=False)
+            raise map_rpc_error(exc, self.role, self.address) from None
+        self._observe("Info", start, ok=True)
+        return response
+
+    async def draft(
+        self,
+        sequence_id: str,
+        context: Sequence[int],
+        request: model_pb2.DraftRequest,
+        scope: CallScope,
+    ) -> model_pb2.DraftResponse:
+        """Draft from ``context``; ``request`` carries everything but the context."""
+
+        def with_context(token_context: model_pb2.TokenContext) -> model_pb2.DraftRequest:
+            full = model_pb2.DraftRequest()
+            full.CopyFrom(request)
+            full.context.CopyFrom(token_context)
+            return full
+
+        def held_after(response: model_pb2.DraftResponse) -> list[int]:
+            return [*context, *response.draft_tokens]
+
+        call = _ContextCall(sequence_id, context, with_context, self._stub.Draft, held_after)
+        return await self._context_call("Draft", call, scope)
+
+    async def score(
+        self,
+        sequence_id: str,
+        context: Sequence[int],
+        request: model_pb2.ScoreRequest,
+        scope: CallScope,
+    ) -> model_pb2.ScoreResponse:
+        """Score ``request.candidate_tokens`` after ``context``; ``request`` carries all but the context."""
+
+        def with_context(token_context: model_pb2.TokenContext) -> model_pb2.ScoreRequest:
+            full = model_pb2.ScoreRequest()
+            full.CopyFrom(request)
+            full.context.CopyFrom(token_context)
+            return full
+
+        def held_after(_: model_pb2.ScoreResponse) -> list[int]:
+            return [*context, *request.candidate_tokens]
+
+        call = _ContextCall(sequence_id, context, with_context, self._stub.Score, held_after)
+        return await self._context_call("Score", call, scope)
+
+    async def release(self, sequence_ids: Sequence[str], *, timeout: float) -> int:
+        """Drops the sequences' caches on the service; forgets them here either way."""
+        for sequence_id in sequence_ids:
+            self._held.pop(sequence_id, None)
+        start = time.monotonic()
+        try:
+            response: model_pb2.ReleaseResponse = await self._stub.Release(
+                model_pb2.ReleaseRequest(sequence_ids=list(sequence_ids)), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._observe("Release", start, ok=False)
+            raise map_rpc_error(exc, self.role, self.address) from None
+        self._observe("Release", start, ok=True)
+        return response.released
+
+    def _token_context(self, sequence_id: str, context: Sequence[int]) -> model_pb2.TokenContext:
+        held = self._held.get(sequence_id, [])
+        # Always send at least one token, so the server has fresh logits without re-deriving them.
+        cached = min(common_prefix_len(held, context), max(0, len(context) - 1))
+        return model_pb2.TokenContext(
+            sequence_id=sequence_id,
+            cached_prefix_len=cached,
+            cached_prefix_checksum=prefix_checksum(context[:cached]) if cached else 0,
+            tokens=list(context[cached:]),
+        )
+
+    async def _context_call(
+        self,
+        method: str,
+        call: _ContextCall[_Request, _Response],
+        scope: CallScope,
+    ) -> _Response:
+        token_context = self._token_context(call.sequence_id, call.context)
+        self._held[call.sequence_id] = []  # touched; the server's state is unknown until it answers
+        try:
+            response = await self._timed(method, call, call.with_context(token_context), scope)
+        except ContextMissError:
+            if token_context.cached_prefix_len == 0:
+                raise RuntimeError(f"{self.name} refused a whole context as a context miss") from None
+            whole = model_pb2.TokenContext(sequence_id=call.sequence_id, tokens=list(call.context))
+            response = await self._timed(method, call, call.with_context(whole), scope)
+        self._held[call.sequence_id] = call.held_after(response)
+        return response
+
+    async def _timed(
+        self,
+        method: str,
+        call: _ContextCall[_Request, _Response],
+        request: _Request,
+        scope: CallScope,
+    ) -> _Response:
+        timeout = scope.deadline.call_timeout(scope.timeout_cap)
+        scope.traffic.bytes_sent += request.ByteSize()
+        start = time.monotonic()
+        try:
+            response = await call.invoke(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self._observe(method, start, ok=False)
+            raise map_rpc_error(exc, self.role, self.address) from None
+        except asyncio.CancelledError:
+            self._observe(method, start, ok=False)
+            raise
+        self._observe(method, start, ok=True)
+        scope.traffic.bytes_received += response.ByteSize()
+        return response
+
+    def _observe(self, method: str, start: float, *, ok: bool) -> None:
+        if self._observer is not None:
+            self._observer(self.role, method, time.monotonic() - start, ok)

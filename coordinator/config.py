@@ -1,0 +1,98 @@
+"""The coordinator's settings: one validated, frozen object built once at start-up."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.common.server import GrpcServerSettings, MiB
+
+_FINGERPRINT_CHARS = frozenset("0123456789abcdef")
+
+
+def _check_address(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {address!r}")
+    return address
+
+
+def _check_fingerprint(fingerprint: str | None) -> str | None:
+    if fingerprint is None:
+        return None
+    lowered = fingerprint.lower()
+    if len(lowered) != 64 or not set(lowered) <= _FINGERPRINT_CHARS:
+        raise ValueError(f"expected a sha256 hex digest (64 hex characters), got {fingerprint!r}")
+    return lowered
+
+
+class CoordinatorSettings(BaseModel):
+    """Where the model services are, request defaults and limits, and the coordinator's own servers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drafter_address: str | None = Field(
+        None, description="host:port of the drafter service; None runs target-only decoding."
+    )
+    target_addresses: tuple[str, ...] = Field(
+        ..., min_length=1, description="host:port of each target replica (the pool is updated live later)."
+    )
+    drafter_tokenizer_fingerprint: str | None = Field(
+        None, description="Declared sha256 of the drafter's tokenizer; a different Info refuses start-up."
+    )
+    target_tokenizer_fingerprint: str | None = Field(
+        None, description="Declared sha256 of the target's tokenizer; a different Info refuses start-up."
+    )
+    default_lookahead_k: int = Field(5, ge=1, description="Draft tokens per round when a request sets none.")
+    max_lookahead_k: int = Field(16, ge=1, le=256, description="Largest lookahead a request may ask for.")
+    default_confidence_threshold: float = Field(
+        0.4, ge=0.0, lt=1.0, description="Threshold of the confidence lookahead when a request sets none."
+    )
+    max_support: int = Field(
+        0, ge=0, description="Support cap of each shipped draft distribution; 0 = the drafter's default."
+    )
+    max_new_tokens_cap: int = Field(4096, ge=1, description="Largest max_new_tokens a request may ask for.")
+    call_timeout_seconds: float = Field(
+        60.0, gt=0.0, description="Upper bound of one model-service call (the client deadline may cut it)."
+    )
+    release_timeout_seconds: float = Field(5.0, gt=0.0, description="Bound of the Release calls at the end.")
+    startup_timeout_seconds: float = Field(
+        120.0, gt=0.0, description="How long start-up waits for the model services to answer Info."
+    )
+    max_message_bytes: int = Field(64 * MiB, ge=MiB, description="Cap on one message to a model service.")
+    grpc: GrpcServerSettings = Field(default_factory=GrpcServerSettings)  # type: ignore[arg-type]
+    metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus endpoint.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port of the Prometheus endpoint; 0 picks one; None disables it."
+    )
+
+    @field_validator("drafter_address")
+    @classmethod
+    def _drafter_address(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value)
+
+    @field_validator("target_addresses")
+    @classmethod
+    def _target_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            _check_address(address)
+        if len(set(value)) != len(value):
+            raise ValueError("target addresses must be distinct")
+        return value
+
+    @field_validator("drafter_tokenizer_fingerprint", "target_tokenizer_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        return _check_fingerprint(value)
+
+    @model_validator(mode="after")
+    def _lookahead_bounds(self) -> Self:
+        if self.default_lookahead_k > self.max_lookahead_k:
+            raise ValueError(
+                f"default_lookahead_k ({self.default_lookahead_k}) exceeds "
+                f"max_lookahead_k ({self.max_lookahead_k})"
+            )
+        if self.drafter_address is None and self.drafter_tokenizer_fingerprint is not None:
+            raise ValueError("drafter_tokenizer_fingerprint is set but no drafter_address is")
+        return self

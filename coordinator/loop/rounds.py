@@ -1,0 +1,202 @@
+"""One round of the SI loop, split at its natural boundaries: draft, verify, commit.
+
+- draft: the drafter proposes up to k draft tokens with the exact (sparse) distributions it sampled
+  them from; any drafter failure switches the request to target-only decoding (``RequestRun.fall_back``).
+- verify: one target Score over the candidates. Greedy requests use exact match (the target's argmax
+  must equal each candidate); sampling requests ship the draft distributions and apply the
+  speculative-sampling rule with the coordinator's own acceptance uniforms (``coordinator.verify``).
+  A round without candidates is a plain target step (the target's sample is the output token).
+- commit: append the output tokens, truncated at the first EOS (unless ``ignore_eos``), at
+  ``max_new_tokens`` and at the target's context window.
+
+Every draw is seeded from the request seed per round and purpose (``coordinator.seeds``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+import torch
+from polyspec.v1 import common_pb2, model_pb2
+
+from coordinator.loop.events import FinishReason
+from coordinator.loop.state import RequestRun
+from coordinator.seeds import SeedPurpose, generator_for, round_seed
+from coordinator.verify.sampling import SamplingConfig
+from coordinator.verify.speculative import (
+    accept_exact_match,
+    accept_speculative,
+    acceptance_uniforms,
+    output_tokens,
+)
+from services.common.errors import DeadlineExceededError, PolyspecError
+
+log = structlog.get_logger(__name__)
+
+
+class MalformedResponseError(RuntimeError):
+    """A model service answered with something that breaks the protocol."""
+
+
+@dataclass(frozen=True)
+class Drafted:
+    """The usable draft tokens of one Draft call and what it cost."""
+
+    tokens: tuple[int, ...]
+    distributions: tuple[common_pb2.SparseDistribution, ...]  # one per token
+    candidate_draft_probs: tuple[float, ...]  # draft_probs[i][tokens[i]]
+    stats: model_pb2.ForwardStats
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What one target Score call decided."""
+
+    output: tuple[int, ...]  # accepted + recovered / bonus (or the plain target sample)
+    accepted: int
+    stats: model_pb2.ForwardStats
+
+
+def sampling_message(config: SamplingConfig) -> common_pb2.SamplingParams:
+    """The wire form of the request's warpers (every field explicit)."""
+    return common_pb2.SamplingParams(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+
+
+def _seed(run: RequestRun, purpose: SeedPurpose) -> int:
+    return round_seed(run.plan.seed, run.counters.rounds, purpose)
+
+
+async def draft(run: RequestRun, k: int, confidence_threshold: float) -> Drafted | None:
+    """Asks the drafter for up to k draft tokens; None when it failed (the request then falls back)."""
+    drafters = run.services.drafters
+    drafter = run.services.pair.drafter
+    assert drafters is not None and drafter is not None
+    request = model_pb2.DraftRequest(
+        max_draft_tokens=k,
+        sampling=sampling_message(run.params.sampling),
+        seed=_seed(run, SeedPurpose.DRAFT),
+        stop_token_ids=[] if run.params.ignore_eos else sorted(drafter.eos_token_ids),
+        confidence_threshold=confidence_threshold,
+        max_support=run.services.settings.max_support,
+    )
+    context = run.drafter_context()
+    try:
+        response, run.drafter_replica = await drafters.call(
+            lambda client: client.draft(run.drafter_sequence_id, context, request, run.scope),
+            prefer=run.drafter_replica,
+        )
+        drafted = usable_draft(response, k, run.target.vocab_size)
+    except DeadlineExceededError:
+        if run.scope.deadline.expired():
+            raise
+        run.fall_back("the drafter did not answer in time")
+        return None
+    except (PolyspecError, RuntimeError) as exc:  # unavailable, over capacity, refused, malformed
+        run.fall_back(str(exc))
+        return None
+    run.counters.drafter_forwards += response.stats.forwards
+    run.counters.emulated_latency |= response.stats.emulated_latency
+    return drafted
+
+
+def usable_draft(response: model_pb2.DraftResponse, k: int, target_vocab_size: int) -> Drafted:
+    """The draft tokens the target can score, with each one's draft probability.
+
+    Drafting is cut before the first position whose shipped distribution reaches outside the target's
+    vocabulary (padding rows of a wider drafter head). That distribution is fixed by the earlier
+    tokens alone, before its own token is drawn, so the cut is a lookahead decision and the round stays
+    lossless.
+    """
+    tokens, distributions = list(response.draft_tokens), list(response.draft_probs)
+    if len(tokens) > k or len(distributions) != len(tokens):
+        raise MalformedResponseError(
+            f"the drafter sent {len(tokens)} draft tokens and {len(distributions)} distributions for k={k}"
+        )
+    probs: list[float] = []
+    for token, distribution in zip(tokens, distributions, strict=True):
+        if any(i >= target_vocab_size for i in distribution.token_ids):
+            break
+        prob = sum(p for i, p in zip(distribution.token_ids, distribution.probs, strict=True) if i == token)
+        if not prob > 0:
+            raise MalformedResponseError(f"the drafter sent draft token {token} with probability {prob}")
+        probs.append(prob)
+    n = len(probs)
+    return Drafted(tuple(tokens[:n]), tuple(distributions[:n]), tuple(probs), response.stats)
+
+
+async def _score(run: RequestRun, request: model_pb2.ScoreRequest) -> model_pb2.ScoreResponse:
+    context = run.target_context()
+    response, run.target_replica = await run.services.targets.call(
+        lambda client: client.score(run.target_sequence_id, context, request, run.scope),
+        prefer=run.target_replica,
+    )
+    k = len(request.candidate_tokens)
+    if len(response.target_samples) != k + 1:
+        raise MalformedResponseError(f"the target sent {len(response.target_samples)} samples for k={k}")
+    run.counters.target_forwards += response.stats.forwards
+    run.counters.emulated_latency |= response.stats.emulated_latency
+    return response
+
+
+async def target_step(run: RequestRun) -> Verified:
+    """A plain decoding step: one target forward, one output token."""
+    request = model_pb2.ScoreRequest(
+        sampling=sampling_message(run.params.sampling), seed=_seed(run, SeedPurpose.SCORE)
+    )
+    response = await _score(run, request)
+    return Verified((int(response.target_samples[0]),), 0, response.stats)
+
+
+async def verify(run: RequestRun, drafted: Drafted) -> Verified:
+    """Scores the draft tokens on the target and applies the acceptance rule."""
+    greedy = run.params.sampling.is_greedy
+    request = model_pb2.ScoreRequest(
+        candidate_tokens=drafted.tokens,
+        draft_probs=[] if greedy else drafted.distributions,
+        sampling=sampling_message(run.params.sampling),
+        seed=_seed(run, SeedPurpose.SCORE),
+    )
+    response = await _score(run, request)
+    candidates = list(drafted.tokens)
+    samples = [int(t) for t in response.target_samples]
+    if greedy:
+        accepted = accept_exact_match(torch.tensor(candidates), torch.tensor(samples))
+        output = output_tokens(candidates, accepted, samples, None)
+    else:
+        k = len(candidates)
+        if len(response.candidate_target_probs) != k or len(response.recovered_tokens) != k:
+            raise MalformedResponseError(f"the target sent incomplete verification data for k={k}")
+        uniforms = acceptance_uniforms(k, generator_for(_seed(run, SeedPurpose.ACCEPT)))
+        accepted = accept_speculative(
+            torch.tensor(list(response.candidate_target_probs), dtype=torch.float64),
+            torch.tensor(drafted.candidate_draft_probs, dtype=torch.float64),
+            uniforms,
+        )
+        output = output_tokens(candidates, accepted, samples, list(response.recovered_tokens))
+    run.counters.draft_tokens += len(candidates)
+    run.counters.accepted_tokens += accepted
+    return Verified(tuple(output), accepted, response.stats)
+
+
+def commit(run: RequestRun, tokens: tuple[int, ...]) -> tuple[tuple[int, ...], FinishReason | None]:
+    """Appends a round's output tokens within the request's limits; returns them and the finish reason."""
+    target = run.target
+    room = min(
+        run.params.max_new_tokens - len(run.output),
+        target.max_context_tokens - len(run.plan.target_prompt) - len(run.output),
+    )
+    taken = tokens[: max(0, room)]
+    finish: FinishReason | None = None
+    if not run.params.ignore_eos:
+        for index, token in enumerate(taken):
+            if token in target.eos_token_ids:
+                taken, finish = taken[: index + 1], FinishReason.STOP
+                break
+    run.output.extend(taken)
+    if finish is None:
+        if len(run.output) >= run.params.max_new_tokens:
+            finish = FinishReason.LENGTH
+        elif len(run.plan.target_prompt) + len(run.output) >= target.max_context_tokens:
+            finish = FinishReason.CONTEXT
+    return taken, finish

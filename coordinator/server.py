@@ -1,0 +1,173 @@
+"""The coordinator server: connect to the model services, check the pair, then serve CoordinatorService.
+
+``start_coordinator`` returns only once the services answered Info and the pair checks passed, so the
+server reports SERVING exactly when it can generate. ``run`` is the process entry point (blocks until
+SIGTERM/SIGINT, then drains).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc, model_pb2
+
+from coordinator.clients import ModelServiceClient
+from coordinator.config import CoordinatorSettings
+from coordinator.loop import LoopServices
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.pair import ModelEndpoint, ModelPair, check_declared_fingerprint, endpoint_from_info
+from coordinator.replicas import ReplicaPool
+from coordinator.servicer import CoordinatorServicer
+from services.common.errors import DeadlineExceededError, PolyspecError, UnavailableError
+from services.common.metrics import MetricsEndpoint
+from services.common.server import RunningServer, serve_until_signal, start_server
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
+
+
+@dataclass
+class CoordinatorServer:
+    """A started coordinator: its gRPC server, the services it talks to and its metrics endpoint."""
+
+    running: RunningServer
+    services: LoopServices
+    metrics_endpoint: MetricsEndpoint | None
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_endpoint is None else self.metrics_endpoint.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains (NOT_SERVING, in-flight calls finish within the grace), then closes every channel."""
+        await self.running.stop(grace)
+        if self.services.background:  # Release calls of requests cancelled by the stop
+            await asyncio.gather(*self.services.background, return_exceptions=True)
+        await _close_services(self.services.targets, self.services.drafters)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+
+
+async def _first_endpoint(pool: ReplicaPool, declared: str | None, timeout: float) -> ModelEndpoint:
+    """Describes a role from the first of its replicas that answers Info; checks the declared tokenizer."""
+    addresses = pool.addresses
+
+    async def info(address: str) -> tuple[str, model_pb2.InfoResponse]:
+        return address, await pool.replica(address).client.info(timeout=timeout, wait_for_ready=True)
+
+    calls = [asyncio.ensure_future(info(a)) for a in addresses]
+    last_error: BaseException | None = None
+    try:
+        for finished in asyncio.as_completed(calls):
+            try:
+                address, answer = await finished
+            except PolyspecError as exc:
+                last_error = exc
+                continue
+            endpoint = await asyncio.to_thread(endpoint_from_info, pool.role, address, answer)
+            check_declared_fingerprint(endpoint, declared)
+            pool.expected_fingerprint = endpoint.fingerprint
+            pool.mark_verified(address)
+            return endpoint
+    finally:
+        for task in calls:
+            task.cancel()
+    if isinstance(last_error, DeadlineExceededError):
+        raise UnavailableError(
+            f"{pool.role} at {', '.join(addresses)} did not answer Info within {timeout:g} s"
+        ) from last_error
+    assert last_error is not None
+    raise last_error
+
+
+async def connect(settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> LoopServices:
+    """Opens the replica pools, reads Info from both roles and checks the pair."""
+
+    def pool(role: str, addresses: tuple[str, ...]) -> ReplicaPool:
+        def make_client(address: str) -> ModelServiceClient:
+            return ModelServiceClient(
+                address, role, max_message_bytes=settings.max_message_bytes, observer=metrics.observe_call
+            )
+
+        return ReplicaPool(role, addresses, make_client)
+
+    targets = pool("target", settings.target_addresses)
+    drafters = None if settings.drafter_address is None else pool("drafter", (settings.drafter_address,))
+    try:
+        timeout = settings.startup_timeout_seconds
+        target = await _first_endpoint(targets, settings.target_tokenizer_fingerprint, timeout)
+        drafter = None
+        if drafters is not None:
+            drafter = await _first_endpoint(drafters, settings.drafter_tokenizer_fingerprint, timeout)
+    except BaseException:
+        await _close_services(targets, drafters)
+        raise
+    pair = ModelPair(target=target, drafter=drafter)
+    log.info(
+        "model_pair",
+        target=target.model_name,
+        drafter=None if drafter is None else drafter.model_name,
+        same_tokenizer=pair.same_tokenizer,
+        emulated_latency=pair.emulated_latency,
+    )
+    return LoopServices(settings=settings, pair=pair, targets=targets, drafters=drafters, metrics=metrics)
+
+
+async def _close_services(targets: ReplicaPool, drafters: ReplicaPool | None) -> None:
+    await targets.close()
+    if drafters is not None:
+        await drafters.close()
+
+
+async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:
+    """Connects to the model services, then starts serving (health SERVING once ready)."""
+    metrics = CoordinatorMetrics()
+    services = await connect(settings, metrics)
+    servicer = CoordinatorServicer(services)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+
+    try:
+        running = await start_server(settings.grpc, [register], [SERVICE_NAME])
+    except BaseException:
+        await _close_services(services.targets, services.drafters)
+        raise
+    endpoint = None
+    if settings.metrics_port is not None:
+        endpoint = MetricsEndpoint(metrics.registry, settings.metrics_host, settings.metrics_port)
+    return CoordinatorServer(running, services, endpoint)
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    """Writes the port atomically (readers never see a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(f"{port}\n")
+    os.replace(partial, path)
+
+
+async def serve(settings: CoordinatorSettings, port_file: Path | None = None) -> None:
+    """Starts the coordinator, writes the bound port once serving, serves until SIGTERM/SIGINT."""
+    server = await start_coordinator(settings)
+    try:
+        if port_file is not None:
+            _write_port_file(port_file, server.port)
+        await serve_until_signal(server.running)
+    finally:
+        await server.stop()
+
+
+def run(settings: CoordinatorSettings, port_file: Path | None = None) -> None:
+    """Process entry point of ``polyspec serve coordinator`` (blocks until the server has drained)."""
+    asyncio.run(serve(settings, port_file))
