@@ -36,8 +36,14 @@ class CoordinatorSettings(BaseModel):
         None, description="host:port of the drafter service; None runs target-only decoding."
     )
     target_addresses: tuple[str, ...] = Field(
-        ..., min_length=1, description="host:port of each target replica (the pool is updated live later)."
+        (), description="host:port of each target replica (a static pool)."
     )
+    target_discovery: str | None = Field(
+        None,
+        description="Discover target replicas live instead: dns:///NAME:PORT (headless Service) or "
+        "kubernetes:///SERVICE.NAMESPACE:PORT (EndpointSlice watch).",
+    )
+    dns_interval_seconds: float = Field(5.0, gt=0.0, description="Polling interval of dns:/// discovery.")
     drafter_tokenizer_fingerprint: str | None = Field(
         None, description="Declared sha256 of the drafter's tokenizer; a different Info refuses start-up."
     )
@@ -81,6 +87,15 @@ class CoordinatorSettings(BaseModel):
             raise ValueError("target addresses must be distinct")
         return value
 
+    @field_validator("target_discovery")
+    @classmethod
+    def _target_discovery(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("dns:///", "kubernetes:///")):
+            raise ValueError(
+                f"expected dns:///NAME:PORT or kubernetes:///SERVICE.NAMESPACE:PORT, got {value!r}"
+            )
+        return value
+
     @field_validator("drafter_tokenizer_fingerprint", "target_tokenizer_fingerprint")
     @classmethod
     def _fingerprint(cls, value: str | None) -> str | None:
@@ -92,6 +107,10 @@ class CoordinatorSettings(BaseModel):
             raise ValueError(
                 f"default_lookahead_k ({self.default_lookahead_k}) exceeds "
                 f"max_lookahead_k ({self.max_lookahead_k})"
+            )
+        if bool(self.target_addresses) == (self.target_discovery is not None):
+            raise ValueError(
+                "give the targets either as target_addresses or as target_discovery (exactly one)"
             )
         if self.drafter_address is None and self.drafter_tokenizer_fingerprint is not None:
             raise ValueError("drafter_tokenizer_fingerprint is set but no drafter_address is")

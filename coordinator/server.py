@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc, model_pb2
 
 from coordinator.clients import ModelServiceClient
 from coordinator.config import CoordinatorSettings
+from coordinator.discovery import DiscoveryError, source_from_spec
 from coordinator.loop import LoopServices
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import ModelEndpoint, ModelPair, check_declared_fingerprint, endpoint_from_info
@@ -39,6 +41,7 @@ class CoordinatorServer:
     running: RunningServer
     services: LoopServices
     metrics_endpoint: MetricsEndpoint | None
+    discovery_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -50,6 +53,9 @@ class CoordinatorServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains (NOT_SERVING, in-flight calls finish within the grace), then closes every channel."""
+        if self.discovery_task is not None:
+            self.discovery_task.cancel()
+            await asyncio.gather(self.discovery_task, return_exceptions=True)
         await self.running.stop(grace)
         if self.services.background:  # Release calls of requests cancelled by the stop
             await asyncio.gather(*self.services.background, return_exceptions=True)
@@ -90,8 +96,40 @@ async def _first_endpoint(pool: ReplicaPool, declared: str | None, timeout: floa
     raise last_error
 
 
-async def connect(settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> LoopServices:
-    """Opens the replica pools, reads Info from both roles and checks the pair."""
+async def _first_replica_set(updates: AsyncIterator[frozenset[str]], timeout: float) -> tuple[str, ...]:
+    """The first non-empty replica set a discovery source reports (targets may still be loading)."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for addresses in updates:
+                if addresses:
+                    return tuple(sorted(addresses))
+    except TimeoutError:
+        pass
+    raise UnavailableError(f"target discovery found no ready replica within {timeout:g} s")
+
+
+async def follow_discovery(
+    updates: AsyncIterator[frozenset[str]], pool: ReplicaPool, stop: Callable[[], None]
+) -> None:
+    """Applies every replica set a source reports to the pool; an unrecoverable source stops the server."""
+    try:
+        async for addresses in updates:
+            log.info("target_replicas", addresses=sorted(addresses))
+            pool.update(addresses)
+    except DiscoveryError:
+        log.exception("target_discovery_failed")
+        stop()
+
+
+async def connect(
+    settings: CoordinatorSettings,
+    metrics: CoordinatorMetrics,
+    updates: AsyncIterator[frozenset[str]] | None = None,
+) -> LoopServices:
+    """Opens the replica pools, reads Info from both roles and checks the pair.
+
+    With ``updates`` (a discovery source), the first non-empty replica set seeds the target pool.
+    """
 
     def pool(role: str, addresses: tuple[str, ...]) -> ReplicaPool:
         def make_client(address: str) -> ModelServiceClient:
@@ -101,7 +139,10 @@ async def connect(settings: CoordinatorSettings, metrics: CoordinatorMetrics) ->
 
         return ReplicaPool(role, addresses, make_client)
 
-    targets = pool("target", settings.target_addresses)
+    addresses = settings.target_addresses
+    if updates is not None:
+        addresses = await _first_replica_set(updates, settings.startup_timeout_seconds)
+    targets = pool("target", addresses)
     drafters = None if settings.drafter_address is None else pool("drafter", (settings.drafter_address,))
     try:
         timeout = settings.startup_timeout_seconds
@@ -132,7 +173,13 @@ async def _close_services(targets: ReplicaPool, drafters: ReplicaPool | None) ->
 async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:
     """Connects to the model services, then starts serving (health SERVING once ready)."""
     metrics = CoordinatorMetrics()
-    services = await connect(settings, metrics)
+    updates = None
+    if settings.target_discovery is not None:
+        source = source_from_spec(
+            settings.target_discovery, dns_interval_seconds=settings.dns_interval_seconds
+        )
+        updates = aiter(source.updates())
+    services = await connect(settings, metrics, updates)
     servicer = CoordinatorServicer(services)
 
     def register(server: grpc.aio.Server) -> None:
@@ -146,7 +193,15 @@ async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:
     endpoint = None
     if settings.metrics_port is not None:
         endpoint = MetricsEndpoint(metrics.registry, settings.metrics_host, settings.metrics_port)
-    return CoordinatorServer(running, services, endpoint)
+    server = CoordinatorServer(running, services, endpoint)
+    if updates is not None:
+
+        def stop() -> None:
+            # Kubernetes restarts the pod: stop serving rather than route by a stale replica set.
+            asyncio.get_running_loop().create_task(running.stop())
+
+        server.discovery_task = asyncio.create_task(follow_discovery(updates, services.targets, stop))
+    return server
 
 
 def _write_port_file(path: Path, port: int) -> None:
