@@ -1,0 +1,76 @@
+"""Deadline and retry bookkeeping shared by the blocking and the asyncio client.
+
+Only ``UNAVAILABLE`` is retried, a bounded number of times, with exponential backoff and full jitter
+drawn from an injected ``random.Random``; a retry never sleeps past the call's deadline.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from polyspec.errors import DeadlineExceededError, PolyspecError, UnavailableError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry limits and backoff.
+
+    The delay before retry ``n`` (0-based) is uniform in ``[0, min(max_backoff, initial * multiplier**n)]``.
+    """
+
+    max_retries: int = 3
+    initial_backoff_seconds: float = 0.1
+    max_backoff_seconds: float = 2.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries: must be >= 0, got {self.max_retries}")
+        if self.initial_backoff_seconds < 0 or self.max_backoff_seconds < 0:
+            raise ValueError("backoff: must be >= 0 seconds")
+        if self.multiplier < 1:
+            raise ValueError(f"multiplier: must be >= 1, got {self.multiplier}")
+
+    def backoff_cap(self, retry: int) -> float:
+        """The largest delay before retry number ``retry`` (0-based)."""
+        return float(min(self.max_backoff_seconds, self.initial_backoff_seconds * self.multiplier**retry))
+
+
+class CallBudget:
+    """The deadline and retries of one call (all its attempts together)."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rng: random.Random,
+        clock: Callable[[], float],
+        timeout: float | None,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout: must be > 0 seconds, got {timeout}")
+        self._policy = policy
+        self._rng = rng
+        self._clock = clock
+        self._deadline = None if timeout is None else clock() + timeout
+        self.retries = 0
+
+    def attempt_timeout(self) -> float | None:
+        """The gRPC timeout of the next attempt: the time left to the deadline (None: no deadline)."""
+        if self._deadline is None:
+            return None
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceededError("the call's deadline passed before the request could be sent")
+        return remaining
+
+    def backoff(self, error: PolyspecError) -> float | None:
+        """The delay before retrying after ``error``, or None when ``error`` must be raised."""
+        if not isinstance(error, UnavailableError) or self.retries >= self._policy.max_retries:
+            return None
+        delay = self._rng.uniform(0.0, self._policy.backoff_cap(self.retries))
+        if self._deadline is not None and self._clock() + delay >= self._deadline:
+            return None
+        self.retries += 1
+        return delay

@@ -1,0 +1,85 @@
+"""Plain Python types of the SDK (no protobuf): request options, results and statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+AlgorithmName: TypeAlias = Literal["auto", "ar", "sd", "slem", "slrs", "tli"]
+"""``auto`` lets the coordinator choose; the others force one verification algorithm."""
+
+LookaheadPolicyName: TypeAlias = Literal["auto", "static", "confidence", "disco"]
+
+FinishReasonName: TypeAlias = Literal["length", "stop", "context", "unspecified"]
+"""``length``: max_new_tokens reached; ``stop``: end of sequence; ``context``: context window full."""
+
+ALGORITHMS: tuple[AlgorithmName, ...] = ("auto", "ar", "sd", "slem", "slrs", "tli")
+LOOKAHEAD_POLICIES: tuple[LookaheadPolicyName, ...] = ("auto", "static", "confidence", "disco")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation (``role`` is system, user, assistant, ...)."""
+
+    role: str
+    content: str
+
+
+ChatInput: TypeAlias = ChatMessage | Mapping[str, str] | tuple[str, str]
+"""A chat turn: a ``ChatMessage``, a ``{"role", "content"}`` mapping or a ``(role, content)`` pair."""
+
+
+@dataclass(frozen=True)
+class Lookahead:
+    """How many tokens the drafter proposes per round.
+
+    ``k`` is the number of draft tokens (static) or the most per round (dynamic policies); 0 lets the
+    coordinator choose. ``confidence_threshold`` applies to the ``confidence`` policy (0 = default).
+    """
+
+    policy: LookaheadPolicyName = "auto"
+    k: int = 0
+    confidence_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Per-request statistics reported by the coordinator (every field of ``polyspec.v1.GenerationStats``)."""
+
+    algorithm: str
+    """The algorithm that ran: ``ar``, ``sd``, ``slem``, ``slrs`` or ``tli``."""
+    lookahead: str
+    """The lookahead policy that ran, e.g. ``static:5`` or ``confidence:5:0.40``."""
+    prompt_tokens: int
+    output_tokens: int
+    draft_tokens: int
+    accepted_tokens: int
+    acceptance_rate: float
+    """accepted_tokens / draft_tokens (0 when nothing was drafted)."""
+    target_forwards: int
+    drafter_forwards: int
+    rounds: int
+    time_to_first_token_seconds: float
+    total_seconds: float
+    tokens_per_second: float
+    bytes_sent: int
+    """Serialized message bytes from the coordinator to the model services."""
+    bytes_received: int
+    emulated_latency: bool
+    """True when some service padded its forwards to an emulated latency (benchmarking)."""
+    fallback_reason: str
+    """Why the request fell back to another algorithm ("" if it did not)."""
+    seed: int
+    """The seed the request ran with (pass it back to reproduce the output)."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The output of one generation: text, target token ids, why it stopped, and its statistics."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReasonName
+    stats: GenerationStats
+    request_id: str = ""

@@ -1,0 +1,141 @@
+"""`polyspec bench` end to end on a tiny random pair: services, transformers reference, JSON, PNG, table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.bench import cli as bench_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_model]
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REFUSAL_PREFIXES = ("INVALID_ARGUMENT: ", "FAILED_PRECONDITION: ", "UNIMPLEMENTED: ")
+AGGREGATE_FIELDS = {
+    "prompts", "output_tokens", "seconds", "tokens_per_second", "mean_tokens_per_second",
+    "median_tokens_per_second", "median_seconds", "client_tokens_per_second",
+    "mean_time_to_first_token_seconds", "median_time_to_first_token_seconds", "acceptance_rate",
+    "mean_acceptance_rate", "tokens_per_target_forward", "bytes_per_round", "fallbacks", "emulated_latency",
+}  # fmt: skip
+RECORD_FIELDS = {
+    "prompt_index", "task_id", "output_tokens", "seconds", "tokens_per_second", "finish_reason", "token_ids",
+    "time_to_first_token_seconds", "acceptance_rate", "target_forwards", "rounds", "bytes_sent",
+    "bytes_received", "tokens_per_target_forward", "bytes_per_round", "fallback_reason", "emulated_latency",
+    "identical_to_reference",
+}  # fmt: skip
+
+
+def run_bench_cli(argv: list[str]) -> int:
+    """Parses ``bench`` arguments with the subcommand's own parser and runs its handler."""
+    parser = argparse.ArgumentParser(prog="polyspec")
+    parser.add_argument("--log-level", default="WARNING")
+    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["--log-level", "WARNING", "bench", *argv])
+    code: int = args.handler(args)
+    return code
+
+
+@pytest.fixture(scope="module")
+def bench_run(
+    tiny_llama_smollm2_vocab_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], Path]:
+    """One small bench run (2 prompts, 4 tokens, greedy and T=0.7); the JSON document and its folder."""
+    out_dir = tmp_path_factory.mktemp("bench")
+    model = str(tiny_llama_smollm2_vocab_dir)
+    code = run_bench_cli(
+        ["--drafter", model, "--target", model, "--prompts", "2", "--prompt-offset", "3",
+         "--max-new-tokens", "4", "--algorithms", "sd,tli", "--temperatures", "0,0.7", "--threads", "1",
+         "--out", str(out_dir / "tiny.json"), "--log-dir", str(out_dir / "logs")]
+    )  # fmt: skip
+    assert code == 0
+    return json.loads((out_dir / "tiny.json").read_text()), out_dir
+
+
+def configurations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["label"]: entry for entry in document["configurations"]}
+
+
+def test_bench_document_describes_machine_models_and_settings(bench_run: tuple[dict[str, Any], Path]) -> None:
+    document, _ = bench_run
+    machine = document["machine"]
+    assert machine["cpu_count"] >= 1 and machine["torch_threads"] == 1
+    assert machine["torch"] and machine["transformers"]
+    for role in ("drafter", "target"):
+        model = document["models"][role]
+        assert model["name"] == "llama-smollm2-vocab"
+        assert set(model["sha256"]) == {"model.safetensors"}
+        assert all(len(digest) == 64 for digest in model["sha256"].values())
+    settings = document["settings"]
+    assert settings["algorithms"] == ["ar", "sd", "tli"]  # ar always runs first: the baseline
+    assert settings["temperatures"] == [0.0, 0.7] and settings["prompt_offset"] == 3
+    assert document["benchmarking_flags"] == []
+
+
+def test_bench_measures_every_configuration(bench_run: tuple[dict[str, Any], Path]) -> None:
+    by_label = configurations(bench_run[0])
+    ran = [
+        "services ar T=0", "services sd [auto] T=0", "services ar T=0.7", "services sd [auto] T=0.7",
+        "transformers ar T=0", "transformers assisted T=0", "transformers ar T=0.7",
+        "transformers assisted T=0.7",
+    ]  # fmt: skip
+    for label in ran:
+        entry = by_label[label]
+        assert entry["skipped"] is None
+        assert set(entry["aggregate"]) == AGGREGATE_FIELDS
+        assert entry["aggregate"]["prompts"] == 2
+        assert [r["task_id"] for r in entry["records"]] == ["HumanEval/3", "HumanEval/4"]
+        for record in entry["records"]:
+            assert set(record) >= RECORD_FIELDS
+            assert 1 <= record["output_tokens"] <= 4 and len(record["token_ids"]) == record["output_tokens"]
+            assert record["tokens_per_second"] > 0
+        assert entry["speedup_vs_services_ar"] > 0 and entry["speedup_vs_transformers_ar"] > 0
+    for engine in ("services", "transformers"):
+        assert by_label[f"{engine} ar T=0"][f"speedup_vs_{engine}_ar"] == 1.0
+    services_sd = by_label["services sd [auto] T=0"]
+    assert services_sd["aggregate"]["acceptance_rate"] is not None
+    assert services_sd["aggregate"]["bytes_per_round"] > 0
+    assert services_sd["aggregate"]["tokens_per_target_forward"] >= 1.0
+    assert services_sd["aggregate"]["mean_time_to_first_token_seconds"] > 0
+
+
+def test_bench_records_greedy_identity(bench_run: tuple[dict[str, Any], Path]) -> None:
+    document = bench_run[0]
+    by_label = configurations(document)
+    services_sd = by_label["services sd [auto] T=0"]["greedy_identity"]
+    assert services_sd["reference"] == "services ar T=0"
+    assert (services_sd["identical"], services_sd["compared"]) == (2, 2)  # lossless
+    assert [r["identical_to_reference"] for r in by_label["services sd [auto] T=0"]["records"]] == [
+        True,
+        True,
+    ]
+    assert by_label["transformers assisted T=0"]["greedy_identity"]["compared"] == 2
+    assert by_label["transformers ar T=0"]["greedy_identity"]["reference"] == "services ar T=0"
+    assert by_label["services sd [auto] T=0.7"]["greedy_identity"] is None  # sampling: no identity check
+    assert document["greedy_mismatches"] == []
+
+
+def test_bench_records_a_refused_algorithm_as_skipped(bench_run: tuple[dict[str, Any], Path]) -> None:
+    for temperature in ("0", "0.7"):
+        entry = configurations(bench_run[0])[f"services tli [auto] T={temperature}"]
+        if entry["skipped"] is None:  # the coordinator runs tli for this pair: then it must be measured
+            assert entry["aggregate"]["prompts"] == 2
+        else:
+            assert entry["skipped"].startswith(REFUSAL_PREFIXES) and entry["aggregate"] is None
+            assert entry["records"] == []
+
+
+def test_bench_writes_a_png_plot(bench_run: tuple[dict[str, Any], Path]) -> None:
+    plot = bench_run[1] / "tiny.png"
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert plot.stat().st_size > 10_000
+
+
+def test_bench_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_bench_cli(["--drafter", "x", "--target", "y", "--prompts", "200", "--lookahead", "sometimes"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "prompts" in err and "lookahead" in err
