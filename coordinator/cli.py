@@ -60,7 +60,16 @@ def register_serve(roles: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="ADDR[,ADDR...]",
         action="append",
         required=True,
-        help="host:port of each target replica; comma-separated or repeated",
+        help="host:port of each target replica (comma-separated or repeated), or live discovery: "
+        "dns:///NAME:PORT (a headless Service's records) or kubernetes:///SERVICE.NAMESPACE:PORT "
+        "(its EndpointSlices)",
+    )
+    services.add_argument(
+        "--target-dns-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="polling interval of dns:/// target discovery",
     )
     for role in ("drafter", "target"):
         services.add_argument(
@@ -154,9 +163,14 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     targets = tuple(part.strip() for value in args.target for part in value.split(",") if part.strip())
     fields: dict[str, Any] = {
         "drafter_address": args.drafter,
-        "target_addresses": targets,
         "grpc": GrpcServerSettings(**grpc_fields),
+        "dns_interval_seconds": args.target_dns_interval,
     }
+    discovery = [t for t in targets if "://" in t]
+    if discovery and len(targets) == 1:
+        fields["target_discovery"] = discovery[0]
+    else:
+        fields["target_addresses"] = targets  # a mix of forms fails validation with a clear message
     for flag, (field, _) in SETTINGS_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -173,9 +187,10 @@ def _serve_coordinator(args: argparse.Namespace) -> int:
         print(f"error: invalid coordinator settings:\n{exc}", file=sys.stderr)
         return 2
     from coordinator import server
+    from services.common.server import exit_after_drain
 
     server.run(settings, args.port_file)
-    return 0
+    exit_after_drain()
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

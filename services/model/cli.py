@@ -86,7 +86,8 @@ def _serve_model(args: argparse.Namespace) -> int:
     if not settings.model_dir.is_dir():
         print(f"polyspec serve model: --model {settings.model_dir} is not a folder", file=sys.stderr)
         return 2
+    from services.common.server import exit_after_drain
     from services.model.server import run
 
     asyncio.run(run(settings, args.port_file))
-    return 0
+    exit_after_drain()

@@ -117,7 +117,7 @@ class ModelEngine:
             model_type=str(config.model_type),
             vocab_size=self._vocab_size,
             max_context_tokens=max_context_tokens(config),
-            eos_token_ids=eos_token_ids(config, self.model.generation_config, self._vocab_size),
+            eos_token_ids=eos_token_ids(config, self.model.generation_config, self._vocab_size, tokenizer),
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
             tokenizer_files=tokenizer_files(tokenizer),
             fim=find_fim_tokens(tokenizer.get_vocab()),

@@ -68,12 +68,36 @@ def _as_ids(value: Any) -> list[int]:
     return [int(item) for item in value if item is not None]
 
 
-def eos_token_ids(config: Any, generation_config: Any, vocab_size: int) -> tuple[int, ...]:
-    """End-of-sequence ids from the generation config, then the model config; deduplicated, in range."""
+# Special tokens that end a document or a turn in common model families. Configs converted from GGUF
+# often keep only one end id (Qwen2.5's generation config upstream lists both <|im_end|> and
+# <|endoftext|>; its GGUF keeps <|im_end|>), and a raw-text completion then runs past <|endoftext|>.
+END_OF_TEXT_TOKENS = (
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|end_of_text|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+)
+
+
+def eos_token_ids(
+    config: Any, generation_config: Any, vocab_size: int, tokenizer: Any = None
+) -> tuple[int, ...]:
+    """End-of-sequence ids: the generation config's, the model config's, the tokenizer's eos token, and
+    the tokenizer's special end-of-text / end-of-turn tokens (``END_OF_TEXT_TOKENS``); deduplicated, in
+    range."""
     candidates = [
         *_as_ids(getattr(generation_config, "eos_token_id", None)),
         *_as_ids(getattr(config, "eos_token_id", None)),
     ]
+    if tokenizer is not None:
+        candidates += _as_ids(getattr(tokenizer, "eos_token_id", None))
+        special = set(getattr(tokenizer, "all_special_tokens", ())) | set(
+            getattr(tokenizer, "added_tokens_encoder", {})
+        )
+        vocab = tokenizer.get_vocab()
+        candidates += [vocab[name] for name in END_OF_TEXT_TOKENS if name in special and name in vocab]
     return tuple(dict.fromkeys(token for token in candidates if 0 <= token < vocab_size))
 
 

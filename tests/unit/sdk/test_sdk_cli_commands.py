@@ -135,3 +135,23 @@ def test_generate_unreachable_coordinator_is_unavailable(capsys: pytest.CaptureF
     server.stop()
     assert run_cli(["generate", "--coordinator", address, "--max-retries", "0", "x"]) == 1
     assert capsys.readouterr().err.startswith("error: UNAVAILABLE: ")
+
+
+def test_serve_coordinator_target_discovery_flag() -> None:
+    from coordinator.cli import settings_from_args
+    from services.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "coordinator",
+            "--target",
+            "kubernetes:///polyspec-target.ml:grpc",
+            "--target-dns-interval",
+            "2",
+        ]
+    )
+    settings = settings_from_args(args)
+    assert settings.target_discovery == "kubernetes:///polyspec-target.ml:grpc"
+    assert settings.target_addresses == ()
+    assert settings.dns_interval_seconds == 2.0
