@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -50,7 +50,7 @@ class DiscoveryError(RuntimeError):
 class ReplicaSource(Protocol):
     """A source of target-replica address sets."""
 
-    def updates(self) -> AsyncIterator[frozenset[str]]:
+    def updates(self) -> AsyncGenerator[frozenset[str], None]:
         """Yields the full current address set: first at once, then on every change."""
         ...
 
@@ -83,7 +83,7 @@ class StaticReplicas:
             raise InvalidArgumentError(SPEC_FIELD, "needs at least one HOST:PORT")
         self.addresses = frozenset(format_address(host, port) for host, port in parsed)
 
-    async def updates(self) -> AsyncIterator[frozenset[str]]:
+    async def updates(self) -> AsyncGenerator[frozenset[str], None]:
         yield self.addresses
 
 
@@ -126,7 +126,7 @@ class DnsReplicas:
             return previous
         return frozenset(format_address(h, self.port) for h in hosts)
 
-    async def updates(self) -> AsyncIterator[frozenset[str]]:
+    async def updates(self) -> AsyncGenerator[frozenset[str], None]:
         current = await self._lookup(frozenset())
         yield current
         while True:
@@ -340,7 +340,7 @@ class EndpointSliceReplicas:
             ) from err
         return client.ApiClient(configuration), True
 
-    async def updates(self) -> AsyncIterator[frozenset[str]]:
+    async def updates(self) -> AsyncGenerator[frozenset[str], None]:
         api_client, owned = self._client()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[frozenset[str] | Exception] = asyncio.Queue()

@@ -254,7 +254,7 @@ def api_client(fake_api: tuple[FakeEndpointSliceApi, str]) -> Iterator[Any]:
     try:
         yield api
     finally:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def _source(api_client: Any) -> EndpointSliceReplicas:

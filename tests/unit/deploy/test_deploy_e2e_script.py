@@ -48,7 +48,7 @@ def test_it_prints_the_text_of_the_generation_result() -> None:
         [sys.executable, "-c", program.group(1)], input=log, capture_output=True, text=True, check=False
     )
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == result["text"] + "\n"
+    assert shown.stdout == f"{result['text']}\n"
     assert "algorithm=tli tokens=3 acceptance=0.50" in shown.stderr
     empty = subprocess.run(
         [sys.executable, "-c", program.group(1)], input="", capture_output=True, text=True, check=False
