@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 DEMO_DRAFTER ?= qwen2.5-coder-0.5b
 DEMO_TARGET ?= qwen2.5-coder-1.5b
 BENCH_ARGS ?=
+BENCH_DRAFTER ?= qwen2.5-coder-0.5b
+BENCH_TARGET ?= qwen2.5-coder-1.5b
 
 .PHONY: help venv demo test test-fast lint protos check-protos bench clean
 
@@ -50,7 +52,8 @@ demo: $(STAMP)
 	$(BIN)/polyspec demo --drafter $(DEMO_DRAFTER) --target $(DEMO_TARGET)
 
 bench: $(STAMP)
-	$(BIN)/polyspec bench $(BENCH_ARGS)
+	$(BIN)/polyspec models fetch $(BENCH_DRAFTER) $(BENCH_TARGET)
+	$(BIN)/polyspec bench --drafter $(BENCH_DRAFTER) --target $(BENCH_TARGET) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from coordinator import cli as coordinator_cli
+from coordinator.bench import cli as bench_cli
 from services.model import cli as model_cli
 from services.modelstore import cli as modelstore_cli
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cli.register_serve(roles)
     coordinator_cli.register_serve(roles)
     coordinator_cli.register(commands)
+    bench_cli.register(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ AGGREGATE_FIELDS = {
     "median_tokens_per_second", "median_seconds", "client_tokens_per_second",
     "mean_time_to_first_token_seconds", "median_time_to_first_token_seconds", "acceptance_rate",
     "mean_acceptance_rate", "tokens_per_target_forward", "bytes_per_round", "fallbacks", "emulated_latency",
+    "algorithms_ran",
 }  # fmt: skip
 RECORD_FIELDS = {
     "prompt_index", "task_id", "output_tokens", "seconds", "tokens_per_second", "finish_reason", "token_ids",
@@ -43,12 +44,13 @@ def run_bench_cli(argv: list[str]) -> int:
 def bench_run(
     tiny_llama_smollm2_vocab_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], Path]:
-    """One small bench run (2 prompts, 4 tokens, greedy and T=0.7); the JSON document and its folder."""
+    """A small bench run (2 prompts, 4 tokens, greedy and T=0.7, drafter = target): its JSON and folder."""
     out_dir = tmp_path_factory.mktemp("bench")
     model = str(tiny_llama_smollm2_vocab_dir)
     code = run_bench_cli(
         ["--drafter", model, "--target", model, "--prompts", "2", "--prompt-offset", "3",
-         "--max-new-tokens", "4", "--algorithms", "sd,tli", "--temperatures", "0,0.7", "--threads", "1",
+         "--max-new-tokens", "4", "--algorithms", "sd,tli", "--temperatures", "0,0.7",
+         "--lookahead", "static:3", "--threads", "1",
          "--out", str(out_dir / "tiny.json"), "--log-dir", str(out_dir / "logs")]
     )  # fmt: skip
     assert code == 0
@@ -78,7 +80,7 @@ def test_bench_document_describes_machine_models_and_settings(bench_run: tuple[d
 def test_bench_measures_every_configuration(bench_run: tuple[dict[str, Any], Path]) -> None:
     by_label = configurations(bench_run[0])
     ran = [
-        "services ar T=0", "services sd [auto] T=0", "services ar T=0.7", "services sd [auto] T=0.7",
+        "services ar T=0", "services sd [static:3] T=0", "services ar T=0.7", "services sd [static:3] T=0.7",
         "transformers ar T=0", "transformers assisted T=0", "transformers ar T=0.7",
         "transformers assisted T=0.7",
     ]  # fmt: skip
@@ -95,32 +97,33 @@ def test_bench_measures_every_configuration(bench_run: tuple[dict[str, Any], Pat
         assert entry["speedup_vs_services_ar"] > 0 and entry["speedup_vs_transformers_ar"] > 0
     for engine in ("services", "transformers"):
         assert by_label[f"{engine} ar T=0"][f"speedup_vs_{engine}_ar"] == 1.0
-    services_sd = by_label["services sd [auto] T=0"]
-    assert services_sd["aggregate"]["acceptance_rate"] is not None
+    services_sd = by_label["services sd [static:3] T=0"]
+    assert services_sd["aggregate"]["algorithms_ran"] == ["sd"]
+    assert services_sd["aggregate"]["acceptance_rate"] == 1.0  # the drafter is the target
     assert services_sd["aggregate"]["bytes_per_round"] > 0
-    assert services_sd["aggregate"]["tokens_per_target_forward"] >= 1.0
+    assert services_sd["aggregate"]["tokens_per_target_forward"] > 1.0
     assert services_sd["aggregate"]["mean_time_to_first_token_seconds"] > 0
 
 
 def test_bench_records_greedy_identity(bench_run: tuple[dict[str, Any], Path]) -> None:
     document = bench_run[0]
     by_label = configurations(document)
-    services_sd = by_label["services sd [auto] T=0"]["greedy_identity"]
+    services_sd = by_label["services sd [static:3] T=0"]["greedy_identity"]
     assert services_sd["reference"] == "services ar T=0"
     assert (services_sd["identical"], services_sd["compared"]) == (2, 2)  # lossless
-    assert [r["identical_to_reference"] for r in by_label["services sd [auto] T=0"]["records"]] == [
+    assert [r["identical_to_reference"] for r in by_label["services sd [static:3] T=0"]["records"]] == [
         True,
         True,
     ]
     assert by_label["transformers assisted T=0"]["greedy_identity"]["compared"] == 2
     assert by_label["transformers ar T=0"]["greedy_identity"]["reference"] == "services ar T=0"
-    assert by_label["services sd [auto] T=0.7"]["greedy_identity"] is None  # sampling: no identity check
+    assert by_label["services sd [static:3] T=0.7"]["greedy_identity"] is None  # sampling: no identity check
     assert document["greedy_mismatches"] == []
 
 
 def test_bench_records_a_refused_algorithm_as_skipped(bench_run: tuple[dict[str, Any], Path]) -> None:
     for temperature in ("0", "0.7"):
-        entry = configurations(bench_run[0])[f"services tli [auto] T={temperature}"]
+        entry = configurations(bench_run[0])[f"services tli [static:3] T={temperature}"]
         if entry["skipped"] is None:  # the coordinator runs tli for this pair: then it must be measured
             assert entry["aggregate"]["prompts"] == 2
         else:

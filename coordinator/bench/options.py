@@ -1,0 +1,100 @@
+"""What one ``polyspec bench`` run measures (validated, frozen)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
+BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
+HUMANEVAL_TASKS = 164
+RESULTS_DIR = Path("bench-results")
+
+
+class BenchOptions(BaseModel):
+    """Models, prompts, the configurations to run and where the results go."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drafter: str = Field(min_length=1, description="Drafter: a model-store name or a model folder.")
+    target: str = Field(min_length=1, description="Target: a model-store name or a model folder.")
+    prompts: int = Field(10, ge=1, le=HUMANEVAL_TASKS, description="HumanEval prompts to run.")
+    prompt_offset: int = Field(0, ge=0, lt=HUMANEVAL_TASKS, description="First HumanEval task.")
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    algorithms: tuple[BenchAlgorithm, ...] = Field(
+        ("ar", "sd"), min_length=1, description="Through the services; ar always runs (the baseline)."
+    )
+    temperatures: tuple[float, ...] = Field((0.0,), min_length=1)
+    lookaheads: tuple[str, ...] = Field(("auto",), min_length=1, description="For drafting algorithms.")
+    seed: int = Field(0, ge=0, description="Prompt i runs with seed + i (services and transformers).")
+    reference: bool = Field(True, description="Also run transformers' in-process generate.")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads of each model service and of the reference (None: default)."
+    )
+    emulate_forward_ms: float = Field(
+        0.0, ge=0.0, description="BENCHMARKING FLAG: pad every target-service forward to this time."
+    )
+    out: Path | None = Field(None, description="JSON path; default bench-results/DRAFTER__TARGET.json.")
+    plot: Path | None = Field(None, description="PNG path; default the JSON path with .png.")
+    startup_timeout_seconds: float = Field(600.0, gt=0)
+    log_dir: Path | None = Field(None, description="Keep the services' logs here.")
+    log_level: str = "WARNING"
+
+    @field_validator("temperatures")
+    @classmethod
+    def _finite_temperatures(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        for value in values:
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"every temperature must be a finite number >= 0, got {value}")
+        return tuple(dict.fromkeys(values))
+
+    @field_validator("algorithms")
+    @classmethod
+    def _baseline_first(cls, values: tuple[BenchAlgorithm, ...]) -> tuple[BenchAlgorithm, ...]:
+        """Deduplicated, with ``ar`` (the baseline of speedups and greedy identity) first."""
+        rest = [value for value in dict.fromkeys(values) if value != "ar"]
+        return ("ar", *rest)
+
+    @field_validator("lookaheads")
+    @classmethod
+    def _valid_lookaheads(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        from polyspec import InvalidArgumentError, parse_lookahead
+
+        for value in values:
+            try:
+                parse_lookahead(value)
+            except InvalidArgumentError as exc:
+                raise ValueError(exc.message) from None
+        return tuple(dict.fromkeys(values))
+
+    @model_validator(mode="after")
+    def _prompts_in_range(self) -> BenchOptions:
+        if self.prompt_offset + self.prompts > HUMANEVAL_TASKS:
+            raise ValueError(
+                f"prompt_offset + prompts must be <= {HUMANEVAL_TASKS} (HumanEval's tasks), "
+                f"got {self.prompt_offset} + {self.prompts}"
+            )
+        return self
+
+    @property
+    def emulating(self) -> bool:
+        """Whether a benchmarking flag changes the services' speed."""
+        return self.emulate_forward_ms > 0
+
+    def benchmarking_flags(self) -> list[str]:
+        """The active benchmarking flags, as every output labels them."""
+        if not self.emulating:
+            return []
+        return [
+            f"BENCHMARKING FLAG --emulate-forward-ms {self.emulate_forward_ms:g}: every target-service "
+            "forward is padded to this time (the transformers reference is not)"
+        ]
+
+    def json_path(self, drafter_name: str, target_name: str) -> Path:
+        return self.out or RESULTS_DIR / f"{drafter_name}__{target_name}.json"
+
+    def plot_path(self, json_path: Path) -> Path:
+        return self.plot or json_path.with_suffix(".png")

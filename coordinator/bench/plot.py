@@ -1,0 +1,64 @@
+"""The PNG: aggregate tokens/s per configuration with speedup labels (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from coordinator.bench.options import BenchOptions
+from coordinator.bench.report import Summary
+
+ENGINE_COLORS = {"services": "#1f77b4", "transformers": "#ff7f0e"}
+ENGINE_LABELS = {
+    "services": "polyspec services (SDK -> coordinator -> model services)",
+    "transformers": "transformers generate, in-process",
+}
+
+
+def _bar_label(summary: Summary) -> str:
+    assert summary.aggregate is not None
+    parts = [f"{summary.aggregate.tokens_per_second:.2f} tok/s"]
+    if summary.speedup_vs_services_ar is not None:
+        parts.append(f"{summary.speedup_vs_services_ar:.2f}x vs services ar")
+    if summary.speedup_vs_transformers_ar is not None:
+        parts.append(f"{summary.speedup_vs_transformers_ar:.2f}x vs transformers ar")
+    return "  " + ", ".join(parts)
+
+
+def write_plot(
+    path: Path, summaries: Sequence[Summary], options: BenchOptions, drafter: str, target: str
+) -> None:
+    """Writes a horizontal bar chart of every configuration that ran (skipped ones are listed below it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    measured = [s for s in summaries if s.aggregate is not None]
+    skipped = [s for s in summaries if s.aggregate is None]
+    figure = Figure(figsize=(12, 1.2 + 0.45 * max(1, len(measured)) + 0.25 * len(skipped)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    labels = [s.run.configuration.label for s in measured]
+    values = [s.aggregate.tokens_per_second for s in measured if s.aggregate is not None]
+    colors = [ENGINE_COLORS[s.run.configuration.engine] for s in measured]
+    bars = axes.barh(range(len(measured)), values, color=colors)
+    axes.set_yticks(range(len(measured)), labels)
+    axes.invert_yaxis()
+    axes.bar_label(bars, [_bar_label(s) for s in measured], fontsize=8)
+    axes.set_xlim(0, max(values, default=1.0) * 1.9)
+    axes.set_xlabel("tokens/s (total output tokens / total generation time)")
+    engines = sorted({s.run.configuration.engine for s in measured})
+    handles = [Patch(color=ENGINE_COLORS[engine], label=ENGINE_LABELS[engine]) for engine in engines]
+    axes.legend(handles=handles, loc="lower right", fontsize=8)
+    title = (
+        f"{drafter} drafting for {target}: {options.prompts} HumanEval prompts from "
+        f"{options.prompt_offset}, {options.max_new_tokens} new tokens, batch 1"
+    )
+    axes.set_title(title, fontsize=10)
+    notes = [f"skipped {s.run.configuration.label}: {s.run.skipped}" for s in skipped]
+    notes += options.benchmarking_flags()
+    if notes:
+        figure.text(0.01, 0.01, "\n".join(notes), fontsize=7, color="#b00000", va="bottom", wrap=True)
+    figure.tight_layout(rect=(0, 0.03 * len(notes), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)

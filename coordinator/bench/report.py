@@ -1,0 +1,282 @@
+"""Aggregates per configuration, the greedy identity check, the JSON document and the stdout table."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.bench.options import BenchOptions
+from coordinator.bench.records import Configuration, ConfigurationRun, PromptRecord
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One configuration over its prompts (totals, means and medians; None where not measured)."""
+
+    prompts: int
+    output_tokens: int
+    seconds: float
+    tokens_per_second: float
+    """Aggregate: total output tokens / total generation time."""
+    mean_tokens_per_second: float
+    median_tokens_per_second: float
+    median_seconds: float
+    client_tokens_per_second: float | None
+    """Total output tokens / total SDK wall-clock time (services only)."""
+    mean_time_to_first_token_seconds: float | None
+    median_time_to_first_token_seconds: float | None
+    acceptance_rate: float | None
+    """Total accepted / total draft tokens (None when nothing was drafted)."""
+    mean_acceptance_rate: float | None
+    tokens_per_target_forward: float | None
+    bytes_per_round: float | None
+    fallbacks: int
+    emulated_latency: bool
+    algorithms_ran: tuple[str, ...]
+    """What the coordinator reports it ran (``auto`` resolves; a fallback runs target-only)."""
+
+
+def _total(values: Sequence[int | None]) -> int | None:
+    present = [value for value in values if value is not None]
+    return sum(present) if present else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _mean_median(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    present = [value for value in values if value is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.median(present)
+
+
+def aggregate(records: Sequence[PromptRecord]) -> Aggregate:
+    """The aggregate of a non-empty list of records."""
+    tokens = sum(r.output_tokens for r in records)
+    seconds = sum(r.seconds for r in records)
+    client_times = [r.client_seconds for r in records if r.client_seconds is not None]
+    client_seconds = sum(client_times) if len(client_times) == len(records) else None
+    ttft = _mean_median([r.time_to_first_token_seconds for r in records])
+    drafted = _total([r.draft_tokens for r in records])
+    accepted = _total([r.accepted_tokens for r in records])
+    rounds = _total([r.rounds for r in records])
+    traffic = _total(
+        [None if r.bytes_sent is None else r.bytes_sent + (r.bytes_received or 0) for r in records]
+    )
+    return Aggregate(
+        prompts=len(records),
+        output_tokens=tokens,
+        seconds=seconds,
+        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        mean_tokens_per_second=statistics.fmean(r.tokens_per_second for r in records),
+        median_tokens_per_second=statistics.median(r.tokens_per_second for r in records),
+        median_seconds=statistics.median(r.seconds for r in records),
+        client_tokens_per_second=_ratio(tokens, client_seconds),
+        mean_time_to_first_token_seconds=ttft[0],
+        median_time_to_first_token_seconds=ttft[1],
+        acceptance_rate=_ratio(accepted, drafted),
+        mean_acceptance_rate=_mean_median([r.acceptance_rate for r in records if r.draft_tokens])[0],
+        tokens_per_target_forward=_ratio(tokens, _total([r.target_forwards for r in records])),
+        bytes_per_round=_ratio(traffic, rounds),
+        fallbacks=sum(1 for r in records if r.fallback_reason),
+        emulated_latency=any(r.emulated_latency for r in records),
+        algorithms_ran=tuple(sorted({r.algorithm_ran for r in records if r.algorithm_ran})),
+    )
+
+
+def identity_reference(configuration: Configuration) -> Configuration | None:
+    """What a greedy configuration's tokens must equal: its engine's ``ar`` (transformers ``ar``: the
+    services' ``ar``); None for the services' ``ar`` itself and for sampling."""
+    if not configuration.greedy:
+        return None
+    if configuration.method != "ar":
+        return configuration.baseline(configuration.engine)
+    if configuration.engine == "transformers":
+        return configuration.baseline("services")
+    return None
+
+
+def greedy_identity(
+    run: ConfigurationRun, by_config: dict[Configuration, ConfigurationRun]
+) -> dict[int, bool]:
+    """Prompt index -> whether the tokens equal the reference's (prompts both ran; empty if none)."""
+    reference = identity_reference(run.configuration)
+    other = by_config.get(reference) if reference is not None else None
+    if other is None:
+        return {}
+    expected = {r.prompt_index: r.token_ids for r in other.records}
+    return {
+        r.prompt_index: r.token_ids == expected[r.prompt_index]
+        for r in run.records
+        if r.prompt_index in expected
+    }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A configuration's aggregate with its speedups and greedy identity."""
+
+    run: ConfigurationRun
+    aggregate: Aggregate | None
+    speedup_vs_services_ar: float | None
+    speedup_vs_transformers_ar: float | None
+    identity_reference: str | None
+    identical: dict[int, bool]
+
+    @property
+    def mismatches(self) -> list[int]:
+        return [index for index, same in self.identical.items() if not same]
+
+
+def summarize(runs: Sequence[ConfigurationRun]) -> list[Summary]:
+    """One summary per run, speedups against the ``ar`` of each engine at the same temperature."""
+    by_config = {run.configuration: run for run in runs}
+    aggregates = {run.configuration: aggregate(run.records) for run in runs if run.records}
+
+    def speedup(configuration: Configuration, engine: Any) -> float | None:
+        mine = aggregates.get(configuration)
+        base = aggregates.get(configuration.baseline(engine))
+        return (
+            None if mine is None or base is None else _ratio(mine.tokens_per_second, base.tokens_per_second)
+        )
+
+    summaries = []
+    for run in runs:
+        reference = identity_reference(run.configuration)
+        summaries.append(
+            Summary(
+                run=run,
+                aggregate=aggregates.get(run.configuration),
+                speedup_vs_services_ar=speedup(run.configuration, "services"),
+                speedup_vs_transformers_ar=speedup(run.configuration, "transformers"),
+                identity_reference=None if reference is None else reference.label,
+                identical=greedy_identity(run, by_config),
+            )
+        )
+    return summaries
+
+
+def _record_json(record: PromptRecord, identical: bool | None) -> dict[str, Any]:
+    fields = dataclasses.asdict(record)
+    fields["token_ids"] = list(record.token_ids)
+    fields["tokens_per_target_forward"] = record.tokens_per_target_forward
+    fields["bytes_per_round"] = record.bytes_per_round
+    fields["identical_to_reference"] = identical
+    return fields
+
+
+def _summary_json(summary: Summary) -> dict[str, Any]:
+    configuration = summary.run.configuration
+    by_index = {r.prompt_index: r.task_id for r in summary.run.records}
+    return {
+        "label": configuration.label,
+        **dataclasses.asdict(configuration),
+        "skipped": summary.run.skipped,
+        "aggregate": None if summary.aggregate is None else dataclasses.asdict(summary.aggregate),
+        "speedup_vs_services_ar": summary.speedup_vs_services_ar,
+        "speedup_vs_transformers_ar": summary.speedup_vs_transformers_ar,
+        "greedy_identity": None
+        if not summary.identical
+        else {
+            "reference": summary.identity_reference,
+            "identical": sum(summary.identical.values()),
+            "compared": len(summary.identical),
+            "mismatched_tasks": [by_index[index] for index in summary.mismatches],
+        },
+        "records": [_record_json(r, summary.identical.get(r.prompt_index)) for r in summary.run.records],
+    }
+
+
+def build_document(
+    options: BenchOptions,
+    machine: dict[str, Any],
+    models: dict[str, Any],
+    summaries: Sequence[Summary],
+    created: str,
+) -> dict[str, Any]:
+    """The JSON document of one bench run."""
+    mismatches = [
+        {"configuration": s.run.configuration.label, "reference": s.identity_reference, "prompt_index": index}
+        for s in summaries
+        for index in s.mismatches
+    ]
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": created,
+        "benchmarking_flags": options.benchmarking_flags(),
+        "machine": machine,
+        "models": models,
+        "settings": options.model_dump(mode="json"),
+        "greedy_mismatches": mismatches,
+        "configurations": [_summary_json(s) for s in summaries],
+    }
+
+
+_COLUMNS = (
+    "n",
+    "tok/s",
+    "med tok/s",
+    "TTFT s",
+    "accept",
+    "tok/fwd",
+    "B/round",
+    "vs ar",
+    "vs hf ar",
+    "greedy==",
+)
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _identity_cell(summary: Summary) -> str:
+    if not summary.identical:
+        return "-"
+    return f"{sum(summary.identical.values())}/{len(summary.identical)}"
+
+
+def _row(summary: Summary, width: int) -> str:
+    label = summary.run.configuration.label.ljust(width)
+    result = summary.aggregate
+    if result is None:
+        return f"{label}  skipped: {summary.run.skipped}"
+    cells = (
+        str(result.prompts),
+        _fmt(result.tokens_per_second, ".2f"),
+        _fmt(result.median_tokens_per_second, ".2f"),
+        _fmt(result.mean_time_to_first_token_seconds, ".3f"),
+        _fmt(result.acceptance_rate, ".0%"),
+        _fmt(result.tokens_per_target_forward, ".2f"),
+        _fmt(result.bytes_per_round, ".0f"),
+        _fmt(summary.speedup_vs_services_ar, ".2f", "x"),
+        _fmt(summary.speedup_vs_transformers_ar, ".2f", "x"),
+        _identity_cell(summary),
+    )
+    return label + "".join(f"{cell:>10}" for cell in cells)
+
+
+def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
+    """A compact table: one row per configuration (tok/s = total tokens / total generation time)."""
+    width = max([len("configuration"), *(len(s.run.configuration.label) for s in summaries)])
+    lines = [
+        "configuration".ljust(width) + "".join(f"{column:>10}" for column in _COLUMNS),
+        *(_row(summary, width) for summary in summaries),
+    ]
+    mismatches = [(s, index) for s in summaries for index in s.mismatches]
+    for summary, index in mismatches:
+        lines.append(
+            f"GREEDY MISMATCH: {summary.run.configuration.label} differs from "
+            f"{summary.identity_reference} on HumanEval/{index}"
+        )
+    lines.extend(options.benchmarking_flags())
+    return "\n".join(lines)
