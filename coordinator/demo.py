@@ -204,7 +204,7 @@ def humaneval_prompt(index: int) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turns SIGTERM into KeyboardInterrupt for the block, so the children are stopped either way."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -221,21 +221,34 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def start_services(stack: LocalStack, options: DemoOptions, out: IO[str]) -> str:
-    """Starts drafter, target and coordinator; returns the coordinator's address."""
-    drafter_dir = resolve_model(options.drafter)
-    target_dir = resolve_model(options.target)
-    timeout = options.startup_timeout_seconds
+def start_pair(
+    stack: LocalStack,
+    drafter_dir: Path,
+    target_dir: Path,
+    timeout_seconds: float,
+    out: IO[str],
+    *,
+    drafter_args: Sequence[str] = (),
+    target_args: Sequence[str] = (),
+) -> str:
+    """Starts drafter, target (each with extra ``serve model`` flags) and coordinator; returns its address."""
     print(f"starting drafter ({drafter_dir.name}) and target ({target_dir.name}) ...", file=out, flush=True)
-    drafter = stack.start("drafter", ["model", "--model", str(drafter_dir)])
-    target = stack.start("target", ["model", "--model", str(target_dir)])
-    drafter_address = wait_until_serving(drafter, timeout)
-    target_address = wait_until_serving(target, timeout)
+    drafter = stack.start("drafter", ["model", "--model", str(drafter_dir), *drafter_args])
+    target = stack.start("target", ["model", "--model", str(target_dir), *target_args])
+    drafter_address = wait_until_serving(drafter, timeout_seconds)
+    target_address = wait_until_serving(target, timeout_seconds)
     print(f"drafter on {drafter_address}, target on {target_address}; starting the coordinator", file=out)
     coordinator = stack.start(
         "coordinator", ["coordinator", "--drafter", drafter_address, "--target", target_address]
     )
-    return wait_until_serving(coordinator, timeout)
+    return wait_until_serving(coordinator, timeout_seconds)
+
+
+def start_services(stack: LocalStack, options: DemoOptions, out: IO[str]) -> str:
+    """Starts the demo's drafter, target and coordinator; returns the coordinator's address."""
+    drafter_dir = resolve_model(options.drafter)
+    target_dir = resolve_model(options.target)
+    return start_pair(stack, drafter_dir, target_dir, options.startup_timeout_seconds, out)
 
 
 def _generate(client: Client, prompt: str, options: DemoOptions, algorithm: str) -> GenerationResult:
@@ -325,7 +338,7 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> int:
     try:
         task_id, prompt = humaneval_prompt(options.prompt_index)
         log_dir.mkdir(parents=True, exist_ok=True)
-        with _sigterm_as_interrupt(), LocalStack(log_dir, options.log_level) as stack:
+        with sigterm_as_interrupt(), LocalStack(log_dir, options.log_level) as stack:
             address = start_services(stack, options, stream)
             print(f"coordinator on {address}; generating ...", file=stream, flush=True)
             speculative, baseline = run_generations(address, prompt, options)
@@ -336,7 +349,7 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> int:
         print("interrupted: every service was stopped", file=sys.stderr)
         return 130
     except Exception as exc:
-        code = _report_failure(exc)
+        code = report_failure(exc)
         print(f"service logs: {log_dir}", file=sys.stderr)
         return code
     finally:
@@ -345,7 +358,7 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> int:
     return 0
 
 
-def _report_failure(exc: Exception) -> int:
+def report_failure(exc: Exception) -> int:
     """Prints a known failure as ``error: ...`` and returns 1; re-raises anything else."""
     from polyspec import PolyspecError
 

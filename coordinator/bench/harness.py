@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING
 
 from coordinator.bench.options import BenchOptions
 from coordinator.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
-from coordinator.demo import LocalStack, _sigterm_as_interrupt, wait_until_serving
+from coordinator.demo import LocalStack, sigterm_as_interrupt, start_pair
 
 if TYPE_CHECKING:
     from polyspec import Client, GenerationResult
@@ -37,21 +37,19 @@ def start_stack(
     stack: LocalStack, drafter_dir: Path, target_dir: Path, options: BenchOptions, out: IO[str]
 ) -> str:
     """Starts drafter, target (with the benchmarking flag, if any) and coordinator; returns its address."""
-    timeout = options.startup_timeout_seconds
     threads = [] if options.threads is None else ["--threads", str(options.threads)]
-    drafter_args = ["model", "--model", str(drafter_dir), *threads]
-    target_args = ["model", "--model", str(target_dir), *threads]
+    target_args = list(threads)
     if options.emulating:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]
-    print(f"starting drafter ({drafter_dir.name}) and target ({target_dir.name}) ...", file=out, flush=True)
-    drafter = stack.start("drafter", drafter_args)
-    target = stack.start("target", target_args)
-    drafter_address = wait_until_serving(drafter, timeout)
-    target_address = wait_until_serving(target, timeout)
-    coordinator = stack.start(
-        "coordinator", ["coordinator", "--drafter", drafter_address, "--target", target_address]
+    return start_pair(
+        stack,
+        drafter_dir,
+        target_dir,
+        options.startup_timeout_seconds,
+        out,
+        drafter_args=threads,
+        target_args=target_args,
     )
-    return wait_until_serving(coordinator, timeout)
 
 
 def run_services(
@@ -67,7 +65,7 @@ def run_services(
     from polyspec import Client
 
     runs = []
-    with _sigterm_as_interrupt(), LocalStack(log_dir, options.log_level) as stack:
+    with sigterm_as_interrupt(), LocalStack(log_dir, options.log_level) as stack:
         address = start_stack(stack, drafter_dir, target_dir, options, out)
         print(f"coordinator on {address}; warming up ...", file=out, flush=True)
         with Client(address, timeout=CALL_TIMEOUT_SECONDS) as client:

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from coordinator.bench.options import BenchOptions
 from coordinator.bench.records import ConfigurationRun
+from coordinator.demo import report_failure
 
 
 def _measure(
@@ -64,7 +65,7 @@ def run_bench(options: BenchOptions, out: IO[str] | None = None) -> int:
             "target": describe_model(options.target, target_dir),
         }
     except Exception as exc:
-        return _report_failure(exc)
+        return report_failure(exc)
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="polyspec-bench-"))
     keep_logs = True
     try:
@@ -76,28 +77,10 @@ def run_bench(options: BenchOptions, out: IO[str] | None = None) -> int:
         print("interrupted: every service was stopped", file=sys.stderr)
         return 130
     except Exception as exc:
-        code = _report_failure(exc)
+        code = report_failure(exc)
         print(f"service logs: {log_dir}", file=sys.stderr)
         return code
     finally:
         if not keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
     return 0
-
-
-def _report_failure(exc: Exception) -> int:
-    """Prints a known failure as ``error: ...`` and returns 1; re-raises anything else."""
-    from polyspec import PolyspecError
-
-    from coordinator.demo import DemoError
-    from services.common.errors import PolyspecError as ServiceError
-
-    if isinstance(exc, PolyspecError):
-        print(f"error: {exc.code_name}: {exc.message}", file=sys.stderr)
-    elif isinstance(exc, ServiceError):
-        print(f"error: {exc.message}", file=sys.stderr)
-    elif isinstance(exc, DemoError | OSError):
-        print(f"error: {exc}", file=sys.stderr)
-    else:
-        raise exc
-    return 1

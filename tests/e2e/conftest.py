@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.demo import LocalStack, wait_until_serving
+from coordinator.demo import LocalStack, start_pair
 
 STARTUP_TIMEOUT_SECONDS = 600.0
 
@@ -45,11 +46,4 @@ def smollm2_stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """`serve model` twice (drafter and target: SmolLM2-135M) and `serve coordinator`; yields its address."""
     log_dir = tmp_path_factory.mktemp("e2e-stack")
     with LocalStack(log_dir, log_level="WARNING") as stack:
-        drafter = stack.start("drafter", ["model", "--model", str(smollm2_dir)])
-        target = stack.start("target", ["model", "--model", str(smollm2_dir)])
-        drafter_address = wait_until_serving(drafter, STARTUP_TIMEOUT_SECONDS)
-        target_address = wait_until_serving(target, STARTUP_TIMEOUT_SECONDS)
-        coordinator = stack.start(
-            "coordinator", ["coordinator", "--drafter", drafter_address, "--target", target_address]
-        )
-        yield wait_until_serving(coordinator, STARTUP_TIMEOUT_SECONDS)
+        yield start_pair(stack, smollm2_dir, smollm2_dir, STARTUP_TIMEOUT_SECONDS, io.StringIO())
