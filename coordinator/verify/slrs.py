@@ -26,8 +26,13 @@ call as speculative sampling verifies it: candidates = the proposed target ids, 
 Compared with the paper's psi, which sums over every segmentation of a target token into drafter tokens
 (and needs a drafter forward per segmentation prefix), this process reads one drafter step per proposal:
 psi needs no extra drafter forwards and is exact, at the price of lower acceptance where drafter tokens
-are much shorter than the target's. ``enumeration_budget`` bounds the work per round; a round over budget
-falls back to SLEM (a choice made on drafter-side information only, so the output law is unchanged).
+are much shorter than the target's. ``enumeration_budget`` bounds the work per round, step by step: the
+proposals stop before the first drafter step whose support would take the round's enumeration over the
+budget. A step's support is fixed by the drafting history before its token is drawn, so stopping there is
+a lookahead decision and keeps psi exact; judging a round by the supports of *all* its steps would not
+(later supports depend on earlier draft tokens). A round whose very first step is over budget makes no
+proposal and is marked ``over_budget``: the caller verifies it by SLEM instead, a choice made before any
+draft token of the round was read, so the output law is unchanged.
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ class SlrsRound:
     proposals: tuple[SlrsProposal, ...]
     leftover: bytes  # drafted bytes not turned into proposals (discarded at re-sync)
     enumerated: int  # support entries enumerated (the work the budget bounds)
-    over_budget: bool
+    over_budget: bool  # the first drafter step alone exceeded the budget: no proposal (verify by SLEM)
 
 
 class SlrsProposer:
@@ -155,10 +160,8 @@ class SlrsProposer:
 
     def propose(self, steps: Sequence[DrafterStep], leftover: bytes = b"") -> SlrsRound:
         """Runs the process over one round's drafter steps (in order) from ``leftover``."""
-        enumerated = sum(len(step.support_ids) for step in steps)
-        if enumerated > self._budget:
-            return SlrsRound((), leftover, enumerated, over_budget=True)
         proposals: list[SlrsProposal] = []
+        enumerated = 0
         used = 0
         while len(proposals) < self._max_proposals:
             if self._trie.is_decided(leftover):
@@ -169,6 +172,10 @@ class SlrsProposer:
             if used >= len(steps):
                 break
             step = steps[used]
+            if enumerated + len(step.support_ids) > self._budget:
+                # Decided by supports fixed before this step's token was drawn: psi stays exact.
+                return SlrsRound(tuple(proposals), leftover, enumerated, over_budget=not proposals)
+            enumerated += len(step.support_ids)
             read = self._read_off(leftover, step.token)
             if read is None:
                 break
