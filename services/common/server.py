@@ -119,8 +119,12 @@ async def start_server(
     running = RunningServer(
         server, port, health_servicer, tuple(service_names), settings.shutdown_grace_seconds
     )
-    await running.set_serving(True)
-    log.info("server_started", host=settings.host, port=port, services=list(service_names))
+    try:
+        await running.set_serving(True)
+        log.info("server_started", host=settings.host, port=port, services=list(service_names))
+    except BaseException:
+        await server.stop(0)
+        raise
     return running
 
 
