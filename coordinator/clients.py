@@ -5,6 +5,11 @@ last successful call (context + draft tokens after Draft, context + candidates a
 only what follows their longest common prefix with the new context, plus a checksum of that prefix.
 On a context miss (FAILED_PRECONDITION: evicted, restarted, another replica) it resends the whole
 context once. RPC failures become ``services.common.errors`` exceptions naming the service.
+
+FAILED_PRECONDITION has two causes, told apart by the server's message: an unknown token mask
+(``UnknownTokenMaskError``: register the mask again with SetTokenMask, then retry) and a context miss
+(``ContextMissError``: resend the whole context). ``set_token_mask`` registers a mask (TLI's
+vocabulary intersection); callers keep track of which replica holds which mask.
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from services.common.errors import (
     InvalidArgumentError,
     ResourceExhaustedError,
     UnavailableError,
+    UnknownTokenMaskError,
 )
 from services.common.server import MiB, channel_options
+
+# What the model service says when a Draft names a mask it does not hold (services.model.masks).
+UNKNOWN_MASK_MARKER = "register it with SetTokenMask"
 
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
@@ -91,6 +100,8 @@ def map_rpc_error(error: grpc.aio.AioRpcError, role: str, address: str) -> Excep
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhaustedError(f"{service} is over capacity: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
+        if UNKNOWN_MASK_MARKER in details:
+            return UnknownTokenMaskError(f"{service}: {details}")
         return ContextMissError(f"{service}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgumentError(role, f"{service} refused the request: {details}")
@@ -203,6 +214,23 @@ class ModelServiceClient:
 
         call = _ContextCall(sequence_id, context, with_context, self._stub.Score, held_after)
         return await self._context_call("Score", call, scope)
+
+    async def set_token_mask(
+        self, mask_id: str, allowed_bitmap: bytes, scope: CallScope
+    ) -> model_pb2.SetTokenMaskResponse:
+        """Registers a bitmap of allowed token ids under ``mask_id`` (Draft then names it)."""
+        request = model_pb2.SetTokenMaskRequest(mask_id=mask_id, allowed_bitmap=allowed_bitmap)
+        timeout = scope.deadline.call_timeout(scope.timeout_cap)
+        scope.traffic.bytes_sent += request.ByteSize()
+        start = time.monotonic()
+        try:
+            response: model_pb2.SetTokenMaskResponse = await self._stub.SetTokenMask(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self._observe("SetTokenMask", start, ok=False)
+            raise map_rpc_error(exc, self.role, self.address) from None
+        self._observe("SetTokenMask", start, ok=True)
+        scope.traffic.bytes_received += response.ByteSize()
+        return response
 
     async def release(self, sequence_ids: Sequence[str], *, timeout: float) -> int:
         """Drops the sequences' caches on the service; forgets them here either way."""

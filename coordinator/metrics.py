@@ -3,7 +3,8 @@
 The speculative-decoding counters follow vLLM's ``spec_decode_*`` names: drafts (rounds that verified
 draft tokens), draft tokens, accepted tokens, emitted tokens (accepted + recovered or bonus tokens of
 those rounds). Latency: time to first token, inter-token latency (a round's gap spread over the tokens
-it emitted) and per-hop model-service call latency.
+it emitted) and per-hop model-service call latency. Cross-vocabulary pairs: the drafter -> target
+intersection coverage (TLI), token mask registrations and SLRS rounds over their enumeration budget.
 """
 
 from __future__ import annotations
@@ -73,6 +74,23 @@ class CoordinatorMetrics:
             "polyspec_lookahead_draft_tokens",
             "Draft tokens asked for per speculative round (lookahead decisions).",
             buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+
+        self.vocab_intersection_coverage = Gauge(
+            "polyspec_coordinator_vocab_intersection_coverage",
+            "Fraction of the drafter's tokens whose bytes the target's vocabulary holds (1 = same).",
+            registry=r,
+        )
+        self.token_mask_registrations = Counter(
+            "polyspec_token_mask_registrations",
+            "SetTokenMask calls (TLI's intersection sent to a drafter replica).",
+            ["outcome"],
+            registry=r,
+        )
+        self.slrs_over_budget_rounds = Counter(
+            "polyspec_slrs_over_budget_rounds",
+            "SLRS rounds over their enumeration budget (verified as SLEM).",
             registry=r,
         )
 

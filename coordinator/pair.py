@@ -3,19 +3,49 @@
 Tokenizers come from the services (``InfoResponse.tokenizer.files``), never from configuration, so
 the coordinator always detokenizes and formats prompts with what the services really run. A declared
 fingerprint that differs from the one a service reports refuses start-up: no silent mismatch.
+
+Pair alignment (``align_pair``, run once at start-up, off the event loop): equal fingerprints mean the
+same tokenizer at once. Otherwise both tokenizers' canonical vocabularies are built and compared
+(``coordinator.vocab.compare_vocabularies``: padding-only differences count as the same vocabulary and
+take the exact same-vocabulary path); for different vocabularies TLI's injective drafter -> target
+intersection map is built, its coverage reported (never refused for being low), checked end to end
+by decoding every mapped pair with both tokenizers when that is quick, and turned into the drafter
+token mask that TLI registers once per drafter replica. A tokenizer whose decoder the alignment cannot
+read leaves the pair unaligned: the cross-vocabulary algorithms are then refused with the reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
+import structlog
 from polyspec.v1 import model_pb2
 
-from services.common.errors import PolyspecError
+from coordinator.verify.slrs import TokenTrie
+from coordinator.vocab import (
+    NOT_IN_INTERSECTION,
+    CanonicalVocab,
+    DecodeCheck,
+    IntersectionMap,
+    VocabularyMatch,
+    build_intersection,
+    check_intersection_decodes,
+    compare_vocabularies,
+)
+from services.common.errors import InvalidArgumentError, PolyspecError
+
+log = structlog.get_logger(__name__)
+
+# The end-to-end decode check of the intersection runs at start-up up to this many mapped pairs (about
+# 2 s on a 2-core CPU for SmolLM2 -> Qwen2.5's 39,234 pairs); larger maps rely on the test suite.
+DECODE_CHECK_MAX_PAIRS = 50_000
 
 Tokenizer = Any  # a transformers PreTrainedTokenizerBase (transformers ships no type information)
 
@@ -56,16 +86,71 @@ class ModelEndpoint:
         return f"{self.role} at {self.address} ({self.model_name})"
 
 
+class _LazyTrie:
+    """The target's byte trie for SLRS, built on first use (seconds and ~100 MB for a 150k vocabulary)."""
+
+    def __init__(self, token_bytes: tuple[bytes | None, ...]) -> None:
+        self._token_bytes = token_bytes
+        self._lock = threading.Lock()
+        self._trie: TokenTrie | None = None
+
+    def get(self) -> TokenTrie:
+        with self._lock:
+            if self._trie is None:
+                self._trie = TokenTrie(self._token_bytes)
+            return self._trie
+
+
+@dataclass(frozen=True, eq=False)
+class VocabAlignment:
+    """Both tokenizers' canonical vocabularies and, for different vocabularies, TLI's intersection.
+
+    ``mask_bitmap`` (bit i % 8 of byte i // 8 = drafter id i in the intersection, sized from the
+    drafter's logit width) is registered with SetTokenMask under ``mask_id``, a hash of its contents.
+    """
+
+    drafter: CanonicalVocab
+    target: CanonicalVocab
+    match: VocabularyMatch
+    intersection: IntersectionMap | None  # None when the vocabularies are the same
+    decode_check: DecodeCheck | None  # None when skipped (same vocabulary, or too many pairs)
+    mask_id: str
+    mask_bitmap: bytes
+    target_rows: int
+    _trie: _LazyTrie = field(repr=False)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the drafter's tokens in the intersection (1.0 for the same vocabulary)."""
+        return 1.0 if self.intersection is None else self.intersection.coverage
+
+    def target_trie(self) -> TokenTrie:
+        """The target vocabulary's byte trie (SLRS); blocking on first use."""
+        return self._trie.get()
+
+
 @dataclass(frozen=True)
 class ModelPair:
-    """The target and, optionally, the drafter of a coordinator."""
+    """The target and, optionally, the drafter of a coordinator, with their vocabulary alignment."""
 
     target: ModelEndpoint
     drafter: ModelEndpoint | None
+    alignment: VocabAlignment | None = None  # built for drafters whose fingerprint differs
+    alignment_error: str = ""  # why a drafter with another tokenizer could not be aligned
 
     @property
     def same_tokenizer(self) -> bool:
-        return self.drafter is not None and same_tokenizer(self.drafter, self.target)
+        """Same vocabulary: equal fingerprints, or tokenizers that differ in padding only."""
+        if self.drafter is None:
+            return False
+        if same_tokenizer(self.drafter, self.target):
+            return True
+        return self.alignment is not None and self.alignment.match.same
+
+    @property
+    def cross_vocabulary(self) -> bool:
+        """Different vocabularies that are aligned (TLI, SLEM and SLRS can run)."""
+        return self.drafter is not None and not self.same_tokenizer and self.alignment is not None
 
     @property
     def emulated_latency(self) -> bool:
@@ -134,3 +219,70 @@ def check_declared_fingerprint(endpoint: ModelEndpoint, declared: str | None) ->
             f"{endpoint.label} uses tokenizer {endpoint.fingerprint}, "
             f"but the configuration declares {declared.lower()}"
         )
+
+
+def special_ids(endpoint: ModelEndpoint) -> set[int]:
+    """The ids that never carry text: the tokenizer's special tokens and the model's EOS ids."""
+    ids = {int(i) for i in getattr(endpoint.tokenizer, "all_special_ids", [])}
+    return ids | set(endpoint.eos_token_ids)
+
+
+def canonical_vocab(endpoint: ModelEndpoint) -> CanonicalVocab:
+    """The endpoint's canonical vocabulary; ``InvalidArgumentError`` for an unreadable decoder."""
+    return CanonicalVocab.from_tokenizer(endpoint.tokenizer, special_ids(endpoint))
+
+
+def align_pair(target: ModelEndpoint, drafter: ModelEndpoint | None) -> ModelPair:
+    """Builds the pair and, for a drafter with another tokenizer, its vocabulary alignment (blocking)."""
+    if drafter is None or same_tokenizer(drafter, target):
+        return ModelPair(target, drafter)
+    try:
+        drafter_vocab = canonical_vocab(drafter)
+        target_vocab = canonical_vocab(target)
+    except InvalidArgumentError as exc:
+        reason = f"the tokenizers cannot be aligned ({exc.reason})"
+        log.warning("vocab_alignment_unavailable", reason=reason)
+        return ModelPair(target, drafter, alignment_error=reason)
+    match = compare_vocabularies(drafter_vocab, target_vocab, drafter.vocab_size, target.vocab_size)
+    intersection = check = None
+    if not match.same:
+        intersection = build_intersection(drafter_vocab, target_vocab, drafter.vocab_size, target.vocab_size)
+        intersection, check = _checked(drafter_vocab, target_vocab, intersection)
+    mask = np.zeros(drafter.vocab_size, dtype=np.bool_)
+    if intersection is not None:
+        width = min(drafter.vocab_size, intersection.drafter_to_target.shape[0])
+        mask[:width] = intersection.drafter_to_target[:width] != NOT_IN_INTERSECTION
+    bitmap = np.packbits(mask, bitorder="little").tobytes()
+    alignment = VocabAlignment(
+        drafter=drafter_vocab,
+        target=target_vocab,
+        match=match,
+        intersection=intersection,
+        decode_check=check,
+        mask_id="tli-" + hashlib.sha256(bitmap).hexdigest()[:32],
+        mask_bitmap=bitmap,
+        target_rows=target.vocab_size,
+        _trie=_LazyTrie(target_vocab.token_bytes[: target.vocab_size]),
+    )
+    return ModelPair(target, drafter, alignment=alignment)
+
+
+def _checked(
+    drafter: CanonicalVocab, target: CanonicalVocab, intersection: IntersectionMap
+) -> tuple[IntersectionMap, DecodeCheck | None]:
+    """Runs the end-to-end decode check when quick; pairs that decode differently leave the map."""
+    if intersection.mapped_count > DECODE_CHECK_MAX_PAIRS:
+        return intersection, None
+    check = check_intersection_decodes(drafter, target, intersection)
+    if check.ok:
+        return intersection, check
+    repaired = intersection.drafter_to_target.copy()
+    for mismatch in check.mismatches:
+        repaired[mismatch.drafter_id] = NOT_IN_INTERSECTION
+    log.error(
+        "vocab_intersection_decode_mismatch",
+        mismatches=len(check.mismatches),
+        first=repr(check.mismatches[0]),
+        action="the mismatched pairs are left out of the intersection",
+    )
+    return IntersectionMap(repaired, intersection.drafter_vocab_size, intersection.target_rows), check

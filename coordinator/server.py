@@ -21,8 +21,15 @@ from coordinator.clients import ModelServiceClient
 from coordinator.config import CoordinatorSettings
 from coordinator.discovery import DiscoveryError, source_from_spec
 from coordinator.loop import LoopServices
+from coordinator.loop.masks import TokenMaskRegistry
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.pair import ModelEndpoint, ModelPair, check_declared_fingerprint, endpoint_from_info
+from coordinator.pair import (
+    ModelEndpoint,
+    ModelPair,
+    align_pair,
+    check_declared_fingerprint,
+    endpoint_from_info,
+)
 from coordinator.replicas import ReplicaPool
 from coordinator.servicer import CoordinatorServicer
 from services.common.errors import DeadlineExceededError, PolyspecError, UnavailableError
@@ -150,18 +157,44 @@ async def connect(
         drafter = None
         if drafters is not None:
             drafter = await _first_endpoint(drafters, settings.drafter_tokenizer_fingerprint, timeout)
+        pair = await asyncio.to_thread(align_pair, target, drafter)
     except BaseException:
         await _close_services(targets, drafters)
         raise
-    pair = ModelPair(target=target, drafter=drafter)
+    _report_pair(pair, metrics)
+    masks = None
+    if pair.cross_vocabulary and pair.alignment is not None and pair.alignment.intersection is not None:
+        masks = TokenMaskRegistry(pair.alignment.mask_id, pair.alignment.mask_bitmap, metrics)
+    return LoopServices(
+        settings=settings, pair=pair, targets=targets, drafters=drafters, metrics=metrics, token_masks=masks
+    )
+
+
+def _report_pair(pair: ModelPair, metrics: CoordinatorMetrics) -> None:
+    """Logs the pair and its vocabulary alignment; sets the intersection-coverage gauge."""
+    alignment = pair.alignment
+    details: dict[str, object] = {}
+    if pair.drafter is not None:
+        coverage = 1.0 if pair.same_tokenizer else (0.0 if alignment is None else alignment.coverage)
+        metrics.vocab_intersection_coverage.set(coverage)
+        details["vocab_intersection_coverage"] = round(coverage, 4)
+    if alignment is not None:
+        details["vocabulary"] = alignment.match.reason
+        if alignment.intersection is not None:
+            details["intersection_tokens"] = alignment.intersection.mapped_count
+        check = alignment.decode_check
+        details["decode_check"] = "skipped" if check is None else ("ok" if check.ok else "mismatches")
+    if pair.alignment_error:
+        details["alignment_error"] = pair.alignment_error
     log.info(
         "model_pair",
-        target=target.model_name,
-        drafter=None if drafter is None else drafter.model_name,
+        target=pair.target.model_name,
+        drafter=None if pair.drafter is None else pair.drafter.model_name,
         same_tokenizer=pair.same_tokenizer,
+        cross_vocabulary=pair.cross_vocabulary,
         emulated_latency=pair.emulated_latency,
+        **details,
     )
-    return LoopServices(settings=settings, pair=pair, targets=targets, drafters=drafters, metrics=metrics)
 
 
 async def _close_services(targets: ReplicaPool, drafters: ReplicaPool | None) -> None:

@@ -1,8 +1,18 @@
 """Before the first round: which algorithm and lookahead a request runs, and each model's prompt ids.
 
-Algorithms available now: ``ar`` (target only) and ``sd`` (standard speculative decoding, same
-tokenizer). ``auto`` picks ``sd`` when a drafter with the target's tokenizer is configured, else
-``ar``; the cross-tokenizer algorithms (``slem``, ``slrs``, ``tli``) are refused until they land.
+Algorithms: ``ar`` (target only), ``sd`` (standard speculative decoding, same vocabulary), and for a
+drafter with another vocabulary ``tli`` (token-level intersection), ``slem`` (string-level exact match)
+and ``slrs`` (string-level rejection sampling) (Timor et al., ICML 2025, arXiv 2502.05202).
+
+- ``auto``: the same vocabulary -> ``sd``; different, aligned vocabularies -> ``tli`` when sampling,
+  ``slem`` when greedy; no drafter, or vocabularies that cannot be aligned -> ``ar`` (with a note).
+- ``tli``, ``slem`` or ``slrs`` asked for on a same-vocabulary pair run ``sd``, noted in the response's
+  ``fallback_reason``: TLI's intersection is then the whole vocabulary, so it *is* ``sd``, and ``sd``
+  verifies a same-vocabulary draft at least as well as the string-level algorithms would.
+- ``sd`` on different vocabularies, and any drafting algorithm without a drafter or without an
+  alignment, are refused (``InvalidArgumentError`` naming ``algorithm``).
+
+The statistics report the algorithm that ran, never ``auto``.
 """
 
 from __future__ import annotations
@@ -23,42 +33,78 @@ from coordinator.seeds import new_request_seed
 from coordinator.validation import AlgorithmName, GenerationParams, LookaheadKind, LookaheadRequest
 from services.common.errors import InvalidArgumentError
 
-_NOT_YET = (AlgorithmName.SLEM, AlgorithmName.SLRS, AlgorithmName.TLI)
+CROSS_VOCABULARY = (AlgorithmName.TLI, AlgorithmName.SLEM, AlgorithmName.SLRS)
 
 
 @dataclass(frozen=True)
 class RequestPlan:
     """How one request runs."""
 
-    algorithm: AlgorithmName  # AR or SD
+    algorithm: AlgorithmName  # AR, SD, TLI, SLEM or SLRS
     lookahead: LookaheadPolicy | None  # None for AR
     seed: int
     target_prompt: tuple[int, ...]
     drafter_prompt: tuple[int, ...] | None  # None: no drafting (AR, or the drafter cannot take the input)
     fallback_reason: str  # set when the request runs target-only although it asked for drafting
+    note: str = ""  # set when another algorithm runs than the one asked for
 
     @property
     def lookahead_label(self) -> str:
         return "none" if self.lookahead is None else self.lookahead.describe()
 
+    @property
+    def cross_vocabulary(self) -> bool:
+        return self.algorithm in CROSS_VOCABULARY
 
-def resolve_algorithm(requested: AlgorithmName, pair: ModelPair) -> AlgorithmName:
+
+@dataclass(frozen=True)
+class Resolved:
+    """The algorithm a request runs and, when it is not the one asked for, why."""
+
+    algorithm: AlgorithmName
+    note: str = ""
+
+
+def resolve_algorithm(requested: AlgorithmName, pair: ModelPair, greedy: bool) -> Resolved:
     """The algorithm a request runs, or ``InvalidArgumentError("algorithm", ...)``."""
-    if requested in _NOT_YET:
-        raise InvalidArgumentError("algorithm", f"{requested.value} is not available yet; use auto, sd or ar")
     if requested is AlgorithmName.AR:
-        return AlgorithmName.AR
+        return Resolved(AlgorithmName.AR)
     if requested is AlgorithmName.AUTO:
-        return AlgorithmName.SD if pair.same_tokenizer else AlgorithmName.AR
+        return _auto(pair, greedy)
     if pair.drafter is None:
-        raise InvalidArgumentError("algorithm", "sd needs a drafter; this coordinator has none configured")
-    if not pair.same_tokenizer:
+        raise InvalidArgumentError(
+            "algorithm", f"{requested.value} needs a drafter; this coordinator has none configured"
+        )
+    if pair.same_tokenizer:
+        if requested is AlgorithmName.SD:
+            return Resolved(AlgorithmName.SD)
+        return Resolved(
+            AlgorithmName.SD,
+            f"{requested.value} asked for, but drafter and target share one vocabulary: sd ran "
+            "(the same-vocabulary case of the cross-vocabulary algorithms)",
+        )
+    if requested is AlgorithmName.SD:
         raise InvalidArgumentError(
             "algorithm",
             f"sd needs drafter and target with the same tokenizer; the drafter ({pair.drafter.model_name}) "
-            f"and the target ({pair.target.model_name}) tokenize differently",
+            f"and the target ({pair.target.model_name}) tokenize differently; use auto, tli, slem or slrs",
         )
-    return AlgorithmName.SD
+    if not pair.cross_vocabulary:
+        raise InvalidArgumentError(
+            "algorithm", f"{requested.value} needs the two vocabularies aligned, but {pair.alignment_error}"
+        )
+    return Resolved(requested)
+
+
+def _auto(pair: ModelPair, greedy: bool) -> Resolved:
+    """``auto``: sd for one vocabulary; slem (greedy) or tli (sampling) across vocabularies; else ar."""
+    if pair.drafter is None:
+        return Resolved(AlgorithmName.AR)
+    if pair.same_tokenizer:
+        return Resolved(AlgorithmName.SD)
+    if pair.cross_vocabulary:
+        return Resolved(AlgorithmName.SLEM if greedy else AlgorithmName.TLI)
+    return Resolved(AlgorithmName.AR, f"auto: {pair.alignment_error}; target-only decoding")
 
 
 def make_lookahead(
@@ -85,11 +131,12 @@ def plan_request(
     params: GenerationParams, pair: ModelPair, settings: CoordinatorSettings, estimates: CostEstimates
 ) -> RequestPlan:
     """Resolves a validated request against the model pair (refusals name the field)."""
-    algorithm = resolve_algorithm(params.algorithm, pair)
+    resolved = resolve_algorithm(params.algorithm, pair, params.sampling.is_greedy)
+    algorithm = resolved.algorithm
     target_prompt = tuple(encode_target_prompt(pair.target, params.input))
     seed = params.seed if params.seed is not None else new_request_seed()
     if algorithm is AlgorithmName.AR or pair.drafter is None:
-        return RequestPlan(AlgorithmName.AR, None, seed, target_prompt, None, "")
+        return RequestPlan(AlgorithmName.AR, None, seed, target_prompt, None, "", resolved.note)
     lookahead = make_lookahead(params.lookahead, settings, pair.drafter.max_draft_tokens, estimates)
     fallback_reason = ""
     drafter_prompt: tuple[int, ...] | None
@@ -99,4 +146,6 @@ def plan_request(
         drafter_prompt, fallback_reason = None, f"{exc}: target-only decoding"
     if drafter_prompt is not None and not drafter_prompt:
         drafter_prompt, fallback_reason = None, "the drafter's prompt is empty: target-only decoding"
-    return RequestPlan(algorithm, lookahead, seed, target_prompt, drafter_prompt, fallback_reason)
+    return RequestPlan(
+        algorithm, lookahead, seed, target_prompt, drafter_prompt, fallback_reason, resolved.note
+    )

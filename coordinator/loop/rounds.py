@@ -2,10 +2,13 @@
 
 - draft: the drafter proposes up to k draft tokens with the exact (sparse) distributions it sampled
   them from; any drafter failure switches the request to target-only decoding (``RequestRun.fall_back``).
-- verify: one target Score over the candidates. Greedy requests use exact match (the target's argmax
-  must equal each candidate); sampling requests ship the draft distributions and apply the
-  speculative-sampling rule with the coordinator's own acceptance uniforms (``coordinator.verify``).
-  A round without candidates is a plain target step (the target's sample is the output token).
+  This module drafts for ``sd``; ``coordinator.loop.crossvocab`` turns drafts of another vocabulary
+  into candidates (TLI, SLEM, SLRS) with the same Draft call.
+- verify: one target Score over the candidates. Greedy requests and SLEM use exact match (the target's
+  sample must equal each candidate); otherwise the exact proposals are shipped and the
+  speculative-sampling rule applied with the coordinator's own acceptance uniforms
+  (``coordinator.verify``). A round without candidates is a plain target step (the target's sample is
+  the output token).
 - commit: append the output tokens, truncated at the first EOS (unless ``ignore_eos``), at
   ``max_new_tokens`` and at the target's context window.
 
@@ -14,12 +17,14 @@ Every draw is seeded from the request seed per round and purpose (``coordinator.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import structlog
 import torch
 from polyspec.v1 import common_pb2, model_pb2
 
+from coordinator.clients import ModelServiceClient
 from coordinator.loop.events import FinishReason
 from coordinator.loop.state import RequestRun
 from coordinator.seeds import SeedPurpose, generator_for, round_seed
@@ -41,11 +46,15 @@ class MalformedResponseError(RuntimeError):
 
 @dataclass(frozen=True)
 class Drafted:
-    """The usable draft tokens of one Draft call and what it cost."""
+    """The candidates of one round (target ids) with how to verify them, and what drafting cost.
+
+    ``distributions`` holds the exact proposal of each candidate in target ids (speculative sampling),
+    or is None for exact-match verification (SLEM, or any round of a greedy request).
+    """
 
     tokens: tuple[int, ...]
-    distributions: tuple[common_pb2.SparseDistribution, ...]  # one per token
-    candidate_draft_probs: tuple[float, ...]  # draft_probs[i][tokens[i]]
+    distributions: tuple[common_pb2.SparseDistribution, ...] | None  # one per token
+    candidate_draft_probs: tuple[float, ...]  # draft_probs[i][tokens[i]]; empty for exact match
     stats: model_pb2.ForwardStats
 
 
@@ -67,12 +76,11 @@ def _seed(run: RequestRun, purpose: SeedPurpose) -> int:
     return round_seed(run.plan.seed, run.counters.rounds, purpose)
 
 
-async def draft(run: RequestRun, k: int, confidence_threshold: float) -> Drafted | None:
-    """Asks the drafter for up to k draft tokens; None when it failed (the request then falls back)."""
-    drafters = run.services.drafters
+def draft_request(run: RequestRun, k: int, confidence_threshold: float) -> model_pb2.DraftRequest:
+    """The Draft call of a round (everything but the context): the request's own warpers and seed."""
     drafter = run.services.pair.drafter
-    assert drafters is not None and drafter is not None
-    request = model_pb2.DraftRequest(
+    assert drafter is not None
+    return model_pb2.DraftRequest(
         max_draft_tokens=k,
         sampling=sampling_message(run.params.sampling),
         seed=_seed(run, SeedPurpose.DRAFT),
@@ -80,13 +88,30 @@ async def draft(run: RequestRun, k: int, confidence_threshold: float) -> Drafted
         confidence_threshold=confidence_threshold,
         max_support=run.services.settings.max_support,
     )
+
+
+async def call_drafter(
+    run: RequestRun, request: model_pb2.DraftRequest, *, masked: bool = False
+) -> model_pb2.DraftResponse | None:
+    """Runs one Draft call (``masked``: restricted to TLI's token mask); None when the drafter failed.
+
+    Any failure but the request's own deadline switches the request to target-only decoding.
+    """
+    drafters = run.services.drafters
+    assert drafters is not None
+    masks = run.services.token_masks if masked else None
+    if masked and masks is None:
+        run.fall_back("no token mask is set up for this pair")
+        return None
     context = run.drafter_context()
+
+    def invoke(client: ModelServiceClient) -> Awaitable[model_pb2.DraftResponse]:
+        if masks is not None:
+            return masks.draft(client, run.drafter_sequence_id, context, request, run.scope)
+        return client.draft(run.drafter_sequence_id, context, request, run.scope)
+
     try:
-        response, run.drafter_replica = await drafters.call(
-            lambda client: client.draft(run.drafter_sequence_id, context, request, run.scope),
-            prefer=run.drafter_replica,
-        )
-        drafted = usable_draft(response, k, run.target.vocab_size)
+        response, run.drafter_replica = await drafters.call(invoke, prefer=run.drafter_replica)
     except DeadlineExceededError:
         if run.scope.deadline.expired():
             raise
@@ -97,7 +122,19 @@ async def draft(run: RequestRun, k: int, confidence_threshold: float) -> Drafted
         return None
     run.counters.drafter_forwards += response.stats.forwards
     run.counters.emulated_latency |= response.stats.emulated_latency
-    return drafted
+    return response
+
+
+async def draft(run: RequestRun, k: int, confidence_threshold: float) -> Drafted | None:
+    """Asks a same-vocabulary drafter for up to k draft tokens; None when it failed (the run falls back)."""
+    response = await call_drafter(run, draft_request(run, k, confidence_threshold))
+    if response is None:
+        return None
+    try:
+        return usable_draft(response, k, run.target.vocab_size)
+    except MalformedResponseError as exc:
+        run.fall_back(str(exc))
+        return None
 
 
 def usable_draft(response: model_pb2.DraftResponse, k: int, target_vocab_size: int) -> Drafted:
@@ -149,18 +186,18 @@ async def target_step(run: RequestRun) -> Verified:
 
 
 async def verify(run: RequestRun, drafted: Drafted) -> Verified:
-    """Scores the draft tokens on the target and applies the acceptance rule."""
-    greedy = run.params.sampling.is_greedy
+    """Scores the candidates on the target and applies the acceptance rule (speculative or exact match)."""
+    exact = run.params.sampling.is_greedy or drafted.distributions is None
     request = model_pb2.ScoreRequest(
         candidate_tokens=drafted.tokens,
-        draft_probs=[] if greedy else drafted.distributions,
+        draft_probs=[] if exact or drafted.distributions is None else drafted.distributions,
         sampling=sampling_message(run.params.sampling),
         seed=_seed(run, SeedPurpose.SCORE),
     )
     response = await _score(run, request)
     candidates = list(drafted.tokens)
     samples = [int(t) for t in response.target_samples]
-    if greedy:
+    if exact:
         accepted = accept_exact_match(torch.tensor(candidates), torch.tensor(samples))
         output = output_tokens(candidates, accepted, samples, None)
     else:

@@ -1,5 +1,9 @@
 """The SI generation loop: rounds of draft -> verify -> commit until a stop condition, as events.
 
+Each round drafts with the request's algorithm (``crossvocab.propose``: sd, tli, slem or slrs), verifies
+the candidates on the target, commits, and re-syncs a cross-vocabulary drafter's view to the committed
+text. The lookahead policy chooses the number of drafter tokens per round and observes every round.
+
 Failure handling:
 - a drafter failure (unavailable, over capacity, refused, malformed answer, per-call timeout) switches
   the request to target-only decoding for its remaining rounds and records why in
@@ -21,7 +25,7 @@ import structlog
 
 from coordinator.clients import Deadline
 from coordinator.lookahead import LookaheadDecision, RoundObservation
-from coordinator.loop import rounds
+from coordinator.loop import crossvocab, rounds
 from coordinator.loop.events import FinishEvent, FinishReason, GenerationEvent, TokensEvent
 from coordinator.loop.plan import plan_request
 from coordinator.loop.state import LoopServices, RequestRun
@@ -84,13 +88,15 @@ async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]
     """One round: draft (when the lookahead says so), verify or plain step, commit."""
     started = time.monotonic()
     decision = _decide(run)
-    drafted = await rounds.draft(run, decision.k, decision.confidence_threshold) if decision.k else None
+    drafted = await crossvocab.propose(run, decision.k, decision.confidence_threshold) if decision.k else None
     if drafted is not None and drafted.tokens:
         verified = await rounds.verify(run, drafted)
         _observe_speculation(run, len(drafted.tokens), verified)
     else:
         verified = await rounds.target_step(run)
     committed, finish = rounds.commit(run, verified.output)
+    if finish is None and run.drafting:
+        crossvocab.resync(run, committed)
     if run.plan.lookahead is not None and run.drafting:
         run.plan.lookahead.observe(_observation(drafted, verified, time.monotonic() - started))
     run.counters.rounds += 1

@@ -13,13 +13,18 @@ from coordinator.clients import CallScope, Deadline, Traffic
 from coordinator.config import CoordinatorSettings
 from coordinator.lookahead import CostEstimates
 from coordinator.loop.events import RequestStats
+from coordinator.loop.masks import TokenMaskRegistry
 from coordinator.loop.plan import RequestPlan
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import ModelEndpoint, ModelPair
 from coordinator.replicas import ReplicaPool
-from coordinator.validation import AlgorithmName, GenerationParams
+from coordinator.validation import GenerationParams
 
 log = structlog.get_logger(__name__)
+
+# Support entries (summed over a round's drafter steps) an SLRS round may enumerate before it is
+# verified as SLEM instead; with the process of ``coordinator.verify.slrs`` the work is linear in them.
+DEFAULT_SLRS_ENUMERATION_BUDGET = 1 << 14
 
 
 @dataclass
@@ -32,6 +37,8 @@ class LoopServices:
     drafters: ReplicaPool | None
     metrics: CoordinatorMetrics
     estimates: CostEstimates = field(default_factory=CostEstimates)
+    token_masks: TokenMaskRegistry | None = None  # TLI's mask, for a pair with different vocabularies
+    slrs_enumeration_budget: int = DEFAULT_SLRS_ENUMERATION_BUDGET
     # Release calls still running after their request was cancelled (kept alive until they finish).
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -53,11 +60,28 @@ class RoundCounters:
 
 
 @dataclass
+class DrafterView:
+    """The drafter's own tokens after its prompt in a cross-vocabulary run.
+
+    After every commit they are re-synced to the committed text (``coordinator.vocab.resync_drafter``):
+    ``canonical bytes(generated) + pending == committed_text``, where ``committed_text`` is the canonical
+    bytes of the target's output tokens and ``pending`` the end of it the drafter cannot see yet (an
+    incomplete character). Tokens that agree are kept, so the drafter service crops its cache to the
+    longest common prefix instead of rebuilding it.
+    """
+
+    generated: list[int] = field(default_factory=list)
+    pending: bytes = b""
+    committed_text: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
 class RequestRun:
     """One request while it runs: its plan, both models' views of the sequence and its counters.
 
-    Each model sees its own prompt ids followed by the shared output ids (target ids; drafting runs
-    only for drafters with the target's tokenizer).
+    The target sees its prompt ids followed by the output ids. A same-vocabulary drafter sees its prompt
+    ids followed by the same output ids; a cross-vocabulary drafter its prompt ids followed by its own
+    view of the output text (``view``).
     """
 
     services: LoopServices
@@ -74,6 +98,7 @@ class RequestRun:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     last_token_at: float = 0.0
+    view: DrafterView | None = None  # cross-vocabulary algorithms only
 
     @classmethod
     def start(
@@ -91,6 +116,8 @@ class RequestRun:
             fallback_reason=plan.fallback_reason,
         )
         run.counters.emulated_latency = services.pair.emulated_latency
+        if plan.cross_vocabulary:
+            run.view = DrafterView()
         return run
 
     @property
@@ -107,7 +134,8 @@ class RequestRun:
 
     def drafter_context(self) -> list[int]:
         assert self.plan.drafter_prompt is not None
-        return [*self.plan.drafter_prompt, *self.output]
+        generated = self.output if self.view is None else self.view.generated
+        return [*self.plan.drafter_prompt, *generated]
 
     def fall_back(self, reason: str) -> None:
         """Stops drafting for the rest of the request (target-only decoding stays lossless)."""
@@ -121,7 +149,7 @@ class RequestRun:
         counters = self.counters
         return RequestStats(
             algorithm=self.plan.algorithm,
-            lookahead=self.plan.lookahead_label if self.plan.algorithm is AlgorithmName.SD else "none",
+            lookahead=self.plan.lookahead_label,
             prompt_tokens=len(self.plan.target_prompt),
             output_tokens=len(self.output),
             draft_tokens=counters.draft_tokens,
@@ -134,7 +162,7 @@ class RequestRun:
             bytes_sent=self.scope.traffic.bytes_sent,
             bytes_received=self.scope.traffic.bytes_received,
             emulated_latency=counters.emulated_latency,
-            fallback_reason=self.fallback_reason,
+            fallback_reason="; ".join(r for r in (self.plan.note, self.fallback_reason) if r),
             seed=self.plan.seed,
         )
 

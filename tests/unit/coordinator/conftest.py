@@ -14,6 +14,7 @@ from coordinator.server import CoordinatorServer, start_coordinator
 from services.common.server import GrpcServerSettings
 from tests.unit.coordinator.toy_service import (
     TableLM,
+    ToyLM,
     ToyModelServicer,
     ToyServer,
     build_toy_tokenizer,
@@ -33,7 +34,7 @@ async def start_toy(toy_tokenizer: Any) -> AsyncIterator[Callable[..., Awaitable
     """Starts toy model services; all stop at teardown."""
     started: list[ToyServer] = []
 
-    async def start(lm: TableLM | None = None, *, tokenizer: Any = None, **kwargs: Any) -> ToyServer:
+    async def start(lm: ToyLM | None = None, *, tokenizer: Any = None, **kwargs: Any) -> ToyServer:
         servicer = ToyModelServicer(
             lm or TableLM(TARGET_SEED),
             tokenizer or toy_tokenizer,

@@ -422,13 +422,17 @@ async def test_pairs_with_different_tokenizers(
     drafter = await start_toy(TableLM(TARGET_SEED))
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(coordinator.port)
+    # Word-level toy tokenizers have no byte-level or SentencePiece decoder: they cannot be aligned.
+    assert "cannot be aligned" in coordinator.services.pair.alignment_error
     auto = await stub.Generate(gen_request(sampling=GREEDY))
     assert auto.stats.algorithm == AR and not drafter.state.calls
+    assert "cannot be aligned" in auto.stats.fallback_reason
+    aligned = "needs the two vocabularies aligned, but the tokenizers cannot be aligned"
     cases = {
         SD: "algorithm: sd needs drafter and target with the same tokenizer",
-        common_pb2.ALGORITHM_TLI: "algorithm: tli is not available yet",
-        common_pb2.ALGORITHM_SLEM: "algorithm: slem is not available yet",
-        common_pb2.ALGORITHM_SLRS: "algorithm: slrs is not available yet",
+        common_pb2.ALGORITHM_TLI: f"algorithm: tli {aligned}",
+        common_pb2.ALGORITHM_SLEM: f"algorithm: slem {aligned}",
+        common_pb2.ALGORITHM_SLRS: f"algorithm: slrs {aligned}",
     }
     for algorithm, message in cases.items():
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import torch
@@ -24,7 +24,13 @@ from polyspec.protocol import prefix_checksum
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
 from coordinator.verify.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
-from services.common.errors import ContextMissError, InvalidArgumentError, PolyspecError, UnavailableError
+from services.common.errors import (
+    ContextMissError,
+    InvalidArgumentError,
+    PolyspecError,
+    UnavailableError,
+    UnknownTokenMaskError,
+)
 from services.common.server import GrpcServerSettings, RunningServer, start_server
 
 WORDS = (
@@ -94,6 +100,15 @@ def fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class ToyLM(Protocol):
+    """What a toy service runs: next-token logits over ``vocab_size`` ids."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def logits(self, context: Sequence[int]) -> torch.Tensor: ...
+
+
 @dataclass
 class TableLM:
     """Next-token logits as a function of the last two tokens: a seeded random table.
@@ -120,6 +135,10 @@ class TableLM:
             table[previous * VOCAB + END, EOS] = 6.0
         self.table = table
 
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB
+
     def logits(self, context: Sequence[int]) -> torch.Tensor:  # [vocab]
         previous = context[-2] if len(context) >= 2 else BOS
         return self.table[previous * VOCAB + context[-1]].clone()
@@ -141,6 +160,10 @@ class ToyState:
     fail_always: PolyspecError | None = None
     released: list[str] = field(default_factory=list)
     masks: dict[str, frozenset[int]] = field(default_factory=dict)  # SetTokenMask registrations
+    mask_registrations: int = 0  # SetTokenMask calls
+    mask_misses: int = 0  # Drafts that named a mask not held
+    draft_requests: list[Any] = field(default_factory=list)  # every DraftRequest received
+    held_after: list[list[int]] = field(default_factory=list)  # context + draft tokens after each Draft
     score_forwards: int = 0
     delay_seconds: float = 0.0  # added to every Draft and Score
     evict_every_call: bool = False  # drop the sequence before each Draft/Score (every delta misses)
@@ -157,10 +180,11 @@ def _sampling(params: Any) -> SamplingConfig:
 class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
     def __init__(
         self,
-        lm: TableLM,
+        lm: ToyLM,
         tokenizer: Any,
         *,
         model_name: str,
+        eos_token_ids: Sequence[int] = (EOS,),
         max_context_tokens: int = 512,
         max_draft_tokens: int = 16,
         max_support: int = 8,
@@ -178,9 +202,9 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
         self.info = model_pb2.InfoResponse(
             model_name=model_name,
             model_type="toy",
-            vocab_size=VOCAB,
+            vocab_size=lm.vocab_size,
             max_context_tokens=max_context_tokens,
-            eos_token_ids=[EOS],
+            eos_token_ids=list(eos_token_ids),
             tokenizer=model_pb2.TokenizerInfo(
                 fingerprint=fingerprint(tokenizer), files=tokenizer_files(tokenizer), fim=fim
             ),
@@ -221,6 +245,16 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     async def Draft(self, request: Any, context: Any) -> model_pb2.DraftResponse:  # noqa: N802
         await self._before_call()
+        self.state.draft_requests.append(request)
+        allowed = None
+        if request.token_mask_id:  # checked before the cache is touched, as the real service does
+            if request.token_mask_id not in self.state.masks:
+                self.state.mask_misses += 1
+                raise UnknownTokenMaskError(
+                    f"token_mask_id {request.token_mask_id!r} is not registered on this server; "
+                    "register it with SetTokenMask and retry"
+                )
+            allowed = torch.tensor(sorted(self.state.masks[request.token_mask_id]), dtype=torch.int64)
         tokens = self._context("Draft", request.context)
         if len(tokens) >= self.max_context_tokens:
             raise InvalidArgumentError("context", "no room")
@@ -229,15 +263,12 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
         generator = torch.Generator().manual_seed(request.seed)
         response = model_pb2.DraftResponse()
         sequence = list(tokens)
-        allowed = None
-        if request.token_mask_id:
-            if request.token_mask_id not in self.state.masks:
-                raise PolyspecError(f"unknown token mask {request.token_mask_id!r}")  # FAILED_PRECONDITION
-            allowed = torch.tensor(sorted(self.state.masks[request.token_mask_id]))
         while True:
             logits = self.lm.logits(sequence)
             if allowed is not None:
                 logits = torch.full_like(logits, -math.inf).index_copy(0, allowed, logits[allowed])
+                if not bool(torch.isfinite(logits).any()):
+                    break  # no mass on the mask: no (further) draft tokens
             drafted = draft_token(logits, config, request.max_support or self.max_support, generator)
             response.draft_tokens.append(drafted.token)
             response.draft_probs.add(
@@ -250,6 +281,7 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
                 break
         response.stats.forwards = len(response.draft_tokens)
         self.state.held[request.context.sequence_id] = sequence
+        self.state.held_after.append(list(sequence))
         return response
 
     async def Score(self, request: Any, context: Any) -> model_pb2.ScoreResponse:  # noqa: N802
@@ -270,7 +302,7 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
                     sparse_to_dense(
                         torch.tensor([list(d.token_ids)]),
                         torch.tensor([list(d.probs)], dtype=torch.float64),
-                        VOCAB,
+                        self.lm.vocab_size,
                     )
                     for d in request.draft_probs
                 ]
@@ -296,8 +328,10 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     async def SetTokenMask(self, request: Any, context: Any) -> model_pb2.SetTokenMaskResponse:  # noqa: N802
         bitmap = request.allowed_bitmap
-        allowed = frozenset(i for i in range(min(VOCAB, len(bitmap) * 8)) if bitmap[i // 8] >> (i % 8) & 1)
+        size = min(self.lm.vocab_size, len(bitmap) * 8)
+        allowed = frozenset(i for i in range(size) if bitmap[i // 8] >> (i % 8) & 1)
         self.state.masks[request.mask_id] = allowed
+        self.state.mask_registrations += 1
         return model_pb2.SetTokenMaskResponse(allowed_tokens=len(allowed))
 
     async def Release(self, request: Any, context: Any) -> model_pb2.ReleaseResponse:  # noqa: N802
