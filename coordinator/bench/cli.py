@@ -111,6 +111,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="torch threads of each model service and of the transformers reference (default: torch's)",
     )
     add(
+        "--linear-kernel",
+        choices=("onednn-packed", "onednn", "torch"),
+        default="onednn-packed",
+        help="linear kernels of both model services (serve model --linear-kernel; the transformers "
+        "reference keeps torch's) (default: %(default)s)",
+    )
+    add(
         "--emulate-forward-ms",
         type=float,
         default=0.0,
@@ -149,6 +156,7 @@ def _bench(args: argparse.Namespace) -> int:
             seed=args.seed,
             reference=args.reference,
             threads=args.threads,
+            linear_kernel=args.linear_kernel,
             emulate_forward_ms=args.emulate_forward_ms,
             out=args.out,
             plot=args.plot,

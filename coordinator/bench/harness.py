@@ -38,6 +38,7 @@ def start_stack(
 ) -> str:
     """Starts drafter, target (with the benchmarking flag, if any) and coordinator; returns its address."""
     threads = [] if options.threads is None else ["--threads", str(options.threads)]
+    threads += ["--linear-kernel", options.linear_kernel]
     target_args = list(threads)
     if options.emulating:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]

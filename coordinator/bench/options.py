@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+LinearKernel = Literal["torch", "onednn", "onednn-packed"]  # services.model.settings.LinearKernel
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
@@ -33,6 +34,9 @@ class BenchOptions(BaseModel):
     reference: bool = Field(True, description="Also run transformers' in-process generate.")
     threads: int | None = Field(
         None, ge=1, description="torch threads of each model service and of the reference (None: default)."
+    )
+    linear_kernel: LinearKernel = Field(
+        "onednn-packed", description="Linear kernels of both model services (serve model --linear-kernel)."
     )
     emulate_forward_ms: float = Field(
         0.0, ge=0.0, description="BENCHMARKING FLAG: pad every target-service forward to this time."

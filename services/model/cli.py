@@ -37,6 +37,12 @@ def register_serve(roles: Any) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument(
+        "--linear-kernel",
+        choices=("onednn", "onednn-packed", "torch"),
+        help="linear layers of fp32 CPU models: onednn (default), onednn-packed (faster verification, "
+        "twice the weights' memory) or torch",
+    )
+    parser.add_argument(
         "--emulate-forward-ms",
         type=float,
         help="BENCHMARKING FLAG: pad every forward to this many milliseconds to emulate a slower model; "
@@ -58,6 +64,7 @@ def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_queue": args.max_queue,
         "max_token_masks": args.max_token_masks,
         "torch_threads": args.threads,
+        "linear_kernel": args.linear_kernel,
         "metrics_port": args.metrics_port,
         "emulated_forward_seconds": None
         if args.emulate_forward_ms is None

@@ -40,6 +40,7 @@ from services.model.identity import (
     tokenizer_files,
     tokenizer_fingerprint,
 )
+from services.model.kernels import apply_linear_kernel
 from services.model.masks import RegisteredMask, TokenMaskStore, draft_token_within
 from services.model.settings import ModelServiceSettings
 
@@ -64,6 +65,7 @@ def load_model(settings: ModelServiceSettings) -> tuple[Any, Any]:
     )
     model.to(torch.device(settings.device))
     model.eval()
+    apply_linear_kernel(model, settings.linear_kernel, device=settings.device, dtype=_DTYPES[settings.dtype])
     tokenizer = AutoTokenizer.from_pretrained(str(settings.model_dir), local_files_only=True)
     return model, tokenizer
 

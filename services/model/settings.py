@@ -12,6 +12,8 @@ from services.common.server import GrpcServerSettings
 MiB = 1024 * 1024
 
 DType = Literal["float32", "bfloat16", "float16"]
+# How fp32 CPU models compute linear layers (services.model.kernels).
+LinearKernel = Literal["torch", "onednn", "onednn-packed"]
 
 
 class ModelServiceSettings(BaseModel):
@@ -37,6 +39,11 @@ class ModelServiceSettings(BaseModel):
         0.0, ge=0.0, description="Benchmarking flag: pad each forward to this time (0 = off)."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = default).")
+    linear_kernel: LinearKernel = Field(
+        "onednn",
+        description="Linear layers of fp32 CPU models: onednn (default), onednn-packed (faster multi-token "
+        "forwards, twice the weights' memory) or torch (services.model.kernels).",
+    )
     grpc: GrpcServerSettings = Field(default_factory=GrpcServerSettings)
     metrics_host: str = Field("127.0.0.1", description="Address of the metrics endpoint.")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="None = no metrics endpoint.")
