@@ -93,23 +93,25 @@ def aggregate(records: Sequence[PromptRecord]) -> Aggregate:
     )
 
 
-def identity_reference(configuration: Configuration) -> Configuration | None:
-    """What a greedy configuration's tokens must equal: its engine's ``ar`` (transformers ``ar``: the
-    services' ``ar``); None for the services' ``ar`` itself and for sampling."""
+def identity_reference(configuration: Configuration, *, same_kernels: bool) -> Configuration | None:
+    """What a greedy configuration's tokens must equal: its engine's ``ar``; for transformers' ``ar``,
+    the services' ``ar`` when both compute with the same kernels (``same_kernels``: the services run
+    ``--linear-kernel torch``; other kernels round differently and may break greedy ties otherwise).
+    None for the services' ``ar`` itself and for sampling."""
     if not configuration.greedy:
         return None
     if configuration.method != "ar":
         return configuration.baseline(configuration.engine)
-    if configuration.engine == "transformers":
+    if configuration.engine == "transformers" and same_kernels:
         return configuration.baseline("services")
     return None
 
 
 def greedy_identity(
-    run: ConfigurationRun, by_config: dict[Configuration, ConfigurationRun]
+    run: ConfigurationRun, by_config: dict[Configuration, ConfigurationRun], *, same_kernels: bool
 ) -> dict[int, bool]:
     """Prompt index -> whether the tokens equal the reference's (prompts both ran; empty if none)."""
-    reference = identity_reference(run.configuration)
+    reference = identity_reference(run.configuration, same_kernels=same_kernels)
     other = by_config.get(reference) if reference is not None else None
     if other is None:
         return {}
@@ -137,7 +139,7 @@ class Summary:
         return [index for index, same in self.identical.items() if not same]
 
 
-def summarize(runs: Sequence[ConfigurationRun]) -> list[Summary]:
+def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[Summary]:
     """One summary per run, speedups against the ``ar`` of each engine at the same temperature."""
     by_config = {run.configuration: run for run in runs}
     aggregates = {run.configuration: aggregate(run.records) for run in runs if run.records}
@@ -151,7 +153,7 @@ def summarize(runs: Sequence[ConfigurationRun]) -> list[Summary]:
 
     summaries = []
     for run in runs:
-        reference = identity_reference(run.configuration)
+        reference = identity_reference(run.configuration, same_kernels=same_kernels)
         summaries.append(
             Summary(
                 run=run,
@@ -159,7 +161,7 @@ def summarize(runs: Sequence[ConfigurationRun]) -> list[Summary]:
                 speedup_vs_services_ar=speedup(run.configuration, "services"),
                 speedup_vs_transformers_ar=speedup(run.configuration, "transformers"),
                 identity_reference=None if reference is None else reference.label,
-                identical=greedy_identity(run, by_config),
+                identical=greedy_identity(run, by_config, same_kernels=same_kernels),
             )
         )
     return summaries
@@ -277,6 +279,13 @@ def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
         lines.append(
             f"GREEDY MISMATCH: {summary.run.configuration.label} differs from "
             f"{summary.identity_reference} on HumanEval/{index}"
+        )
+    if options.reference and options.linear_kernel != "torch":
+        lines.append(
+            "note: the services compute linear layers with oneDNN "
+            f"(--linear-kernel {options.linear_kernel}), transformers with torch's kernels; float rounding "
+            "differs, so greedy ties may break differently and each engine's outputs are checked against "
+            "its own ar (--linear-kernel torch compares both)"
         )
     lines.extend(options.benchmarking_flags())
     return "\n".join(lines)

@@ -37,7 +37,7 @@ def _write_results(
     from coordinator.bench.plot import write_plot
     from coordinator.bench.report import build_document, format_table, summarize
 
-    summaries = summarize(runs)
+    summaries = summarize(runs, same_kernels=options.linear_kernel == "torch")
     created = datetime.now(UTC).isoformat(timespec="seconds")
     document = build_document(options, describe_machine(options.threads), models, summaries, created)
     drafter, target = models["drafter"]["name"], models["target"]["name"]

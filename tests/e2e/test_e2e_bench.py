@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from coordinator.bench import cli as bench_cli
+from coordinator.bench.records import Configuration
+from coordinator.bench.report import identity_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -50,7 +52,7 @@ def bench_run(
     code = run_bench_cli(
         ["--drafter", model, "--target", model, "--prompts", "2", "--prompt-offset", "3",
          "--max-new-tokens", "4", "--algorithms", "sd,tli", "--temperatures", "0,0.7",
-         "--lookahead", "static:3", "--threads", "1",
+         "--lookahead", "static:3", "--threads", "1", "--linear-kernel", "torch",
          "--out", str(out_dir / "tiny.json"), "--log-dir", str(out_dir / "logs")]
     )  # fmt: skip
     assert code == 0
@@ -116,6 +118,7 @@ def test_bench_records_greedy_identity(bench_run: tuple[dict[str, Any], Path]) -
         True,
     ]
     assert by_label["transformers assisted T=0"]["greedy_identity"]["compared"] == 2
+    # Same kernels (--linear-kernel torch): transformers' ar must equal the services' ar token for token.
     assert by_label["transformers ar T=0"]["greedy_identity"]["reference"] == "services ar T=0"
     assert by_label["services sd [static:3] T=0.7"]["greedy_identity"] is None  # sampling: no identity check
     assert document["greedy_mismatches"] == []
@@ -142,3 +145,14 @@ def test_bench_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     err = capsys.readouterr().err
     assert "prompts" in err and "lookahead" in err
+
+
+def test_engines_are_compared_token_for_token_only_with_the_same_kernels() -> None:
+    transformers_ar = Configuration("transformers", "ar", 0.0)
+    assert identity_reference(transformers_ar, same_kernels=True) == Configuration("services", "ar", 0.0)
+    assert identity_reference(transformers_ar, same_kernels=False) is None
+    assisted = Configuration("transformers", "assisted", 0.0)
+    assert identity_reference(assisted, same_kernels=False) == transformers_ar
+    services_sd = Configuration("services", "sd", 0.0, "auto")
+    assert identity_reference(services_sd, same_kernels=False) == Configuration("services", "ar", 0.0)
+    assert identity_reference(Configuration("services", "sd", 0.7, "auto"), same_kernels=True) is None

@@ -418,6 +418,8 @@ def test_model_service_args_make_valid_settings(rendered: dict[str, Rendered], n
             and settings.metrics_port == main_container(workload)["ports"][1]["containerPort"]
         )
         assert str(settings.model_dir).startswith("/cache/")
+        expected_kernel = "onednn-packed" if name == "static-target-only" else "onednn"
+        assert settings.linear_kernel == expected_kernel
 
 
 def test_static_coordinator_args_make_valid_settings(rendered: dict[str, Rendered]) -> None:

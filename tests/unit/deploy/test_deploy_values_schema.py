@@ -48,6 +48,7 @@ def test_schema_is_strict_at_every_level() -> None:
         ("target.modelPath=../etc", "/target/modelPath"),
         ("target.gpu.count=0", "/target/gpu/count"),
         ("target.settings.dtype=float8", "/target/settings/dtype"),
+        ("target.settings.linearKernel=mkl", "/target/settings/linearKernel"),
         ("coordinator.settings.confidenceThreshold=1.5", "/coordinator/settings/confidenceThreshold"),
         ("image.digests.cpu=sha256:abc", "/image/digests/cpu"),
         ("tests.maxNewTokens=0", "/tests/maxNewTokens"),

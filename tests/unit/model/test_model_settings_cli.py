@@ -44,6 +44,7 @@ def test_defaults_and_the_name_from_the_folder(tmp_path: Path) -> None:
         ("max_token_masks", 0),
         ("emulated_forward_seconds", -1),
         ("torch_threads", 0),
+        ("linear_kernel", "mkl"),
         ("metrics_port", 70000),
         ("unknown_field", 1),
     ],
@@ -83,6 +84,8 @@ def test_arguments_map_onto_settings(tmp_path: Path) -> None:
             "250",
             "--max-token-masks",
             "3",
+            "--linear-kernel",
+            "onednn-packed",
         ]
     )
     settings = ModelServiceSettings.model_validate(cli._settings_fields(args))
@@ -93,6 +96,8 @@ def test_arguments_map_onto_settings(tmp_path: Path) -> None:
     assert (settings.max_draft_tokens, settings.default_max_support, settings.torch_threads) == (8, 16, 2)
     assert settings.emulated_forward_seconds == pytest.approx(0.25)
     assert settings.max_token_masks == 3
+    assert settings.linear_kernel == "onednn-packed"
+    assert ModelServiceSettings(model_dir=tmp_path).linear_kernel == "onednn"
     assert args.handler is cli._serve_model
     assert parse(["model", "--model", str(tmp_path)]).port == 50052
 

@@ -134,6 +134,7 @@ maxDraftTokens: --max-draft-tokens
 maxSupport: --max-support
 maxQueue: --max-queue
 threads: --threads
+linearKernel: --linear-kernel
 {{- end }}
 
 {{- define "polyspec.coordinatorFlags" -}}
