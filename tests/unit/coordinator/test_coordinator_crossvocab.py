@@ -19,7 +19,6 @@ from typing import Any, TypeAlias
 
 import grpc
 import pytest
-import torch
 from grpc.aio import Metadata
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from scipy import stats as scipy_stats
@@ -30,6 +29,7 @@ from coordinator.verify.sampling import SamplingConfig
 from coordinator.vocab import CanonicalVocab, build_intersection
 from services.common.errors import ContextMissError, UnknownTokenMaskError
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
+from tests.unit.coordinator.laws import exact_two_token_law
 from tests.unit.coordinator.toy_crossvocab import (
     REFERENCE,
     TextLM,
@@ -304,18 +304,6 @@ async def test_same_vocabulary_pairs_run_sd(
     assert drafter.state.mask_registrations == 0
 
 
-def _exact_two_token_law(
-    lm: TextLM, prompt: list[int], config: SamplingConfig
-) -> dict[tuple[int, int], float]:
-    law: dict[tuple[int, int], float] = {}
-    first = lm.probs(prompt, config)
-    for a in torch.nonzero(first).flatten().tolist():
-        second = lm.probs([*prompt, a], config)
-        for b in torch.nonzero(second).flatten().tolist():
-            law[(a, b)] = float(first[a] * second[b])
-    return law
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", CROSS, ids=["tli", "slem", "slrs"])
 async def test_sampled_output_follows_the_target_law(
@@ -325,7 +313,7 @@ async def test_sampled_output_follows_the_target_law(
     samples = 400
     config = SamplingConfig(temperature=1.0, top_k=6)
     prompt = "def fibonacci(n):\n    if"
-    law = _exact_two_token_law(cross.target_lm, target_tokenizer(prompt)["input_ids"], config)
+    law = exact_two_token_law(cross.target_lm, target_tokenizer(prompt)["input_ids"], config)
 
     accepted: list[int] = []
 

@@ -15,7 +15,6 @@ from typing import Any, TypeAlias
 
 import grpc
 import pytest
-import torch
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from scipy import stats as scipy_stats
 
@@ -23,6 +22,7 @@ from coordinator.server import CoordinatorServer
 from coordinator.verify.sampling import SamplingConfig
 from services.common.errors import UnavailableError
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
+from tests.unit.coordinator.laws import exact_two_token_law
 from tests.unit.coordinator.toy_service import BOS, EOS, WORDS, TableLM, ToyServer, build_toy_tokenizer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
@@ -212,18 +212,6 @@ async def test_same_seed_same_output_and_different_seeds_differ(
     assert list(replay.token_ids) == list(unseeded.token_ids)
 
 
-def _exact_two_token_law(
-    lm: TableLM, prompt: list[int], config: SamplingConfig
-) -> dict[tuple[int, int], float]:
-    law: dict[tuple[int, int], float] = {}
-    first = lm.probs(prompt, config)
-    for a in torch.nonzero(first).flatten().tolist():
-        second = lm.probs([*prompt, a], config)
-        for b in torch.nonzero(second).flatten().tolist():
-            law[(a, b)] = float(first[a] * second[b])
-    return law
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("temperature", "top_k", "top_p"), [(1.0, 4, 1.0), (0.7, 6, 0.8)], ids=["t1-topk4", "t07-topk6-topp08"]
@@ -237,9 +225,7 @@ async def test_sampled_output_follows_the_target_law(
     config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     sampling = common_pb2.SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     prompt = "gamma delta"
-    law = _exact_two_token_law(
-        TableLM(TARGET_SEED), [BOS, WORDS.index("gamma"), WORDS.index("delta")], config
-    )
+    law = exact_two_token_law(TableLM(TARGET_SEED), [BOS, WORDS.index("gamma"), WORDS.index("delta")], config)
 
     async def one(seed: int) -> tuple[int, int]:
         response = await stub.Generate(
