@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,31 @@ class ChildService:
         return int(text) if text.isdigit() else None
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM for the block, then re-raises them to the handlers in place before.
+
+    Only the main thread can set signal handlers; elsewhere the block runs unprotected (signals are
+    delivered to the main thread anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    previous = {number: signal.signal(number, defer) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
 @dataclass
 class LocalStack:
     """Starts ``polyspec serve`` children and stops all of them on exit."""
@@ -111,12 +137,14 @@ class LocalStack:
             "--port-file",
             str(port_file),
         ]
-        with log_path.open("wb") as log:
+        # A Ctrl-C / SIGTERM while Popen waits for the exec would lose the forked child's handle (an
+        # orphaned service): the signal is held until the child is registered for stop_all.
+        with _signals_deferred(), log_path.open("wb") as log:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        child = ChildService(name, process, log_path, port_file)
-        self.children.append(child)
+            child = ChildService(name, process, log_path, port_file)
+            self.children.append(child)
         return child
 
     def stop_all(self) -> None:
