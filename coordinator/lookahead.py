@@ -11,8 +11,8 @@ randomness of the round it governs and verification stays lossless (ALGORITHMS.m
   a target forward over n tokens costs ``a + b * n`` and each round adds a fixed overhead (network,
   coordinator). Acceptance follows the geometric model of Leviathan et al. (arXiv 2211.17192):
   E[output tokens | k] = (1 - alpha^(k+1)) / (1 - alpha). When no k > 0 beats a target-only step,
-  it decodes target-only and re-probes the drafter now and then, so it is never much slower than
-  ``ar`` and takes the speedup wherever speculation pays.
+  it decodes target-only and re-probes the drafter out of a probe budget (a few percent of the time),
+  so it is never much slower than ``ar`` and takes the speedup wherever speculation pays.
 
 Cost estimates describe the deployment, not the request: one ``CostEstimates`` is shared by the
 requests of a coordinator (owned by the server, passed in; never a module global).
@@ -200,49 +200,72 @@ def expected_output_tokens(acceptance: float, k: int) -> float:
 class CostModelLookahead:
     """``auto``: the k (0 = target-only) with the best expected output tokens per second.
 
-    ``k_initial`` is used until the estimates exist; after ``probe_every`` target-only steps in a row a
-    short speculative round re-measures acceptance (the drafter may have become useful again). Each
-    probe that does not bring speculation back doubles the interval, up to ``probe_every_max``.
+    ``k_initial`` is used until the estimates exist. When no k > 0 pays, the request decodes
+    target-only and re-probes the drafter with a short round (``probe_k`` tokens; the drafter may have
+    become useful again) only out of a *probe budget*: every target-only round earns
+    ``probe_budget`` times its duration, every speculative round is charged what it actually cost
+    beyond the target-only time of the tokens it produced (a paying round earns), and a probe needs
+    enough credit for its expected loss. Probing therefore costs at most about ``probe_budget`` of the
+    time (plus one probe), however expensive a probe is (a slow drafter, its catch-up prefill of the
+    tokens decoded since its last call, a wide verification), and probes come as often as they are
+    cheap. Credit is capped at ``credit_probes`` expected probe losses, so gains banked earlier do
+    not fund a burst of probes later.
     """
 
     estimates: CostEstimates
     k_max: int
     k_initial: int = 4
-    probe_every: int = 16
-    probe_every_max: int = 256
+    probe_budget: float = 0.03
     probe_k: int = 2
+    credit_probes: float = 2.0
     confidence_threshold: float = 0.0
     prior_acceptance: float = 0.6
     prior_trials: float = 4.0
     decay: float = 0.9
     _accepted: float = 0.0
     _trials: float = 0.0
-    _ar_streak: int = 0
-    _probe_interval: int = 0
+    _credit: float = 0.0
 
     def decide(self, remaining_tokens: int) -> LookaheadDecision:
         cap = max(0, min(self.k_max, remaining_tokens - 1)) if remaining_tokens > 1 else 0
         k = self._best_k(cap)
-        interval = self._probe_interval or self.probe_every
-        if k > 0:
-            self._probe_interval = 0
-        elif cap > 0 and self._ar_streak >= interval:
-            k = min(self.probe_k, cap)
-            self._probe_interval = min(2 * interval, self.probe_every_max)
-        self._ar_streak = self._ar_streak + 1 if k == 0 else 0
+        if k == 0 and cap > 0:
+            probe = min(self.probe_k, cap)
+            loss = self._expected_loss(probe)
+            if loss is not None and self._credit >= loss:
+                k = probe
         return LookaheadDecision(k=k, confidence_threshold=self.confidence_threshold if k else 0.0)
 
-    def _best_k(self, cap: int) -> int:
+    def _ar_step(self) -> float | None:
+        """Expected seconds of a target-only round (None before one was measured)."""
+        verify_one = self.estimates.verify_seconds(1)
+        if verify_one is None:
+            return None
+        return verify_one + (self.estimates.ar_overhead_seconds or 0.0)
+
+    def _round_seconds(self, k: int) -> float | None:
+        """Expected seconds of a round with k draft tokens (None before the costs were measured)."""
         est = self.estimates
-        acceptance = self._acceptance()
-        draft_step = est.draft_step_seconds
-        verify_one = est.verify_seconds(1)
-        if draft_step is None or verify_one is None:
+        draft_step, verify = est.draft_step_seconds, est.verify_seconds(k + 1)
+        if draft_step is None or verify is None:
+            return None
+        return k * draft_step + verify + (est.spec_overhead_seconds or 0.0)
+
+    def _expected_loss(self, k: int) -> float | None:
+        """Expected seconds a k-token round loses against target-only decoding of its output."""
+        seconds, ar_step = self._round_seconds(k), self._ar_step()
+        if seconds is None or ar_step is None:
+            return None
+        return seconds - expected_output_tokens(self._acceptance(), k) * ar_step
+
+    def _best_k(self, cap: int) -> int:
+        ar_step = self._ar_step()
+        if ar_step is None or self.estimates.draft_step_seconds is None:
             return min(self.k_initial, cap)
-        ar_rate = 1.0 / max(1e-9, verify_one + (est.ar_overhead_seconds or 0.0))
-        best_k, best_rate = 0, ar_rate
+        acceptance = self._acceptance()
+        best_k, best_rate = 0, 1.0 / max(1e-9, ar_step)
         for k in range(1, cap + 1):
-            seconds = k * draft_step + (est.verify_seconds(k + 1) or 0.0) + (est.spec_overhead_seconds or 0.0)
+            seconds = self._round_seconds(k) or 0.0
             rate = expected_output_tokens(acceptance, k) / max(1e-9, seconds)
             if rate > best_rate * (1.0 + 1e-6):
                 best_k, best_rate = k, rate
@@ -254,6 +277,20 @@ class CostModelLookahead:
             successes, trials = _acceptance_counts(observation)
             self._accepted = self.decay * self._accepted + successes
             self._trials = self.decay * self._trials + trials
+        self._settle(observation)
+
+    def _settle(self, observation: RoundObservation) -> None:
+        """Books the round on the probe budget (see the class docstring)."""
+        ar_step = self._ar_step()
+        if ar_step is None:
+            return
+        if observation.drafted == 0:
+            self._credit += self.probe_budget * observation.round_seconds
+        else:
+            self._credit += (observation.accepted + 1) * ar_step - observation.round_seconds
+        loss = self._expected_loss(min(self.probe_k, self.k_max))
+        if loss is not None:
+            self._credit = min(self._credit, self.credit_probes * max(loss, 0.0))
 
     def _acceptance(self) -> float:
         """This request's acceptance, shrunk towards the deployment-wide estimate (a Beta-style prior)."""

@@ -1,18 +1,31 @@
-"""The services side: drafter, target and coordinator on loopback, every configuration through the SDK."""
+"""The services side: drafter, target and coordinator on loopback, every configuration through the SDK.
+
+The configurations are interleaved per prompt: each prompt gets one untimed warm-up generation (so its
+prefill shapes are warm for every configuration), then every configuration runs on it, starting at a
+different configuration for each prompt. Warm-up effects and the machine's drift over minutes then
+fall on every configuration alike instead of on whichever ran first.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TypeVar
+
+from polyspec import Client, GenerationResult, PolyspecError
 
 from coordinator.bench.options import BenchOptions
 from coordinator.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 from coordinator.demo import LocalStack, sigterm_as_interrupt, start_pair
 
-if TYPE_CHECKING:
-    from polyspec import Client, GenerationResult
+T = TypeVar("T")
+Generate = Callable[[Configuration, BenchPrompt], PromptRecord]
+"""One timed generation of a configuration on a prompt."""
+WarmUp = Callable[[BenchPrompt], None]
+"""One untimed generation on a prompt before its configurations run."""
+PromptDone = Callable[[list[ConfigurationRun]], None]
+"""Called after each prompt with every configuration's run so far."""
 
 CALL_TIMEOUT_SECONDS = 1800.0
 WARMUP_TOKENS = 8
@@ -31,6 +44,15 @@ def service_configurations(options: BenchOptions) -> list[Configuration]:
             for lookahead in options.lookaheads:
                 configurations.append(Configuration("services", algorithm, temperature, lookahead))
     return configurations
+
+
+def interleaved_order(configurations: Sequence[T], prompt_position: int) -> list[T]:
+    """The configurations in the order the prompt at ``prompt_position`` runs them: rotated to start at
+    ``prompt_position mod n``, so that over n prompts each configuration runs first once."""
+    if not configurations:
+        return []
+    start = prompt_position % len(configurations)
+    return [*configurations[start:], *configurations[:start]]
 
 
 def start_stack(
@@ -61,11 +83,9 @@ def run_services(
     *,
     log_dir: Path,
     out: IO[str],
+    on_prompt: PromptDone | None = None,
 ) -> list[ConfigurationRun]:
-    """Runs every services configuration on every prompt (sequential requests, batch 1)."""
-    from polyspec import Client
-
-    runs = []
+    """Runs every services configuration on every prompt (sequential requests, batch 1), interleaved."""
     with sigterm_as_interrupt(), LocalStack(log_dir, options.log_level) as stack:
         address = start_stack(stack, drafter_dir, target_dir, options, out)
         print(f"coordinator on {address}; warming up ...", file=out, flush=True)
@@ -77,36 +97,66 @@ def run_services(
                 algorithm="auto",
                 seed=options.seed,
             )
-            for configuration in service_configurations(options):
-                runs.append(run_configuration(client, configuration, prompts, options, out))
-    return runs
+            return run_interleaved(
+                service_configurations(options),
+                prompts,
+                generate=lambda configuration, prompt: _generate(client, configuration, prompt, options),
+                warm_up=lambda prompt: _warm_up_prompt(client, prompt, options),
+                out=out,
+                on_prompt=on_prompt,
+            )
 
 
-def run_configuration(
-    client: Client,
-    configuration: Configuration,
+def run_interleaved(
+    configurations: Sequence[Configuration],
     prompts: Sequence[BenchPrompt],
-    options: BenchOptions,
+    *,
+    generate: Generate,
+    warm_up: WarmUp,
     out: IO[str],
-) -> ConfigurationRun:
-    """One configuration on every prompt; a refusal by the server skips it with the server's message."""
-    from polyspec import PolyspecError
+    on_prompt: PromptDone | None = None,
+) -> list[ConfigurationRun]:
+    """Per prompt: ``warm_up``, then every configuration not skipped yet, in ``interleaved_order`` of
+    those; one progress line per prompt. Returns one run per configuration, in configuration order."""
+    runs = {configuration: ConfigurationRun(configuration) for configuration in configurations}
+    for position, prompt in enumerate(prompts):
+        warm_up(prompt)
+        active = [configuration for configuration in configurations if runs[configuration].skipped is None]
+        cells = {
+            configuration: run_one(runs[configuration], prompt, generate)
+            for configuration in interleaved_order(active, position)
+        }
+        progress = ", ".join(cells[configuration] for configuration in active)
+        print(f"  {prompt.task_id}: {progress}", file=out, flush=True)
+        if on_prompt is not None:
+            on_prompt(list(runs.values()))
+    return list(runs.values())
 
-    run = ConfigurationRun(configuration)
-    print(f"  {configuration.label}: ", end="", file=out, flush=True)
-    for prompt in prompts:
-        try:
-            run.records.append(_generate(client, configuration, prompt, options))
-        except PolyspecError as exc:
-            if exc.code_name not in REFUSAL_CODES:
-                raise
-            run.records.clear()
-            run.skipped = f"{exc.code_name}: {exc.message}"
-            print(f"skipped ({run.skipped})", file=out, flush=True)
-            return run
-        print(".", end="", file=out, flush=True)
-    print(" done", file=out, flush=True)
-    return run
+
+def run_one(run: ConfigurationRun, prompt: BenchPrompt, generate: Generate) -> str:
+    """Appends the record of ``run``'s configuration on ``prompt``, or on a refusal by the server drops
+    its records and marks it skipped with the server's message; returns the progress cell."""
+    name = short_label(run.configuration)
+    try:
+        record = generate(run.configuration, prompt)
+    except PolyspecError as exc:
+        if exc.code_name not in REFUSAL_CODES:
+            raise
+        run.records.clear()
+        run.skipped = f"{exc.code_name}: {exc.message}"
+        return f"{name} skipped ({run.skipped})"
+    run.records.append(record)
+    return f"{name} {record.seconds:.{2 if record.seconds < 10 else 1}f}s"
+
+
+def short_label(configuration: Configuration) -> str:
+    """The label of a services configuration in progress lines (no engine)."""
+    lookahead = f" [{configuration.lookahead}]" if configuration.lookahead else ""
+    return f"{configuration.method}{lookahead} T={configuration.temperature:g}"
+
+
+def _warm_up_prompt(client: Client, prompt: BenchPrompt, options: BenchOptions) -> None:
+    client.generate(prompt.text, max_new_tokens=1, temperature=0.0, algorithm="ar", seed=options.seed)
 
 
 def _generate(

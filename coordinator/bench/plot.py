@@ -15,13 +15,22 @@ ENGINE_LABELS = {
 }
 
 
+def _speedup_label(aggregate: float | None, paired: float | None, baseline: str) -> str | None:
+    if aggregate is None:
+        return None
+    paired_text = "" if paired is None else f" (paired {paired:.2f}x)"
+    return f"{aggregate:.2f}x{paired_text} vs {baseline}"
+
+
 def _bar_label(summary: Summary) -> str:
     assert summary.aggregate is not None
-    parts = [f"{summary.aggregate.tokens_per_second:.2f} tok/s"]
-    if summary.speedup_vs_services_ar is not None:
-        parts.append(f"{summary.speedup_vs_services_ar:.2f}x vs services ar")
-    if summary.speedup_vs_transformers_ar is not None:
-        parts.append(f"{summary.speedup_vs_transformers_ar:.2f}x vs transformers ar")
+    speedups = (
+        _speedup_label(summary.speedup_vs_services_ar, summary.paired_speedup_vs_services_ar, "services ar"),
+        _speedup_label(
+            summary.speedup_vs_transformers_ar, summary.paired_speedup_vs_transformers_ar, "transformers ar"
+        ),
+    )
+    parts = [f"{summary.aggregate.tokens_per_second:.2f} tok/s", *(part for part in speedups if part)]
     return "  " + ", ".join(parts)
 
 
@@ -43,9 +52,9 @@ def write_plot(
     colors = [ENGINE_COLORS[s.run.configuration.engine] for s in measured]
     bars = axes.barh(range(len(measured)), values, color=colors)
     axes.set_yticks(range(len(measured)), labels)
-    axes.invert_yaxis()
+    axes.set_ylim(len(measured) + 0.6, -0.6)  # top to bottom, a free row below the bars for the legend
     axes.bar_label(bars, [_bar_label(s) for s in measured], fontsize=8)
-    axes.set_xlim(0, max(values, default=1.0) * 1.9)
+    axes.set_xlim(0, max(values, default=1.0) * 2.3)
     axes.set_xlabel("tokens/s (total output tokens / total generation time)")
     engines = sorted({s.run.configuration.engine for s in measured})
     handles = [Patch(color=ENGINE_COLORS[engine], label=ENGINE_LABELS[engine]) for engine in engines]

@@ -1,4 +1,4 @@
-"""Aggregates per configuration, the greedy identity check, the JSON document and the stdout table."""
+"""Aggregates and speedups per configuration, the greedy identity check, the JSON document and the table."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.bench.options import BenchOptions
-from coordinator.bench.records import Configuration, ConfigurationRun, PromptRecord
+from coordinator.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,21 @@ def aggregate(records: Sequence[PromptRecord]) -> Aggregate:
     )
 
 
+def paired_speedup(run: ConfigurationRun, baseline: ConfigurationRun | None) -> float | None:
+    """The geometric mean, over the prompts both ran, of the baseline's seconds per output token divided
+    by ``run``'s: per-prompt speedups, so prompt lengths and slow drifts of the machine cancel out.
+    None when no prompt has timed records with output tokens in both."""
+    if baseline is None:
+        return None
+    base = {r.prompt_index: r for r in baseline.records if r.output_tokens > 0 and r.seconds > 0}
+    ratios = [
+        (base[r.prompt_index].seconds / base[r.prompt_index].output_tokens) / (r.seconds / r.output_tokens)
+        for r in run.records
+        if r.prompt_index in base and r.output_tokens > 0 and r.seconds > 0
+    ]
+    return statistics.geometric_mean(ratios) if ratios else None
+
+
 def identity_reference(configuration: Configuration, *, same_kernels: bool) -> Configuration | None:
     """What a greedy configuration's tokens must equal: its engine's ``ar``; for transformers' ``ar``,
     the services' ``ar`` when both compute with the same kernels (``same_kernels``: the services run
@@ -125,12 +140,16 @@ def greedy_identity(
 
 @dataclass(frozen=True)
 class Summary:
-    """A configuration's aggregate with its speedups and greedy identity."""
+    """A configuration's aggregate with its speedups and greedy identity.
+
+    ``speedup_vs_*``: ratio of aggregate tokens/s; ``paired_speedup_vs_*``: ``paired_speedup``."""
 
     run: ConfigurationRun
     aggregate: Aggregate | None
     speedup_vs_services_ar: float | None
     speedup_vs_transformers_ar: float | None
+    paired_speedup_vs_services_ar: float | None
+    paired_speedup_vs_transformers_ar: float | None
     identity_reference: str | None
     identical: dict[int, bool]
 
@@ -144,12 +163,15 @@ def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[S
     by_config = {run.configuration: run for run in runs}
     aggregates = {run.configuration: aggregate(run.records) for run in runs if run.records}
 
-    def speedup(configuration: Configuration, engine: Any) -> float | None:
+    def speedup(configuration: Configuration, engine: Engine) -> float | None:
         mine = aggregates.get(configuration)
         base = aggregates.get(configuration.baseline(engine))
         return (
             None if mine is None or base is None else _ratio(mine.tokens_per_second, base.tokens_per_second)
         )
+
+    def paired(run: ConfigurationRun, engine: Engine) -> float | None:
+        return paired_speedup(run, by_config.get(run.configuration.baseline(engine)))
 
     summaries = []
     for run in runs:
@@ -160,6 +182,8 @@ def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[S
                 aggregate=aggregates.get(run.configuration),
                 speedup_vs_services_ar=speedup(run.configuration, "services"),
                 speedup_vs_transformers_ar=speedup(run.configuration, "transformers"),
+                paired_speedup_vs_services_ar=paired(run, "services"),
+                paired_speedup_vs_transformers_ar=paired(run, "transformers"),
                 identity_reference=None if reference is None else reference.label,
                 identical=greedy_identity(run, by_config, same_kernels=same_kernels),
             )
@@ -186,6 +210,8 @@ def _summary_json(summary: Summary) -> dict[str, Any]:
         "aggregate": None if summary.aggregate is None else dataclasses.asdict(summary.aggregate),
         "speedup_vs_services_ar": summary.speedup_vs_services_ar,
         "speedup_vs_transformers_ar": summary.speedup_vs_transformers_ar,
+        "paired_speedup_vs_services_ar": summary.paired_speedup_vs_services_ar,
+        "paired_speedup_vs_transformers_ar": summary.paired_speedup_vs_transformers_ar,
         "greedy_identity": None
         if not summary.identical
         else {
@@ -204,8 +230,11 @@ def build_document(
     models: dict[str, Any],
     summaries: Sequence[Summary],
     created: str,
+    *,
+    updated: str,
+    complete: bool,
 ) -> dict[str, Any]:
-    """The JSON document of one bench run."""
+    """The JSON document of one bench run (``complete`` False: written while it still runs)."""
     mismatches = [
         {"configuration": s.run.configuration.label, "reference": s.identity_reference, "prompt_index": index}
         for s in summaries
@@ -214,6 +243,8 @@ def build_document(
     return {
         "format_version": FORMAT_VERSION,
         "created": created,
+        "updated": updated,
+        "complete": complete,
         "benchmarking_flags": options.benchmarking_flags(),
         "machine": machine,
         "models": models,
@@ -223,17 +254,24 @@ def build_document(
     }
 
 
+# (header, width): "vs" columns are aggregate tok/s ratios, "paired" ones geometric means of per-prompt ones.
 _COLUMNS = (
-    "n",
-    "tok/s",
-    "med tok/s",
-    "TTFT s",
-    "accept",
-    "tok/fwd",
-    "B/round",
-    "vs ar",
-    "vs hf ar",
-    "greedy==",
+    ("n", 4),
+    ("tok/s", 8),
+    ("med tok/s", 10),
+    ("TTFT s", 8),
+    ("accept", 7),
+    ("tok/fwd", 8),
+    ("B/round", 8),
+    ("vs ar", 7),
+    ("paired", 7),
+    ("vs hf ar", 9),
+    ("hf paired", 10),
+    ("greedy==", 9),
+)
+SPEEDUP_NOTE = (
+    "vs ar / vs hf ar: tok/s over that of the services' / transformers' ar at the same temperature; "
+    "paired: geometric mean of per-prompt speedups (prompts both ran)"
 )
 
 
@@ -261,18 +299,25 @@ def _row(summary: Summary, width: int) -> str:
         _fmt(result.tokens_per_target_forward, ".2f"),
         _fmt(result.bytes_per_round, ".0f"),
         _fmt(summary.speedup_vs_services_ar, ".2f", "x"),
+        _fmt(summary.paired_speedup_vs_services_ar, ".2f", "x"),
         _fmt(summary.speedup_vs_transformers_ar, ".2f", "x"),
+        _fmt(summary.paired_speedup_vs_transformers_ar, ".2f", "x"),
         _identity_cell(summary),
     )
-    return label + "".join(f"{cell:>10}" for cell in cells)
+    return label + _cells(cells)
+
+
+def _cells(cells: Sequence[str]) -> str:
+    return "".join(cell.rjust(width) for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
 
 
 def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
     """A compact table: one row per configuration (tok/s = total tokens / total generation time)."""
     width = max([len("configuration"), *(len(s.run.configuration.label) for s in summaries)])
     lines = [
-        "configuration".ljust(width) + "".join(f"{column:>10}" for column in _COLUMNS),
+        "configuration".ljust(width) + _cells([header for header, _ in _COLUMNS]),
         *(_row(summary, width) for summary in summaries),
+        SPEEDUP_NOTE,
     ]
     mismatches = [(s, index) for s in summaries for index in s.mismatches]
     for summary, index in mismatches:

@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.bench import cli as bench_cli
 from coordinator.bench.records import Configuration
-from coordinator.bench.report import identity_reference
+from coordinator.bench.report import FORMAT_VERSION, identity_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -65,6 +65,8 @@ def configurations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_bench_document_describes_machine_models_and_settings(bench_run: tuple[dict[str, Any], Path]) -> None:
     document, _ = bench_run
+    assert document["format_version"] == FORMAT_VERSION == 2
+    assert document["complete"] is True  # the last write; the ones after each prompt say false
     machine = document["machine"]
     assert machine["cpu_count"] >= 1 and machine["torch_threads"] == 1
     assert machine["torch"] and machine["transformers"]
@@ -97,8 +99,11 @@ def test_bench_measures_every_configuration(bench_run: tuple[dict[str, Any], Pat
             assert 1 <= record["output_tokens"] <= 4 and len(record["token_ids"]) == record["output_tokens"]
             assert record["tokens_per_second"] > 0
         assert entry["speedup_vs_services_ar"] > 0 and entry["speedup_vs_transformers_ar"] > 0
+        assert entry["paired_speedup_vs_services_ar"] > 0 and entry["paired_speedup_vs_transformers_ar"] > 0
     for engine in ("services", "transformers"):
-        assert by_label[f"{engine} ar T=0"][f"speedup_vs_{engine}_ar"] == 1.0
+        for temperature in ("0", "0.7"):
+            entry = by_label[f"{engine} ar T={temperature}"]
+            assert entry[f"speedup_vs_{engine}_ar"] == entry[f"paired_speedup_vs_{engine}_ar"] == 1.0
     services_sd = by_label["services sd [static:3] T=0"]
     assert services_sd["aggregate"]["algorithms_ran"] == ["sd"]
     assert services_sd["aggregate"]["acceptance_rate"] == 1.0  # the drafter is the target
@@ -137,6 +142,7 @@ def test_bench_records_a_refused_algorithm_as_skipped(bench_run: tuple[dict[str,
 def test_bench_writes_a_png_plot(bench_run: tuple[dict[str, Any], Path]) -> None:
     plot = bench_run[1] / "tiny.png"
     assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert sorted(path.name for path in bench_run[1].iterdir()) == ["logs", "tiny.json", "tiny.png"]
     assert plot.stat().st_size > 10_000
 
 

@@ -1,13 +1,18 @@
-"""The exact law of a toy LM's first two sampled tokens (for distribution tests of the loop)."""
+"""The exact law of a toy LM's first two sampled tokens, and a goodness-of-fit test against it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import torch
+from scipy import stats as scipy_stats
 
 from coordinator.verify.sampling import SamplingConfig
+
+Cell = TypeVar("Cell", bound=Hashable)
+MIN_EXPECTED_COUNT = 5.0
 
 
 class ToyLM(Protocol):
@@ -25,3 +30,18 @@ def exact_two_token_law(lm: ToyLM, prompt: list[int], config: SamplingConfig) ->
         for b in torch.nonzero(second).flatten().tolist():
             law[(a, b)] = float(first[a] * second[b])
     return law
+
+
+def pooled_chi_square(law: Mapping[Cell, float], counts: Counter[Cell]) -> tuple[float, float]:
+    """Pearson's chi-square (statistic, p-value) of ``counts`` against ``law``; cells expected fewer
+    than five times (too rare for the chi-square approximation) are pooled into one."""
+    samples = sum(counts.values())
+    common = [cell for cell in law if law[cell] * samples >= MIN_EXPECTED_COUNT]
+    rare = [cell for cell in law if law[cell] * samples < MIN_EXPECTED_COUNT]
+    observed = [counts[cell] for cell in common]
+    expected = [law[cell] * samples for cell in common]
+    if rare:
+        observed.append(sum(counts[cell] for cell in rare))
+        expected.append(sum(law[cell] for cell in rare) * samples)
+    chi2, p_value = scipy_stats.chisquare(observed, expected)
+    return float(chi2), float(p_value)

@@ -16,13 +16,12 @@ from typing import Any, TypeAlias
 import grpc
 import pytest
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
-from scipy import stats as scipy_stats
 
 from coordinator.server import CoordinatorServer
 from coordinator.verify.sampling import SamplingConfig
 from services.common.errors import UnavailableError
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.laws import exact_two_token_law
+from tests.unit.coordinator.laws import exact_two_token_law, pooled_chi_square
 from tests.unit.coordinator.toy_service import BOS, EOS, WORDS, TableLM, ToyServer, build_toy_tokenizer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
@@ -245,15 +244,7 @@ async def test_sampled_output_follows_the_target_law(
     for start in range(0, samples, 50):
         counts.update(await asyncio.gather(*(one(1000 + s) for s in range(start, start + 50))))
     assert set(counts) <= set(law)
-    # Cells too rare for the chi-square approximation are pooled into one.
-    common = [c for c in sorted(law) if law[c] * samples >= 5]
-    rare = [c for c in law if c not in common]
-    observed = [counts[c] for c in common]
-    expected = [law[c] * samples for c in common]
-    if rare:
-        observed.append(sum(counts[c] for c in rare))
-        expected.append(sum(law[c] for c in rare) * samples)
-    chi2, p_value = scipy_stats.chisquare(observed, expected)
+    chi2, p_value = pooled_chi_square(law, counts)
     assert p_value > 1e-3, (chi2, p_value)
 
 

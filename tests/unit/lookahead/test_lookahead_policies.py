@@ -99,17 +99,84 @@ def test_auto_is_close_to_the_best_of_ar_and_static(pair: SimulatedPair) -> None
     assert auto >= 0.93 * best, (auto, best)
 
 
-def test_auto_chooses_target_only_for_a_useless_drafter_and_probes() -> None:
-    policy = CostModelLookahead(CostEstimates(), k_max=8, probe_every=10, probe_k=2)
+def _ks_and_seconds(
+    policy: CostModelLookahead, pair: SimulatedPair, rounds: int
+) -> tuple[list[int], float, int]:
+    """Runs ``rounds`` rounds: the lookahead of each, total seconds and output tokens."""
     rng = random.Random(1)
-    ks = []
-    for _ in range(200):
-        decision = policy.decide(remaining_tokens=1000)
+    ks, seconds, produced = [], 0.0, 0
+    for _ in range(rounds):
+        decision = policy.decide(remaining_tokens=10_000)
         ks.append(decision.k)
-        policy.observe(USELESS.round(decision.k, rng)[1])
+        out, obs = pair.round(decision.k, rng)
+        policy.observe(obs)
+        seconds, produced = seconds + obs.round_seconds, produced + out
+    return ks, seconds, produced
+
+
+def test_auto_chooses_target_only_for_a_useless_drafter_and_probes_within_budget() -> None:
+    policy = CostModelLookahead(CostEstimates(), k_max=8, probe_budget=0.03, probe_k=2)
+    ks, seconds, produced = _ks_and_seconds(policy, USELESS, 2000)
     tail = ks[50:]
-    assert tail.count(0) > 0.85 * len(tail)
+    assert tail.count(0) > 0.95 * len(tail)
     assert any(k > 0 for k in tail), "the policy must re-probe the drafter"
+    slowdown = (seconds / produced) * _ar(USELESS, produced) - 1.0
+    assert slowdown < 0.03 + 0.01, slowdown  # the budget, plus the start-up rounds at k_initial
+
+
+def test_probes_are_rarer_when_they_cost_more() -> None:
+    cheap = SimulatedPair(acceptance=0.05, draft_step=0.01, verify_base=0.2, verify_per_token=0.02)
+    dear = SimulatedPair(acceptance=0.05, draft_step=0.1, verify_base=0.2, verify_per_token=0.08)
+    probes = {}
+    for name, pair in (("cheap", cheap), ("dear", dear)):
+        ks, _, _ = _ks_and_seconds(CostModelLookahead(CostEstimates(), k_max=8), pair, 3000)
+        probes[name] = sum(1 for k in ks[50:] if k > 0)
+    assert probes["cheap"] > 2 * probes["dear"] > 0, probes
+
+
+def test_no_probes_without_budget() -> None:
+    policy = CostModelLookahead(CostEstimates(), k_max=8, probe_budget=0.0)
+    ks, _, _ = _ks_and_seconds(policy, USELESS, 500)
+    assert all(k == 0 for k in ks[50:])
+
+
+@dataclass
+class BurstyPair:
+    """A drafter that is right in stretches: per-token acceptance switches between two regimes."""
+
+    base: SimulatedPair
+    good: float = 0.9
+    bad: float = 0.1
+    switch: float = 0.03  # chance per output token of changing regime
+    state_good: bool = False
+
+    def round(self, k: int, rng: random.Random) -> tuple[int, RoundObservation]:
+        pair = SimulatedPair(
+            self.good if self.state_good else self.bad,
+            self.base.draft_step,
+            self.base.verify_base,
+            self.base.verify_per_token,
+            self.base.overhead,
+        )
+        out, obs = pair.round(k, rng)
+        for _ in range(out):
+            if rng.random() < self.switch:
+                self.state_good = not self.state_good
+        return out, obs
+
+
+def test_auto_takes_the_good_stretches_of_a_bursty_drafter() -> None:
+    """Mean acceptance 0.5 does not pay on this CPU-like pair, its good stretches do."""
+    costs = SimulatedPair(acceptance=0.5, draft_step=0.1, verify_base=0.42, verify_per_token=0.1)
+    bursty = BurstyPair(costs)
+    policy = CostModelLookahead(CostEstimates(), k_max=8)
+    rng = random.Random(3)
+    produced, seconds = 0, 0.0
+    while produced < 3000:
+        out, obs = bursty.round(policy.decide(10_000).k, rng)
+        policy.observe(obs)
+        produced, seconds = produced + out, seconds + obs.round_seconds
+    assert produced / seconds > 1.02 * _ar(costs, produced)
 
 
 def test_estimates_are_shared_between_requests() -> None:
