@@ -8,11 +8,14 @@ randomness of the round it governs and verification stays lossless (ALGORITHMS.m
   below a threshold (transformers' ``assistant_confidence_threshold`` idea).
 - ``CostModelLookahead`` (``auto``): picks k in [0, k_max] maximising expected output tokens per second
   under a cost model learned online from the services' own timings: a draft step costs ``c_draft``,
-  a target forward over n tokens costs ``a + b * n`` and each round adds a fixed overhead (network,
-  coordinator). Acceptance follows the geometric model of Leviathan et al. (arXiv 2211.17192):
-  E[output tokens | k] = (1 - alpha^(k+1)) / (1 - alpha). When no k > 0 beats a target-only step,
-  it decodes target-only and re-probes the drafter out of a probe budget (a few percent of the time),
-  so it is never much slower than ``ar`` and takes the speedup wherever speculation pays.
+  a target forward over n tokens costs what forwards of that width measured (interpolated between
+  widths) and each round adds a fixed overhead (network, coordinator). Acceptance follows the
+  two-stage model (``Acceptance``): the first draft token is accepted at one rate, each further one
+  at another given the ones before it were (drafts are right in stretches; one i.i.d. rate as in
+  Leviathan et al., arXiv 2211.17192, is the special case of equal rates). When no k > 0 beats a
+  target-only step, it decodes target-only and re-probes the drafter out of a probe budget (a few
+  percent of the time), so it is never much slower than ``ar`` and takes the speedup wherever
+  speculation pays.
 
 Cost estimates describe the deployment, not the request: one ``CostEstimates`` is shared by the
 requests of a coordinator (owned by the server, passed in; never a module global).
@@ -90,40 +93,90 @@ class ConfidenceLookahead:
 
 
 @dataclass
-class _DecayedLine:
-    """Decayed least squares for seconds = a + b * n, ridge-pulled towards b = slope_prior * a."""
+class _VerifyCosts:
+    """Decayed mean seconds of a target forward per number of tokens fed, with interpolation.
+
+    Kept per width rather than fitted to a line: a CPU's cost curve is far from linear (a linear layer
+    over 2-9 rows costs 1.4-1.8x one row with oneDNN, 2-4x with MKL), and a GPU's is nearly flat. A
+    width never measured is predicted from its measured neighbours: linearly between two, and as the
+    widest measured one beyond them (optimistic, so ``auto`` tries it once and then knows).
+    """
 
     decay: float
-    slope_prior: float
-    s1: float = 0.0
-    sn: float = 0.0
-    snn: float = 0.0
-    st: float = 0.0
-    snt: float = 0.0
+    seconds: dict[int, float] = field(default_factory=dict)
 
-    def add(self, n: float, seconds: float) -> None:
-        d = self.decay
-        self.s1 = d * self.s1 + 1.0
-        self.sn = d * self.sn + n
-        self.snn = d * self.snn + n * n
-        self.st = d * self.st + seconds
-        self.snt = d * self.snt + n * seconds
+    def add(self, tokens: int, seconds: float) -> None:
+        old = self.seconds.get(tokens)
+        self.seconds[tokens] = seconds if old is None else self.decay * old + (1.0 - self.decay) * seconds
 
     @property
     def ready(self) -> bool:
-        return self.s1 > 0.0
+        return bool(self.seconds)
 
-    def predict(self, n: float) -> float:
-        mean_n = self.sn / self.s1
-        mean_t = self.st / self.s1
-        var_n = self.snn / self.s1 - mean_n * mean_n
-        # Ridge towards the prior slope keeps the fit sane while all observations share one n.
-        prior_b = self.slope_prior * mean_t / (1.0 + self.slope_prior * mean_n)
-        weight = 0.5
-        cov = self.snt / self.s1 - mean_n * mean_t
-        b = max(0.0, (cov + weight * prior_b) / (var_n + weight))
-        a = max(0.0, mean_t - b * mean_n)
-        return a + b * n
+    def predict(self, tokens: int) -> float:
+        known = self.seconds
+        if tokens in known:
+            return known[tokens]
+        below = [n for n in known if n < tokens]
+        above = [n for n in known if n > tokens]
+        if not below:
+            return known[min(above)]
+        low = max(below)
+        if not above:
+            return known[low]
+        high = min(above)
+        share = (tokens - low) / (high - low)
+        return known[low] + share * (known[high] - known[low])
+
+
+def expected_output_tokens(acceptance: float, k: int) -> float:
+    """E[output tokens] of a round with k draft tokens and i.i.d. per-token acceptance ``acceptance``."""
+    return Acceptance(acceptance, acceptance).expected_output_tokens(k)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Two-stage acceptance: ``first``, of a round's first draft token; ``later``, of each further one
+    given that all before it were accepted.
+
+    Drafts are right in stretches: where the first token is accepted the next ones mostly are too, and
+    where it is not, nothing after it counts. One i.i.d. rate (Leviathan et al.) fitted to such rounds
+    understates what long drafts yield; with ``first == later`` this is that model.
+    """
+
+    first: float
+    later: float
+
+    def expected_output_tokens(self, k: int) -> float:
+        """E[output tokens] of a round with up to k draft tokens (accepted ones plus one from the target)."""
+        if k <= 0:
+            return 1.0
+        later = min(max(self.later, 0.0), 1.0)
+        tail = float(k) if later >= 1.0 else (1.0 - later**k) / (1.0 - later)
+        return 1.0 + self.first * tail
+
+
+@dataclass
+class _AcceptanceCounts:
+    """Decayed success / trial counts of both stages (their ratios are the maximum-likelihood rates)."""
+
+    first_successes: float = 0.0
+    first_trials: float = 0.0
+    later_successes: float = 0.0
+    later_trials: float = 0.0
+
+    def add(self, obs: RoundObservation, decay: float) -> None:
+        later_trials = max(0, obs.accepted - 1) + (1 if 0 < obs.accepted < obs.drafted else 0)
+        self.first_successes = decay * self.first_successes + (1 if obs.accepted > 0 else 0)
+        self.first_trials = decay * self.first_trials + 1
+        self.later_successes = decay * self.later_successes + max(0, obs.accepted - 1)
+        self.later_trials = decay * self.later_trials + later_trials
+
+    def estimate(self, prior: Acceptance, pseudo_trials: float) -> Acceptance:
+        """The rates, each shrunk towards ``prior`` with ``pseudo_trials`` pseudo-trials (a Beta prior)."""
+        first = (self.first_successes + prior.first * pseudo_trials) / (self.first_trials + pseudo_trials)
+        later = (self.later_successes + prior.later * pseudo_trials) / (self.later_trials + pseudo_trials)
+        return Acceptance(first, later)
 
 
 @dataclass
@@ -131,24 +184,23 @@ class CostEstimates:
     """Deployment-wide timing estimates, learned from every request's rounds (thread-safe)."""
 
     decay: float = 0.9
-    verify_slope_prior: float = 0.1
     draft_step_seconds: float | None = None
     spec_overhead_seconds: float | None = None
     ar_overhead_seconds: float | None = None
     prior_acceptance: float = 0.6
     prior_trials: float = 2.0
-    _accepted: float = 0.0
-    _trials: float = 0.0
-    _verify: _DecayedLine = field(init=False)
+    _counts: dict[str, _AcceptanceCounts] = field(default_factory=dict, init=False)
+    _verify: _VerifyCosts = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._verify = _DecayedLine(self.decay, self.verify_slope_prior)
+        self._verify = _VerifyCosts(self.decay)
 
     def _ema(self, old: float | None, new: float) -> float:
         return new if old is None else self.decay * old + (1.0 - self.decay) * new
 
-    def observe(self, obs: RoundObservation) -> None:
+    def observe(self, obs: RoundObservation, regime: str = "") -> None:
+        """Learns from one round; ``regime`` keys its acceptance (timings are the deployment's)."""
         with self._lock:
             if obs.verify_tokens <= _PREFILL_TOKENS and obs.verify_tokens > 0:
                 self._verify.add(obs.verify_tokens, obs.verify_seconds)
@@ -161,39 +213,23 @@ class CostEstimates:
             if obs.draft_forwards > 0 and catch_up <= _PREFILL_TOKENS:
                 per_step = obs.draft_seconds / obs.draft_forwards
                 self.draft_step_seconds = self._ema(self.draft_step_seconds, per_step)
-            successes, trials = _acceptance_counts(obs)
-            self._accepted = self.decay * self._accepted + successes
-            self._trials = self.decay * self._trials + trials
+            self._counts.setdefault(regime, _AcceptanceCounts()).add(obs, self.decay)
 
-    @property
-    def acceptance(self) -> float | None:
-        """Per-token acceptance over recent rounds of all requests (None before any speculative round),
-        smoothed with ``prior_trials`` pseudo-trials at ``prior_acceptance``."""
+    def acceptance(self, regime: str = "") -> Acceptance | None:
+        """Acceptance over recent rounds of the requests of one regime (None before any speculative
+        round), smoothed with ``prior_trials`` pseudo-trials at ``prior_acceptance``. A regime is what
+        changes acceptance but not timings: the algorithm, greedy or sampled (a drafter accepted 50%
+        of the time greedily may be accepted 10% of the time at temperature 0.7)."""
         with self._lock:
-            if self._trials <= 0:
+            counts = self._counts.get(regime)
+            if counts is None or counts.first_trials <= 0:
                 return None
-            pseudo = self.prior_trials
-            return (self._accepted + self.prior_acceptance * pseudo) / (self._trials + pseudo)
+            prior = Acceptance(self.prior_acceptance, self.prior_acceptance)
+            return counts.estimate(prior, self.prior_trials)
 
     def verify_seconds(self, tokens: int) -> float | None:
         with self._lock:
             return self._verify.predict(tokens) if self._verify.ready else None
-
-
-def _acceptance_counts(obs: RoundObservation) -> tuple[int, int]:
-    """(successes, trials) of one round under the geometric model: each draft token is a trial until the
-    first rejection. Summing these over rounds gives the maximum-likelihood acceptance estimate."""
-    trials = obs.accepted + (1 if obs.accepted < obs.drafted else 0)
-    return obs.accepted, trials
-
-
-def expected_output_tokens(acceptance: float, k: int) -> float:
-    """E[output tokens] of a round with k draft tokens and i.i.d. per-token acceptance ``acceptance``."""
-    if k == 0:
-        return 1.0
-    if acceptance >= 1.0:
-        return float(k + 1)
-    return (1.0 - acceptance ** (k + 1)) / (1.0 - acceptance)
 
 
 @dataclass
@@ -219,11 +255,11 @@ class CostModelLookahead:
     probe_k: int = 2
     credit_probes: float = 2.0
     confidence_threshold: float = 0.0
+    regime: str = ""
     prior_acceptance: float = 0.6
     prior_trials: float = 4.0
     decay: float = 0.9
-    _accepted: float = 0.0
-    _trials: float = 0.0
+    _counts: _AcceptanceCounts = field(default_factory=_AcceptanceCounts, init=False)
     _credit: float = 0.0
 
     def decide(self, remaining_tokens: int) -> LookaheadDecision:
@@ -256,7 +292,7 @@ class CostModelLookahead:
         seconds, ar_step = self._round_seconds(k), self._ar_step()
         if seconds is None or ar_step is None:
             return None
-        return seconds - expected_output_tokens(self._acceptance(), k) * ar_step
+        return seconds - self._acceptance().expected_output_tokens(k) * ar_step
 
     def _best_k(self, cap: int) -> int:
         ar_step = self._ar_step()
@@ -266,17 +302,15 @@ class CostModelLookahead:
         best_k, best_rate = 0, 1.0 / max(1e-9, ar_step)
         for k in range(1, cap + 1):
             seconds = self._round_seconds(k) or 0.0
-            rate = expected_output_tokens(acceptance, k) / max(1e-9, seconds)
+            rate = acceptance.expected_output_tokens(k) / max(1e-9, seconds)
             if rate > best_rate * (1.0 + 1e-6):
                 best_k, best_rate = k, rate
         return best_k
 
     def observe(self, observation: RoundObservation) -> None:
-        self.estimates.observe(observation)
+        self.estimates.observe(observation, self.regime)
         if observation.drafted > 0:
-            successes, trials = _acceptance_counts(observation)
-            self._accepted = self.decay * self._accepted + successes
-            self._trials = self.decay * self._trials + trials
+            self._counts.add(observation, self.decay)
         self._settle(observation)
 
     def _settle(self, observation: RoundObservation) -> None:
@@ -292,11 +326,11 @@ class CostModelLookahead:
         if loss is not None:
             self._credit = min(self._credit, self.credit_probes * max(loss, 0.0))
 
-    def _acceptance(self) -> float:
+    def _acceptance(self) -> Acceptance:
         """This request's acceptance, shrunk towards the deployment-wide estimate (a Beta-style prior)."""
-        shared = self.estimates.acceptance
-        prior = self.prior_acceptance if shared is None else shared
-        return (self._accepted + prior * self.prior_trials) / (self._trials + self.prior_trials)
+        shared = self.estimates.acceptance(self.regime)
+        prior = Acceptance(self.prior_acceptance, self.prior_acceptance) if shared is None else shared
+        return self._counts.estimate(prior, self.prior_trials)
 
     def describe(self) -> str:
         return f"auto:{self.k_max}"

@@ -58,6 +58,22 @@ class RequestPlan:
 
 
 @dataclass(frozen=True)
+class Regime:
+    """What a request's acceptance depends on besides the pair: the algorithm, greedy or sampled."""
+
+    algorithm: AlgorithmName
+    greedy: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.algorithm.value}:{'greedy' if self.greedy else 'sampled'}"
+
+    @property
+    def cross_vocabulary(self) -> bool:
+        return self.algorithm in CROSS_VOCABULARY
+
+
+@dataclass(frozen=True)
 class Resolved:
     """The algorithm a request runs and, when it is not the one asked for, why."""
 
@@ -108,9 +124,20 @@ def _auto(pair: ModelPair, greedy: bool) -> Resolved:
 
 
 def make_lookahead(
-    request: LookaheadRequest, settings: CoordinatorSettings, drafter_max: int, estimates: CostEstimates
+    request: LookaheadRequest,
+    settings: CoordinatorSettings,
+    drafter_max: int,
+    estimates: CostEstimates,
+    regime: Regime | None = None,
 ) -> LookaheadPolicy:
-    """The lookahead policy of a speculative request (k capped by the drafter's own limit)."""
+    """The lookahead policy of a speculative request (k capped by the drafter's own limit).
+
+    ``auto`` learns acceptance per ``regime`` (algorithm, greedy or sampled). Across vocabularies it
+    also stops each draft after a token the drafter itself gives less than
+    ``default_confidence_threshold``: a drafter of another model family is right in stretches, and
+    where it is unsure its draft is mostly rejected, so the round costs a short draft instead of a
+    long one (the stop depends on drafter-side information only, so verification stays lossless).
+    """
     if request.kind is LookaheadKind.DISCO:
         raise InvalidArgumentError(
             "lookahead.policy", "disco needs a trained classifier and this coordinator has none"
@@ -122,8 +149,13 @@ def make_lookahead(
     if request.kind is LookaheadKind.STATIC:
         return StaticLookahead(k=min(request.k or settings.default_lookahead_k, drafter_max))
     k_max = min(request.k or settings.max_lookahead_k, drafter_max)
+    regime = regime or Regime(AlgorithmName.SD, greedy=False)
     return CostModelLookahead(
-        estimates=estimates, k_max=k_max, k_initial=min(settings.default_lookahead_k, k_max)
+        estimates=estimates,
+        k_max=k_max,
+        k_initial=min(settings.default_lookahead_k, k_max),
+        confidence_threshold=settings.default_confidence_threshold if regime.cross_vocabulary else 0.0,
+        regime=regime.key,
     )
 
 
@@ -137,7 +169,8 @@ def plan_request(
     seed = params.seed if params.seed is not None else new_request_seed()
     if algorithm is AlgorithmName.AR or pair.drafter is None:
         return RequestPlan(AlgorithmName.AR, None, seed, target_prompt, None, "", resolved.note)
-    lookahead = make_lookahead(params.lookahead, settings, pair.drafter.max_draft_tokens, estimates)
+    regime = Regime(algorithm, params.sampling.is_greedy)
+    lookahead = make_lookahead(params.lookahead, settings, pair.drafter.max_draft_tokens, estimates, regime)
     fallback_reason = ""
     drafter_prompt: tuple[int, ...] | None
     try:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from coordinator.config import CoordinatorSettings
 from coordinator.lookahead import (
+    Acceptance,
     ConfidenceLookahead,
     CostEstimates,
     CostModelLookahead,
@@ -16,6 +18,8 @@ from coordinator.lookahead import (
     StaticLookahead,
     expected_output_tokens,
 )
+from coordinator.loop.plan import Regime, make_lookahead
+from coordinator.validation import AlgorithmName, LookaheadKind, LookaheadRequest
 
 
 @dataclass(frozen=True)
@@ -206,3 +210,67 @@ def test_prefill_rounds_do_not_skew_the_verify_fit() -> None:
     )
     assert estimates.verify_seconds(1) is None
     assert estimates.draft_step_seconds is None
+
+
+def _obs(
+    drafted: int, accepted: int, verify_tokens: int = 1, verify_seconds: float = 0.5
+) -> RoundObservation:
+    return RoundObservation(
+        drafted=drafted,
+        accepted=accepted,
+        draft_seconds=0.1 * drafted,
+        draft_forwards=drafted,
+        draft_computed_tokens=drafted + (1 if drafted else 0),
+        verify_seconds=verify_seconds,
+        verify_tokens=verify_tokens,
+        round_seconds=0.1 * drafted + verify_seconds + 0.01,
+    )
+
+
+def test_two_stage_acceptance() -> None:
+    assert Acceptance(0.5, 0.5).expected_output_tokens(2) == pytest.approx(expected_output_tokens(0.5, 2))
+    assert Acceptance(0.0, 0.9).expected_output_tokens(6) == 1.0
+    # First token accepted half the time, then the draft runs: 1 + 0.5 * (1 + 1 + 1) = 2.5.
+    assert Acceptance(0.5, 1.0).expected_output_tokens(3) == pytest.approx(2.5)
+    estimates = CostEstimates(prior_trials=0.0)
+    for drafted, accepted in ((4, 0), (4, 4), (4, 2)):
+        estimates.observe(_obs(drafted, accepted, drafted + 1), regime="slem:greedy")
+    rates = estimates.acceptance("slem:greedy")
+    assert rates is not None
+    # Decayed counts (0.9 per round): first-stage successes 0.9 + 1, trials 0.81 + 0.9 + 1.
+    assert rates.first == pytest.approx(1.9 / 2.71)
+    # Later stage: the full round gave 3 of 3 (decayed by 0.9), the last 1 success of 2 trials.
+    assert rates.later == pytest.approx((0.9 * 3 + 1) / (0.9 * 3 + 2))
+
+
+def test_acceptance_is_learned_per_regime() -> None:
+    estimates = CostEstimates()
+    for _ in range(20):
+        estimates.observe(_obs(4, 4, 5), regime="slem:greedy")
+        estimates.observe(_obs(4, 0, 5), regime="tli:sampled")
+    greedy, sampled = estimates.acceptance("slem:greedy"), estimates.acceptance("tli:sampled")
+    assert greedy is not None and sampled is not None
+    assert greedy.first > 0.85
+    assert sampled.first < 0.15
+    assert estimates.acceptance("sd:greedy") is None
+
+
+def test_verify_costs_are_kept_per_width_and_interpolated() -> None:
+    estimates = CostEstimates()
+    assert estimates.verify_seconds(1) is None
+    estimates.observe(_obs(0, 0, verify_tokens=1, verify_seconds=0.5))
+    estimates.observe(_obs(4, 1, verify_tokens=5, verify_seconds=0.9))
+    assert estimates.verify_seconds(1) == pytest.approx(0.5)
+    assert estimates.verify_seconds(3) == pytest.approx(0.7)  # halfway between widths 1 and 5
+    assert estimates.verify_seconds(9) == pytest.approx(0.9)  # beyond the widest: as the widest
+
+
+def test_auto_stops_cross_vocabulary_drafts_at_low_drafter_confidence() -> None:
+    settings = CoordinatorSettings(target_addresses=("127.0.0.1:1",), default_confidence_threshold=0.4)
+    request = LookaheadRequest(kind=LookaheadKind.AUTO, k=None, confidence_threshold=None)
+    cross = make_lookahead(request, settings, 8, CostEstimates(), Regime(AlgorithmName.SLEM, greedy=True))
+    same = make_lookahead(request, settings, 8, CostEstimates(), Regime(AlgorithmName.SD, greedy=True))
+    assert isinstance(cross, CostModelLookahead) and isinstance(same, CostModelLookahead)
+    assert (cross.confidence_threshold, cross.regime) == (0.4, "slem:greedy")
+    assert (same.confidence_threshold, same.regime) == (0.0, "sd:greedy")
+    assert cross.decide(remaining_tokens=100).confidence_threshold == 0.4
