@@ -26,6 +26,7 @@ SETTINGS_FLAGS: dict[str, tuple[str, object]] = {
     "lookahead_k": ("default_lookahead_k", 5),
     "max_lookahead_k": ("max_lookahead_k", 16),
     "confidence_threshold": ("default_confidence_threshold", 0.4),
+    "auto_confidence_threshold": ("auto_confidence_threshold", 0.6),
     "max_support": ("max_support", 0),
     "max_new_tokens_cap": ("max_new_tokens_cap", 4096),
     "call_timeout": ("call_timeout_seconds", 60.0),
@@ -125,6 +126,13 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="P",
         help=f"threshold of the confidence lookahead {_default('confidence_threshold')}",
+    )
+    add(
+        "--auto-confidence-threshold",
+        type=float,
+        metavar="P",
+        help="auto lookahead across vocabularies: the drafter stops after a draft token it gives less "
+        f"than P; 0 never stops early {_default('auto_confidence_threshold')}",
     )
     add(
         "--max-support",

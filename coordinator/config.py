@@ -55,6 +55,13 @@ class CoordinatorSettings(BaseModel):
     default_confidence_threshold: float = Field(
         0.4, ge=0.0, lt=1.0, description="Threshold of the confidence lookahead when a request sets none."
     )
+    auto_confidence_threshold: float = Field(
+        0.6,
+        ge=0.0,
+        lt=1.0,
+        description="auto lookahead across vocabularies: the drafter stops after a draft token it gives "
+        "less than this probability (0 never stops early).",
+    )
     max_support: int = Field(
         0, ge=0, description="Support cap of each shipped draft distribution; 0 = the drafter's default."
     )

@@ -51,6 +51,7 @@ class RoundObservation:
     verify_seconds: float  # target compute time
     verify_tokens: int  # tokens the target fed through its model
     round_seconds: float  # wall time of the whole round at the coordinator
+    requested: int = 0  # the lookahead asked for (drafted < requested: the drafter stopped early)
 
 
 class LookaheadPolicy(Protocol):
@@ -113,18 +114,18 @@ class _VerifyCosts:
     def ready(self) -> bool:
         return bool(self.seconds)
 
-    def predict(self, tokens: int) -> float:
+    def predict(self, tokens: float) -> float:
         known = self.seconds
-        if tokens in known:
-            return known[tokens]
-        below = [n for n in known if n < tokens]
-        above = [n for n in known if n > tokens]
+        below = [n for n in known if n <= tokens]
+        above = [n for n in known if n >= tokens]
         if not below:
             return known[min(above)]
         low = max(below)
         if not above:
             return known[low]
         high = min(above)
+        if high == low:
+            return known[low]
         share = (tokens - low) / (high - low)
         return known[low] + share * (known[high] - known[low])
 
@@ -137,33 +138,49 @@ def expected_output_tokens(acceptance: float, k: int) -> float:
 @dataclass(frozen=True)
 class Acceptance:
     """Two-stage acceptance: ``first``, of a round's first draft token; ``later``, of each further one
-    given that all before it were accepted.
+    given that all before it were accepted; and ``continuation``, the chance that the drafter drafts
+    one more token when it may (below 1 where it stops at low confidence, at EOS or off TLI's
+    intersection).
 
     Drafts are right in stretches: where the first token is accepted the next ones mostly are too, and
     where it is not, nothing after it counts. One i.i.d. rate (Leviathan et al.) fitted to such rounds
-    understates what long drafts yield; with ``first == later`` this is that model.
+    understates what long drafts yield; with ``first == later`` and ``continuation == 1`` this is that
+    model. A drafter that stops where it is unsure makes a long lookahead cheap where it would fail.
     """
 
     first: float
     later: float
+    continuation: float = 1.0
+
+    def expected_drafted(self, k: int) -> float:
+        """E[draft tokens] of a round that may draft up to k."""
+        return _geometric_sum(self.continuation, k)
 
     def expected_output_tokens(self, k: int) -> float:
         """E[output tokens] of a round with up to k draft tokens (accepted ones plus one from the target)."""
         if k <= 0:
             return 1.0
-        later = min(max(self.later, 0.0), 1.0)
-        tail = float(k) if later >= 1.0 else (1.0 - later**k) / (1.0 - later)
-        return 1.0 + self.first * tail
+        return 1.0 + self.first * _geometric_sum(self.continuation * self.later, k)
+
+
+def _geometric_sum(ratio: float, terms: int) -> float:
+    """1 + ratio + ... + ratio^(terms - 1), for ratio clamped to [0, 1]."""
+    ratio = min(max(ratio, 0.0), 1.0)
+    if terms <= 0:
+        return 0.0
+    return float(terms) if ratio >= 1.0 else (1.0 - ratio**terms) / (1.0 - ratio)
 
 
 @dataclass
 class _AcceptanceCounts:
-    """Decayed success / trial counts of both stages (their ratios are the maximum-likelihood rates)."""
+    """Decayed success / trial counts of each stage (their ratios are the maximum-likelihood rates)."""
 
     first_successes: float = 0.0
     first_trials: float = 0.0
     later_successes: float = 0.0
     later_trials: float = 0.0
+    continued: float = 0.0
+    continuation_trials: float = 0.0
 
     def add(self, obs: RoundObservation, decay: float) -> None:
         later_trials = max(0, obs.accepted - 1) + (1 if 0 < obs.accepted < obs.drafted else 0)
@@ -171,12 +188,28 @@ class _AcceptanceCounts:
         self.first_trials = decay * self.first_trials + 1
         self.later_successes = decay * self.later_successes + max(0, obs.accepted - 1)
         self.later_trials = decay * self.later_trials + later_trials
+        requested = max(obs.requested, obs.drafted)
+        stopped = 1 if obs.drafted < requested else 0
+        self.continued = decay * self.continued + max(0, obs.drafted - 1)
+        self.continuation_trials = decay * self.continuation_trials + max(0, obs.drafted - 1) + stopped
+
+    def fade(self, decay: float) -> None:
+        """Ages the evidence without adding any (a round that drafted nothing)."""
+        for name in ("first_successes", "first_trials", "later_successes", "later_trials", "continued"):
+            setattr(self, name, decay * getattr(self, name))
+        self.continuation_trials *= decay
 
     def estimate(self, prior: Acceptance, pseudo_trials: float) -> Acceptance:
         """The rates, each shrunk towards ``prior`` with ``pseudo_trials`` pseudo-trials (a Beta prior)."""
-        first = (self.first_successes + prior.first * pseudo_trials) / (self.first_trials + pseudo_trials)
-        later = (self.later_successes + prior.later * pseudo_trials) / (self.later_trials + pseudo_trials)
-        return Acceptance(first, later)
+
+        def rate(successes: float, trials: float, prior_rate: float) -> float:
+            return (successes + prior_rate * pseudo_trials) / (trials + pseudo_trials)
+
+        return Acceptance(
+            rate(self.first_successes, self.first_trials, prior.first),
+            rate(self.later_successes, self.later_trials, prior.later),
+            rate(self.continued, self.continuation_trials, prior.continuation),
+        )
 
 
 @dataclass
@@ -184,6 +217,7 @@ class CostEstimates:
     """Deployment-wide timing estimates, learned from every request's rounds (thread-safe)."""
 
     decay: float = 0.9
+    acceptance_decay: float = 0.98
     draft_step_seconds: float | None = None
     spec_overhead_seconds: float | None = None
     ar_overhead_seconds: float | None = None
@@ -213,7 +247,7 @@ class CostEstimates:
             if obs.draft_forwards > 0 and catch_up <= _PREFILL_TOKENS:
                 per_step = obs.draft_seconds / obs.draft_forwards
                 self.draft_step_seconds = self._ema(self.draft_step_seconds, per_step)
-            self._counts.setdefault(regime, _AcceptanceCounts()).add(obs, self.decay)
+            self._counts.setdefault(regime, _AcceptanceCounts()).add(obs, self.acceptance_decay)
 
     def acceptance(self, regime: str = "") -> Acceptance | None:
         """Acceptance over recent rounds of the requests of one regime (None before any speculative
@@ -227,7 +261,7 @@ class CostEstimates:
             prior = Acceptance(self.prior_acceptance, self.prior_acceptance)
             return counts.estimate(prior, self.prior_trials)
 
-    def verify_seconds(self, tokens: int) -> float | None:
+    def verify_seconds(self, tokens: float) -> float | None:
         with self._lock:
             return self._verify.predict(tokens) if self._verify.ready else None
 
@@ -279,13 +313,14 @@ class CostModelLookahead:
             return None
         return verify_one + (self.estimates.ar_overhead_seconds or 0.0)
 
-    def _round_seconds(self, k: int) -> float | None:
-        """Expected seconds of a round with k draft tokens (None before the costs were measured)."""
+    def _round_seconds(self, k: int, acceptance: Acceptance | None = None) -> float | None:
+        """Expected seconds of a round with up to k draft tokens (None before the costs were measured)."""
         est = self.estimates
-        draft_step, verify = est.draft_step_seconds, est.verify_seconds(k + 1)
+        drafted = (acceptance or self._acceptance()).expected_drafted(k)
+        draft_step, verify = est.draft_step_seconds, est.verify_seconds(drafted + 1)
         if draft_step is None or verify is None:
             return None
-        return k * draft_step + verify + (est.spec_overhead_seconds or 0.0)
+        return drafted * draft_step + verify + (est.spec_overhead_seconds or 0.0)
 
     def _expected_loss(self, k: int) -> float | None:
         """Expected seconds a k-token round loses against target-only decoding of its output."""
@@ -301,7 +336,7 @@ class CostModelLookahead:
         acceptance = self._acceptance()
         best_k, best_rate = 0, 1.0 / max(1e-9, ar_step)
         for k in range(1, cap + 1):
-            seconds = self._round_seconds(k) or 0.0
+            seconds = self._round_seconds(k, acceptance) or 0.0
             rate = acceptance.expected_output_tokens(k) / max(1e-9, seconds)
             if rate > best_rate * (1.0 + 1e-6):
                 best_k, best_rate = k, rate
@@ -311,6 +346,8 @@ class CostModelLookahead:
         self.estimates.observe(observation, self.regime)
         if observation.drafted > 0:
             self._counts.add(observation, self.decay)
+        else:  # the text moved on: what the drafter did a while ago says less about what comes next
+            self._counts.fade(self.decay)
         self._settle(observation)
 
     def _settle(self, observation: RoundObservation) -> None:

@@ -134,7 +134,7 @@ def make_lookahead(
 
     ``auto`` learns acceptance per ``regime`` (algorithm, greedy or sampled). Across vocabularies it
     also stops each draft after a token the drafter itself gives less than
-    ``default_confidence_threshold``: a drafter of another model family is right in stretches, and
+    ``auto_confidence_threshold``: a drafter of another model family is right in stretches, and
     where it is unsure its draft is mostly rejected, so the round costs a short draft instead of a
     long one (the stop depends on drafter-side information only, so verification stays lossless).
     """
@@ -154,7 +154,7 @@ def make_lookahead(
         estimates=estimates,
         k_max=k_max,
         k_initial=min(settings.default_lookahead_k, k_max),
-        confidence_threshold=settings.default_confidence_threshold if regime.cross_vocabulary else 0.0,
+        confidence_threshold=settings.auto_confidence_threshold if regime.cross_vocabulary else 0.0,
         regime=regime.key,
     )
 

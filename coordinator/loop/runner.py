@@ -98,14 +98,14 @@ async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]
     if finish is None and run.drafting:
         crossvocab.resync(run, committed)
     if run.plan.lookahead is not None and run.drafting:
-        run.plan.lookahead.observe(_observation(drafted, verified, time.monotonic() - started))
+        run.plan.lookahead.observe(_observation(decision.k, drafted, verified, time.monotonic() - started))
     run.counters.rounds += 1
     run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
     return committed, finish
 
 
 def _observation(
-    drafted: rounds.Drafted | None, verified: rounds.Verified, seconds: float
+    requested: int, drafted: rounds.Drafted | None, verified: rounds.Verified, seconds: float
 ) -> RoundObservation:
     drafted_count = 0 if drafted is None else len(drafted.tokens)
     draft_stats = None if drafted is None else drafted.stats
@@ -118,6 +118,7 @@ def _observation(
         verify_seconds=verified.stats.compute_seconds,
         verify_tokens=verified.stats.computed_tokens,
         round_seconds=seconds,
+        requested=requested,
     )
 
 

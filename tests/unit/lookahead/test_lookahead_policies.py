@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -232,7 +233,7 @@ def test_two_stage_acceptance() -> None:
     assert Acceptance(0.0, 0.9).expected_output_tokens(6) == 1.0
     # First token accepted half the time, then the draft runs: 1 + 0.5 * (1 + 1 + 1) = 2.5.
     assert Acceptance(0.5, 1.0).expected_output_tokens(3) == pytest.approx(2.5)
-    estimates = CostEstimates(prior_trials=0.0)
+    estimates = CostEstimates(prior_trials=0.0, acceptance_decay=0.9)
     for drafted, accepted in ((4, 0), (4, 4), (4, 2)):
         estimates.observe(_obs(drafted, accepted, drafted + 1), regime="slem:greedy")
     rates = estimates.acceptance("slem:greedy")
@@ -241,6 +242,31 @@ def test_two_stage_acceptance() -> None:
     assert rates.first == pytest.approx(1.9 / 2.71)
     # Later stage: the full round gave 3 of 3 (decayed by 0.9), the last 1 success of 2 trials.
     assert rates.later == pytest.approx((0.9 * 3 + 1) / (0.9 * 3 + 2))
+    assert rates.continuation == 1.0  # every round drafted all it was asked for
+
+
+def test_a_drafter_that_stops_early_makes_long_lookaheads_cheap() -> None:
+    estimates = CostEstimates(prior_trials=0.0, acceptance_decay=1.0)
+    stopped_early = dataclasses.replace(_obs(2, 1, 3), requested=6)  # drafted 2 of 6: 1 continue, 1 stop
+    estimates.observe(stopped_early, regime="r")
+    rates = estimates.acceptance("r")
+    assert rates is not None and rates.continuation == pytest.approx(0.5)
+    assert rates.expected_drafted(6) == pytest.approx(sum(0.5**j for j in range(6)))
+    assert rates.expected_drafted(6) < 2.0
+    # Output: 1 + first * (1 + (q * later) + ...), with first = 1 and later = 0 here.
+    assert rates.expected_output_tokens(6) == pytest.approx(2.0)
+
+
+def test_request_evidence_fades_over_target_only_rounds() -> None:
+    shared = CostEstimates()
+    for _ in range(40):
+        shared.observe(_obs(4, 4, 5), regime="r")  # the deployment's drafter is good
+    policy = CostModelLookahead(shared, k_max=4, regime="r")
+    policy.observe(_obs(4, 0, 5))  # but this request's last draft failed
+    failed = policy._acceptance().first
+    for _ in range(20):
+        policy.observe(_obs(0, 0))
+    assert policy._acceptance().first > failed + 0.1
 
 
 def test_acceptance_is_learned_per_regime() -> None:
@@ -266,7 +292,7 @@ def test_verify_costs_are_kept_per_width_and_interpolated() -> None:
 
 
 def test_auto_stops_cross_vocabulary_drafts_at_low_drafter_confidence() -> None:
-    settings = CoordinatorSettings(target_addresses=("127.0.0.1:1",), default_confidence_threshold=0.4)
+    settings = CoordinatorSettings(target_addresses=("127.0.0.1:1",), auto_confidence_threshold=0.4)
     request = LookaheadRequest(kind=LookaheadKind.AUTO, k=None, confidence_threshold=None)
     cross = make_lookahead(request, settings, 8, CostEstimates(), Regime(AlgorithmName.SLEM, greedy=True))
     same = make_lookahead(request, settings, 8, CostEstimates(), Regime(AlgorithmName.SD, greedy=True))

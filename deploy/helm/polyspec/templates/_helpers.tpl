@@ -141,6 +141,7 @@ linearKernel: --linear-kernel
 lookaheadK: --lookahead-k
 maxLookaheadK: --max-lookahead-k
 confidenceThreshold: --confidence-threshold
+autoConfidenceThreshold: --auto-confidence-threshold
 maxSupport: --max-support
 maxNewTokensCap: --max-new-tokens-cap
 callTimeoutSeconds: --call-timeout
