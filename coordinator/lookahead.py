@@ -222,7 +222,7 @@ class CostEstimates:
     spec_overhead_seconds: float | None = None
     ar_overhead_seconds: float | None = None
     prior_acceptance: float = 0.6
-    prior_trials: float = 2.0
+    prior_trials: float = 8.0  # a few early misses must not stop speculation for good
     _counts: dict[str, _AcceptanceCounts] = field(default_factory=dict, init=False)
     _verify: _VerifyCosts = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -291,7 +291,7 @@ class CostModelLookahead:
     confidence_threshold: float = 0.0
     regime: str = ""
     prior_acceptance: float = 0.6
-    prior_trials: float = 4.0
+    prior_trials: float = 2.0
     decay: float = 0.9
     _counts: _AcceptanceCounts = field(default_factory=_AcceptanceCounts, init=False)
     _credit: float = 0.0

@@ -18,6 +18,7 @@ Failure handling:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 
@@ -98,7 +99,9 @@ async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]
     if finish is None and run.drafting:
         crossvocab.resync(run, committed)
     if run.plan.lookahead is not None and run.drafting:
-        run.plan.lookahead.observe(_observation(decision.k, drafted, verified, time.monotonic() - started))
+        observation = _observation(decision.k, drafted, verified, time.monotonic() - started)
+        run.plan.lookahead.observe(observation)
+        log.debug("round", round=run.counters.rounds, **dataclasses.asdict(observation))
     run.counters.rounds += 1
     run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
     return committed, finish

@@ -270,7 +270,7 @@ def test_request_evidence_fades_over_target_only_rounds() -> None:
 
 
 def test_acceptance_is_learned_per_regime() -> None:
-    estimates = CostEstimates()
+    estimates = CostEstimates(prior_trials=2.0)
     for _ in range(20):
         estimates.observe(_obs(4, 4, 5), regime="slem:greedy")
         estimates.observe(_obs(4, 0, 5), regime="tli:sampled")
