@@ -42,9 +42,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="benchmark a drafter/target pair on HumanEval through the services and transformers",
         description=(
             "Start drafter, target and coordinator on 127.0.0.1, run every algorithm x temperature x "
-            "HumanEval prompt through the SDK (sequential requests, batch 1, one warm-up first), then stop "
-            "them and run the same prompts through transformers' in-process generate (fp32: autoregressive, "
-            "and with the drafter as assistant_model). Writes one JSON file and a PNG plot, prints a table. "
+            "HumanEval prompt through the SDK (sequential requests, batch 1; per prompt an untimed warm-up, "
+            "then every configuration, in an order rotated from prompt to prompt), then stop them and run "
+            "the same prompts through transformers' in-process generate (fp32: autoregressive, and with "
+            "the drafter as assistant_model). Writes the JSON after every prompt (complete: false until "
+            "the end), then a PNG plot, and prints a table with aggregate and paired per-prompt speedups. "
             "Greedy runs check that every output equals autoregressive decoding. An algorithm the "
             "coordinator refuses for the pair is recorded as skipped with its message."
         ),
@@ -98,6 +100,13 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Reference, threads, the benchmarking flag, outputs and service start-up."""
     add = parser.add_argument
+    add(
+        "--services",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the configurations through the services (default: on; --no-services runs only the "
+        "transformers reference)",
+    )
     add(
         "--reference",
         action=argparse.BooleanOptionalAction,
@@ -154,6 +163,7 @@ def _bench(args: argparse.Namespace) -> int:
             temperatures=args.temperatures,
             lookaheads=args.lookahead,
             seed=args.seed,
+            services=args.services,
             reference=args.reference,
             threads=args.threads,
             linear_kernel=args.linear_kernel,

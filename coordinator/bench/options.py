@@ -31,6 +31,7 @@ class BenchOptions(BaseModel):
     temperatures: tuple[float, ...] = Field((0.0,), min_length=1)
     lookaheads: tuple[str, ...] = Field(("auto",), min_length=1, description="For drafting algorithms.")
     seed: int = Field(0, ge=0, description="Prompt i runs with seed + i (services and transformers).")
+    services: bool = Field(True, description="Run the configurations through the services.")
     reference: bool = Field(True, description="Also run transformers' in-process generate.")
     threads: int | None = Field(
         None, ge=1, description="torch threads of each model service and of the reference (None: default)."
@@ -73,6 +74,12 @@ class BenchOptions(BaseModel):
             except InvalidArgumentError as exc:
                 raise ValueError(exc.message) from None
         return tuple(dict.fromkeys(values))
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> BenchOptions:
+        if not (self.services or self.reference):
+            raise ValueError("nothing to run: --no-services needs the transformers reference (--reference)")
+        return self
 
     @model_validator(mode="after")
     def _prompts_in_range(self) -> BenchOptions:

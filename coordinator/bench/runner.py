@@ -87,11 +87,14 @@ class ResultWriter:
 def _measure(
     options: BenchOptions, drafter_dir: Path, target_dir: Path, log_dir: Path, writer: ResultWriter
 ) -> None:
-    """Services first; the reference after they stopped, so they do not compete for the cores."""
+    """Services first (unless ``--no-services``); the reference after they stopped, so they do not
+    compete for the cores."""
     prompts = load_prompts(options.prompt_offset, options.prompts)
-    runs = run_services(
-        drafter_dir, target_dir, prompts, options, log_dir=log_dir, out=writer.out, on_prompt=writer.write
-    )
+    runs: list[ConfigurationRun] = []
+    if options.services:
+        runs = run_services(
+            drafter_dir, target_dir, prompts, options, log_dir=log_dir, out=writer.out, on_prompt=writer.write
+        )
     if options.reference:
         runs += run_reference(drafter_dir, target_dir, prompts, options, writer.out)
     writer.finish(runs)

@@ -1,0 +1,20 @@
+"""Bench options: what a run measures, validated before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from coordinator.bench.options import BenchOptions
+
+
+def test_reference_only_runs_are_allowed_and_empty_runs_refused() -> None:
+    options = BenchOptions(drafter="d", target="t", services=False)
+    assert (options.services, options.reference) == (False, True)
+    with pytest.raises(ValidationError, match="nothing to run"):
+        BenchOptions(drafter="d", target="t", services=False, reference=False)
+
+
+def test_algorithms_start_with_the_baseline() -> None:
+    options = BenchOptions(drafter="d", target="t", algorithms=("slem", "ar", "tli", "slem"))
+    assert options.algorithms == ("ar", "slem", "tli")
