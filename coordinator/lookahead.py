@@ -24,7 +24,7 @@ requests of a coordinator (owned by the server, passed in; never a module global
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 # Tokens fed to the target beyond which a forward counts as prefill and is kept out of the decode-cost fit.
@@ -195,9 +195,8 @@ class _AcceptanceCounts:
 
     def fade(self, decay: float) -> None:
         """Ages the evidence without adding any (a round that drafted nothing)."""
-        for name in ("first_successes", "first_trials", "later_successes", "later_trials", "continued"):
-            setattr(self, name, decay * getattr(self, name))
-        self.continuation_trials *= decay
+        for count in fields(self):
+            setattr(self, count.name, decay * getattr(self, count.name))
 
     def estimate(self, prior: Acceptance, pseudo_trials: float) -> Acceptance:
         """The rates, each shrunk towards ``prior`` with ``pseudo_trials`` pseudo-trials (a Beta prior)."""

@@ -144,6 +144,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="how long to wait for each service to serve (default: %(default)s)",
     )
     add("--log-dir", type=Path, metavar="DIR", help="keep the services' logs here (default: a temp dir)")
+    add(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level of the services (DEBUG: the coordinator logs every round) (default: WARNING)",
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -172,7 +179,7 @@ def _bench(args: argparse.Namespace) -> int:
             plot=args.plot,
             startup_timeout_seconds=args.startup_timeout,
             log_dir=args.log_dir,
-            log_level=getattr(args, "log_level", "WARNING"),
+            log_level=args.log_level,
         )
     except ValidationError as exc:
         print(f"error: invalid bench settings:\n{exc}", file=sys.stderr)

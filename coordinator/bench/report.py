@@ -325,7 +325,7 @@ def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
             f"GREEDY MISMATCH: {summary.run.configuration.label} differs from "
             f"{summary.identity_reference} on HumanEval/{index}"
         )
-    if options.reference and options.linear_kernel != "torch":
+    if options.services and options.reference and options.linear_kernel != "torch":
         lines.append(
             "note: the services compute linear layers with oneDNN "
             f"(--linear-kernel {options.linear_kernel}), transformers with torch's kernels; float rounding "

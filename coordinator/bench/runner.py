@@ -48,32 +48,36 @@ class ResultWriter:
     def json_path(self) -> Path:
         return self.options.json_path(self.models["drafter"]["name"], self.models["target"]["name"])
 
-    def document(self, runs: Sequence[ConfigurationRun], *, complete: bool) -> dict[str, Any]:
-        """The JSON document of ``runs`` (the runs so far unless ``complete``)."""
+    def document(self, summaries: Sequence[Summary], *, complete: bool) -> dict[str, Any]:
+        """The JSON document of the summarized runs (the runs so far unless ``complete``)."""
         return build_document(
             self.options,
             self.machine,
             self.models,
-            self._summaries(runs),
+            summaries,
             self.created,
             updated=_now(),
             complete=complete,
         )
 
-    def write(self, runs: Sequence[ConfigurationRun], *, complete: bool = False) -> None:
-        """(Re)writes the JSON document; a reader never sees a half-written file."""
+    def write(self, runs: Sequence[ConfigurationRun]) -> None:
+        """(Re)writes the partial JSON document after a prompt."""
+        self._write(self._summaries(runs), complete=False)
+
+    def _write(self, summaries: Sequence[Summary], *, complete: bool) -> None:
+        """Writes the JSON document atomically: a reader never sees a half-written file."""
         path = self.json_path
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        text = json.dumps(self.document(runs, complete=complete), indent=2) + "\n"
+        text = json.dumps(self.document(summaries, complete=complete), indent=2) + "\n"
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
 
     def finish(self, runs: Sequence[ConfigurationRun]) -> None:
         """The complete JSON document, the PNG and the table."""
-        self.write(runs, complete=True)
-        plot_path = self.options.plot_path(self.json_path)
         summaries = self._summaries(runs)
+        self._write(summaries, complete=True)
+        plot_path = self.options.plot_path(self.json_path)
         write_plot(
             plot_path, summaries, self.options, self.models["drafter"]["name"], self.models["target"]["name"]
         )

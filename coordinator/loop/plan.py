@@ -128,7 +128,7 @@ def make_lookahead(
     settings: CoordinatorSettings,
     drafter_max: int,
     estimates: CostEstimates,
-    regime: Regime | None = None,
+    regime: Regime,
 ) -> LookaheadPolicy:
     """The lookahead policy of a speculative request (k capped by the drafter's own limit).
 
@@ -149,7 +149,6 @@ def make_lookahead(
     if request.kind is LookaheadKind.STATIC:
         return StaticLookahead(k=min(request.k or settings.default_lookahead_k, drafter_max))
     k_max = min(request.k or settings.max_lookahead_k, drafter_max)
-    regime = regime or Regime(AlgorithmName.SD, greedy=False)
     return CostModelLookahead(
         estimates=estimates,
         k_max=k_max,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator
 
@@ -101,7 +102,8 @@ async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]
     if run.plan.lookahead is not None and run.drafting:
         observation = _observation(decision.k, drafted, verified, time.monotonic() - started)
         run.plan.lookahead.observe(observation)
-        log.debug("round", round=run.counters.rounds, **dataclasses.asdict(observation))
+        if log.is_enabled_for(logging.DEBUG):  # the fields are built only where they are logged
+            log.debug("round", round=run.counters.rounds, **dataclasses.asdict(observation))
     run.counters.rounds += 1
     run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
     return committed, finish
