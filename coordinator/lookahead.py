@@ -24,7 +24,9 @@ requests of a coordinator (owned by the server, passed in; never a module global
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field, fields
+from statistics import median
 from typing import Protocol
 
 # Tokens fed to the target beyond which a forward counts as prefill and is kept out of the decode-cost fit.
@@ -57,7 +59,9 @@ class RoundObservation:
 class LookaheadPolicy(Protocol):
     """Chooses each round's lookahead; ``describe`` is reported in the response statistics."""
 
-    def decide(self, remaining_tokens: int) -> LookaheadDecision: ...
+    def decide(self, remaining_tokens: int, drafter_lag: int = 0) -> LookaheadDecision:
+        """``drafter_lag``: tokens of the context the drafter has not fed yet (its next call's catch-up)."""
+        ...
 
     def observe(self, observation: RoundObservation) -> None: ...
 
@@ -68,7 +72,7 @@ class LookaheadPolicy(Protocol):
 class StaticLookahead:
     k: int
 
-    def decide(self, remaining_tokens: int) -> LookaheadDecision:
+    def decide(self, remaining_tokens: int, drafter_lag: int = 0) -> LookaheadDecision:
         return LookaheadDecision(k=max(1, min(self.k, remaining_tokens)))
 
     def observe(self, observation: RoundObservation) -> None:
@@ -83,7 +87,7 @@ class ConfidenceLookahead:
     k: int
     threshold: float
 
-    def decide(self, remaining_tokens: int) -> LookaheadDecision:
+    def decide(self, remaining_tokens: int, drafter_lag: int = 0) -> LookaheadDecision:
         return LookaheadDecision(k=max(1, min(self.k, remaining_tokens)), confidence_threshold=self.threshold)
 
     def observe(self, observation: RoundObservation) -> None:
@@ -95,39 +99,45 @@ class ConfidenceLookahead:
 
 @dataclass
 class _VerifyCosts:
-    """Decayed mean seconds of a target forward per number of tokens fed, with interpolation.
+    """Seconds of a target forward per number of tokens fed: the median of each width's last few
+    measurements, with interpolation between widths.
 
     Kept per width rather than fitted to a line: a CPU's cost curve is far from linear (a linear layer
     over 2-9 rows costs 1.4-1.8x one row with oneDNN, 2-4x with MKL), and a GPU's is nearly flat. A
-    width never measured is predicted from its measured neighbours: linearly between two, and as the
-    widest measured one beyond them (optimistic, so ``auto`` tries it once and then knows).
+    median rather than a running mean, because the first forward of a width on a fresh process pays
+    one-off kernel setup (on this CPU a first 1-token decode took 1.35 s against 0.5 s after) and a
+    mean would carry that outlier for dozens of rounds. A width never measured is predicted from its
+    measured neighbours: linearly between two, and as the widest measured one beyond them (optimistic,
+    so ``auto`` tries it once and then knows).
     """
 
-    decay: float
-    seconds: dict[int, float] = field(default_factory=dict)
+    window: int = 5
+    samples: dict[int, deque[float]] = field(default_factory=dict)
 
     def add(self, tokens: int, seconds: float) -> None:
-        old = self.seconds.get(tokens)
-        self.seconds[tokens] = seconds if old is None else self.decay * old + (1.0 - self.decay) * seconds
+        self.samples.setdefault(tokens, deque(maxlen=self.window)).append(seconds)
 
     @property
     def ready(self) -> bool:
-        return bool(self.seconds)
+        return bool(self.samples)
+
+    def count(self, tokens: int) -> int:
+        return len(self.samples.get(tokens, ()))
 
     def predict(self, tokens: float) -> float:
-        known = self.seconds
+        known = self.samples
         below = [n for n in known if n <= tokens]
         above = [n for n in known if n >= tokens]
         if not below:
-            return known[min(above)]
+            return median(known[min(above)])
         low = max(below)
         if not above:
-            return known[low]
+            return median(known[low])
         high = min(above)
         if high == low:
-            return known[low]
+            return median(known[low])
         share = (tokens - low) / (high - low)
-        return known[low] + share * (known[high] - known[low])
+        return median(known[low]) + share * (median(known[high]) - median(known[low]))
 
 
 def expected_output_tokens(acceptance: float, k: int) -> float:
@@ -213,21 +223,31 @@ class _AcceptanceCounts:
 
 @dataclass
 class CostEstimates:
-    """Deployment-wide timing estimates, learned from every request's rounds (thread-safe)."""
+    """Deployment-wide timing estimates, learned from every request's rounds (thread-safe).
+
+    Besides timings and per-regime acceptance it holds each regime's *probe credit* (see
+    ``CostModelLookahead``): shared, so probing is bounded by a share of all the regime's time, not
+    restarted by every request, and a request may probe in its first rounds, where what a probe
+    finds is worth the most. It also keeps the 1-token target cost fresh: that cost is the yardstick
+    of every decision, and a policy that always speculates would otherwise never measure it again
+    (``claim_baseline_round``).
+    """
 
     decay: float = 0.9
     acceptance_decay: float = 0.98
     draft_step_seconds: float | None = None
+    catch_up_seconds_per_token: float | None = None  # the drafter's prefill of tokens it has not seen
     spec_overhead_seconds: float | None = None
     ar_overhead_seconds: float | None = None
     prior_acceptance: float = 0.6
     prior_trials: float = 8.0  # a few early misses must not stop speculation for good
+    baseline_samples: int = 3  # 1-token target forwards measured before any speculation
+    baseline_refresh_rounds: int = 64  # rounds after which one target-only round re-measures them
     _counts: dict[str, _AcceptanceCounts] = field(default_factory=dict, init=False)
-    _verify: _VerifyCosts = field(init=False)
+    _credit: dict[str, float] = field(default_factory=dict, init=False)
+    _verify: _VerifyCosts = field(default_factory=_VerifyCosts, init=False)
+    _since_baseline: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._verify = _VerifyCosts(self.decay)
 
     def _ema(self, old: float | None, new: float) -> float:
         return new if old is None else self.decay * old + (1.0 - self.decay) * new
@@ -237,16 +257,26 @@ class CostEstimates:
         with self._lock:
             if obs.verify_tokens <= _PREFILL_TOKENS and obs.verify_tokens > 0:
                 self._verify.add(obs.verify_tokens, obs.verify_seconds)
+            self._since_baseline = 0 if obs.verify_tokens == 1 else self._since_baseline + 1
             overhead = max(0.0, obs.round_seconds - obs.draft_seconds - obs.verify_seconds)
             if obs.drafted == 0:
                 self.ar_overhead_seconds = self._ema(self.ar_overhead_seconds, overhead)
                 return
             self.spec_overhead_seconds = self._ema(self.spec_overhead_seconds, overhead)
-            catch_up = obs.draft_computed_tokens - obs.draft_forwards
-            if obs.draft_forwards > 0 and catch_up <= _PREFILL_TOKENS:
-                per_step = obs.draft_seconds / obs.draft_forwards
-                self.draft_step_seconds = self._ema(self.draft_step_seconds, per_step)
+            self._observe_drafter(obs)
             self._counts.setdefault(regime, _AcceptanceCounts()).add(obs, self.acceptance_decay)
+
+    def _observe_drafter(self, obs: RoundObservation) -> None:
+        """A drafter step's cost from rounds with little catch-up; the catch-up's from the others."""
+        if obs.draft_forwards <= 0:
+            return
+        catch_up = obs.draft_computed_tokens - obs.draft_forwards
+        if catch_up <= _PREFILL_TOKENS:
+            per_step = obs.draft_seconds / obs.draft_forwards
+            self.draft_step_seconds = self._ema(self.draft_step_seconds, per_step)
+        elif self.draft_step_seconds is not None:
+            prefill = max(0.0, obs.draft_seconds - obs.draft_forwards * self.draft_step_seconds)
+            self.catch_up_seconds_per_token = self._ema(self.catch_up_seconds_per_token, prefill / catch_up)
 
     def acceptance(self, regime: str = "") -> Acceptance | None:
         """Acceptance over recent rounds of the requests of one regime (None before any speculative
@@ -264,6 +294,40 @@ class CostEstimates:
         with self._lock:
             return self._verify.predict(tokens) if self._verify.ready else None
 
+    def claim_baseline_round(self) -> bool:
+        """Whether the caller's next round should be target-only to measure the 1-token target cost:
+        until ``baseline_samples`` exist, then once every ``baseline_refresh_rounds`` rounds without
+        one (one caller claims it; concurrent requests keep speculating)."""
+        with self._lock:
+            if (
+                self._verify.count(1) >= self.baseline_samples
+                and self._since_baseline < self.baseline_refresh_rounds
+            ):
+                return False
+            self._since_baseline = 0
+            return True
+
+    def credit(self, regime: str) -> float:
+        with self._lock:
+            return self._credit.get(regime, 0.0)
+
+    def book_credit(self, regime: str, seconds: float, cap: float) -> None:
+        """Adds ``seconds`` (negative: a charge) to the regime's probe credit. Earnings bank only up to
+        ``cap`` (the caller's probe price; never lowering credit another request banked)."""
+        with self._lock:
+            credit = self._credit.get(regime, 0.0)
+            total = credit + seconds
+            self._credit[regime] = total if seconds <= 0 else min(total, max(cap, credit))
+
+    def reserve_credit(self, regime: str, seconds: float) -> bool:
+        """Takes ``seconds`` from the regime's credit if it holds that much (a probe's expected loss)."""
+        with self._lock:
+            credit = self._credit.get(regime, 0.0)
+            if credit < seconds:
+                return False
+            self._credit[regime] = credit - seconds
+            return True
+
 
 @dataclass
 class CostModelLookahead:
@@ -271,20 +335,22 @@ class CostModelLookahead:
 
     ``k_initial`` is used until the estimates exist. When no k > 0 pays, the request decodes
     target-only and re-probes the drafter with a short round (``probe_k`` tokens; the drafter may have
-    become useful again) only out of a *probe budget*: every target-only round earns
-    ``probe_budget`` times its duration, every speculative round is charged what it actually cost
-    beyond the target-only time of the tokens it produced (a paying round earns), and a probe needs
-    enough credit for its expected loss. Probing therefore costs at most about ``probe_budget`` of the
-    time (plus one probe), however expensive a probe is (a slow drafter, its catch-up prefill of the
-    tokens decoded since its last call, a wide verification), and probes come as often as they are
-    cheap. Credit is capped at ``credit_probes`` expected probe losses, so gains banked earlier do
-    not fund a burst of probes later.
+    become useful again) only out of a *probe budget*, kept per regime in the shared ``CostEstimates``:
+    every target-only round earns ``probe_budget`` times its duration, every speculative round is
+    charged what it actually cost beyond the target-only time of the tokens it produced (a paying
+    round earns), and a probe needs enough credit for its expected loss, which it reserves when it is
+    decided. The expected loss includes the drafter's catch-up: the tokens it has not seen yet (on a
+    request's first probe, its whole prompt) times the learned prefill cost per token. Probing
+    therefore costs at most about ``probe_budget`` of the regime's time (plus one probe), however
+    expensive a probe is (a slow drafter, a long catch-up, a wide verification), and probes come as
+    often as they are cheap. Credit is capped at ``credit_probes`` expected probe losses, so gains
+    banked earlier do not fund a burst of probes later.
     """
 
     estimates: CostEstimates
     k_max: int
     k_initial: int = 4
-    probe_budget: float = 0.03
+    probe_budget: float = 0.01
     probe_k: int = 2
     credit_probes: float = 2.0
     confidence_threshold: float = 0.0
@@ -293,16 +359,20 @@ class CostModelLookahead:
     prior_trials: float = 2.0
     decay: float = 0.9
     _counts: _AcceptanceCounts = field(default_factory=_AcceptanceCounts, init=False)
-    _credit: float = 0.0
+    _reserved: float = field(default=0.0, init=False)  # the credit the round being run took
+    _drafter_lag: int = field(default=0, init=False)
 
-    def decide(self, remaining_tokens: int) -> LookaheadDecision:
+    def decide(self, remaining_tokens: int, drafter_lag: int = 0) -> LookaheadDecision:
+        self._drafter_lag = drafter_lag
         cap = max(0, min(self.k_max, remaining_tokens - 1)) if remaining_tokens > 1 else 0
+        if cap == 0 or self.estimates.claim_baseline_round():
+            return LookaheadDecision(k=0)
         k = self._best_k(cap)
-        if k == 0 and cap > 0:
+        if k == 0:
             probe = min(self.probe_k, cap)
             loss = self._expected_loss(probe)
-            if loss is not None and self._credit >= loss:
-                k = probe
+            if loss is not None and self.estimates.reserve_credit(self.regime, loss):
+                k, self._reserved = probe, loss
         return LookaheadDecision(k=k, confidence_threshold=self.confidence_threshold if k else 0.0)
 
     def _ar_step(self) -> float | None:
@@ -322,11 +392,14 @@ class CostModelLookahead:
         return drafted * draft_step + verify + (est.spec_overhead_seconds or 0.0)
 
     def _expected_loss(self, k: int) -> float | None:
-        """Expected seconds a k-token round loses against target-only decoding of its output."""
-        seconds, ar_step = self._round_seconds(k), self._ar_step()
+        """Expected seconds a k-token round (with the drafter's catch-up) loses against target-only
+        decoding of its output."""
+        acceptance, ar_step = self._acceptance(), self._ar_step()
+        seconds = self._round_seconds(k, acceptance)
         if seconds is None or ar_step is None:
             return None
-        return seconds - self._acceptance().expected_output_tokens(k) * ar_step
+        catch_up = self._drafter_lag * (self.estimates.catch_up_seconds_per_token or 0.0)
+        return seconds + catch_up - acceptance.expected_output_tokens(k) * ar_step
 
     def _best_k(self, cap: int) -> int:
         ar_step = self._ar_step()
@@ -350,17 +423,18 @@ class CostModelLookahead:
         self._settle(observation)
 
     def _settle(self, observation: RoundObservation) -> None:
-        """Books the round on the probe budget (see the class docstring)."""
+        """Books the round on the regime's probe credit (see the class docstring)."""
+        reserved, self._reserved = self._reserved, 0.0
         ar_step = self._ar_step()
         if ar_step is None:
             return
         if observation.drafted == 0:
-            self._credit += self.probe_budget * observation.round_seconds
+            earned = self.probe_budget * observation.round_seconds
         else:
-            self._credit += (observation.accepted + 1) * ar_step - observation.round_seconds
+            earned = (observation.accepted + 1) * ar_step - observation.round_seconds
         loss = self._expected_loss(min(self.probe_k, self.k_max))
-        if loss is not None:
-            self._credit = min(self._credit, self.credit_probes * max(loss, 0.0))
+        cap = self.credit_probes * loss if loss is not None else float("inf")
+        self.estimates.book_credit(self.regime, reserved + earned, cap)
 
     def _acceptance(self) -> Acceptance:
         """This request's acceptance, shrunk towards the deployment-wide estimate (a Beta-style prior)."""

@@ -81,7 +81,7 @@ def _decide(run: RequestRun) -> LookaheadDecision:
     budget = _draft_budget(run)
     if budget == 0 or run.plan.lookahead is None:
         return LookaheadDecision(k=0)
-    decision = run.plan.lookahead.decide(run.params.max_new_tokens - len(run.output))
+    decision = run.plan.lookahead.decide(run.params.max_new_tokens - len(run.output), run.drafter_lag())
     run.services.metrics.lookahead_tokens.observe(min(decision.k, budget))
     return LookaheadDecision(min(decision.k, budget), decision.confidence_threshold)
 
@@ -99,11 +99,13 @@ async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]
     committed, finish = rounds.commit(run, verified.output)
     if finish is None and run.drafting:
         crossvocab.resync(run, committed)
+    observation = _observation(decision.k, drafted, verified, time.monotonic() - started)
     if run.plan.lookahead is not None and run.drafting:
-        observation = _observation(decision.k, drafted, verified, time.monotonic() - started)
         run.plan.lookahead.observe(observation)
         if log.is_enabled_for(logging.DEBUG):  # the fields are built only where they are logged
             log.debug("round", round=run.counters.rounds, **dataclasses.asdict(observation))
+    else:  # target-only rounds time the target for every request's lookahead
+        run.services.estimates.observe(observation)
     run.counters.rounds += 1
     run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
     return committed, finish

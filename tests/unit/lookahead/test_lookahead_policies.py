@@ -294,9 +294,90 @@ def test_verify_costs_are_kept_per_width_and_interpolated() -> None:
 def test_auto_stops_cross_vocabulary_drafts_at_low_drafter_confidence() -> None:
     settings = CoordinatorSettings(target_addresses=("127.0.0.1:1",), auto_confidence_threshold=0.4)
     request = LookaheadRequest(kind=LookaheadKind.AUTO, k=None, confidence_threshold=None)
-    cross = make_lookahead(request, settings, 8, CostEstimates(), Regime(AlgorithmName.SLEM, greedy=True))
-    same = make_lookahead(request, settings, 8, CostEstimates(), Regime(AlgorithmName.SD, greedy=True))
+    estimates = _measured_baseline(CostEstimates())
+    cross = make_lookahead(request, settings, 8, estimates, Regime(AlgorithmName.SLEM, greedy=True))
+    same = make_lookahead(request, settings, 8, estimates, Regime(AlgorithmName.SD, greedy=True))
     assert isinstance(cross, CostModelLookahead) and isinstance(same, CostModelLookahead)
     assert (cross.confidence_threshold, cross.regime) == (0.4, "slem:greedy")
     assert (same.confidence_threshold, same.regime) == (0.0, "sd:greedy")
     assert cross.decide(remaining_tokens=100).confidence_threshold == 0.4
+
+
+def _measured_baseline(estimates: CostEstimates, seconds: float = 0.5) -> CostEstimates:
+    for _ in range(estimates.baseline_samples):
+        estimates.observe(_obs(0, 0, verify_seconds=seconds))
+    return estimates
+
+
+def test_a_cold_first_forward_does_not_skew_the_verify_costs() -> None:
+    estimates = CostEstimates()
+    for seconds in (1.35, 0.5, 0.52):  # the first forward of a fresh process pays kernel set-up
+        estimates.observe(_obs(0, 0, verify_seconds=seconds))
+    assert estimates.verify_seconds(1) == pytest.approx(0.52)
+
+
+def test_the_one_token_cost_is_measured_first_and_kept_fresh() -> None:
+    """A policy that always speculates would never re-measure the yardstick of its decisions (a cold
+    first measurement made speculation look good for good): it is measured before any speculation and
+    again every ``baseline_refresh_rounds`` rounds, by one request at a time."""
+    estimates = CostEstimates(baseline_refresh_rounds=20)
+    policy = CostModelLookahead(estimates, k_max=8)
+    rng = random.Random(4)
+    ks = []
+    for _ in range(100):
+        k = policy.decide(10_000).k
+        ks.append(k)
+        policy.observe(GPU_GOOD.round(k, rng)[1])
+    assert ks[:3] == [0, 0, 0]  # the baseline before any speculation
+    assert all(k > 0 for k in ks[3:23])  # speculation pays on this pair
+    refreshes = [i for i, k in enumerate(ks) if k == 0 and i >= 3]
+    assert len(refreshes) == 4, refreshes  # one target-only round per 20 speculative ones
+    estimates.observe(_obs(0, 0))  # measured now
+    for _ in range(19):
+        estimates.observe(GPU_GOOD.round(4, rng)[1])
+    assert estimates.claim_baseline_round() is False
+    estimates.observe(GPU_GOOD.round(4, rng)[1])
+    assert CostModelLookahead(estimates, k_max=8).decide(10_000).k == 0  # one request claims it ...
+    assert policy.decide(10_000).k > 0  # ... and the others keep speculating
+
+
+def _useless_regime(estimates: CostEstimates, regime: str) -> None:
+    """Shared evidence that speculation does not pay in ``regime`` (and measured drafter costs)."""
+    for _ in range(30):
+        estimates.observe(_obs(2, 0, verify_tokens=3, verify_seconds=0.7), regime=regime)
+
+
+def test_probe_credit_is_shared_by_the_requests_of_a_regime() -> None:
+    estimates = _measured_baseline(CostEstimates())
+    _useless_regime(estimates, "tli:sampled")
+    _useless_regime(estimates, "slem:sampled")
+    saver = CostModelLookahead(estimates, k_max=4, regime="tli:sampled", probe_budget=0.05)
+    for _ in range(40):
+        saver.observe(_obs(0, 0))  # target-only rounds earn credit
+    assert estimates.credit("tli:sampled") > 0 == estimates.credit("slem:sampled")
+    # A new request of the regime may probe at once, out of what the first one saved ...
+    assert CostModelLookahead(estimates, k_max=4, regime="tli:sampled").decide(10_000).k == 2
+    # ... the credit funds at most ``credit_probes`` (2) concurrent probes; other regimes have nothing.
+    assert CostModelLookahead(estimates, k_max=4, regime="tli:sampled").decide(10_000).k == 2
+    assert CostModelLookahead(estimates, k_max=4, regime="tli:sampled").decide(10_000).k == 0
+    assert CostModelLookahead(estimates, k_max=4, regime="slem:sampled").decide(10_000).k == 0
+
+
+def test_a_probe_is_priced_with_the_drafter_catch_up() -> None:
+    estimates = _measured_baseline(CostEstimates())
+    _useless_regime(estimates, "r")
+    prompt_catch_up = dataclasses.replace(_obs(2, 0, 3, 0.7), draft_computed_tokens=202, draft_seconds=0.6)
+    estimates.observe(prompt_catch_up, regime="r")  # 200 tokens of catch-up took 0.4 s beyond 2 steps
+    assert estimates.catch_up_seconds_per_token == pytest.approx(0.4 / 200)
+
+    def rounds_until_probe(lag: int) -> int:
+        estimates.book_credit("r", -estimates.credit("r"), cap=0.0)  # start from no credit
+        policy = CostModelLookahead(estimates, k_max=4, regime="r", probe_budget=0.05)
+        for rounds in range(1000):
+            if policy.decide(10_000, drafter_lag=lag).k > 0:
+                return rounds
+            policy.observe(_obs(0, 0))  # earns 0.05 * 0.51 s
+        raise AssertionError("no probe")
+
+    near, far = rounds_until_probe(3), rounds_until_probe(300)
+    assert far - near >= 0.9 * (0.4 / 200 * 297) / (0.05 * 0.51), (near, far)
