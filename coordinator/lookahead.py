@@ -312,12 +312,18 @@ class CostEstimates:
             return self._credit.get(regime, 0.0)
 
     def book_credit(self, regime: str, seconds: float, cap: float) -> None:
-        """Adds ``seconds`` (negative: a charge) to the regime's probe credit. Earnings bank only up to
-        ``cap`` (the caller's probe price; never lowering credit another request banked)."""
+        """Adds ``seconds`` (negative: a charge) to the regime's probe credit, within ``[-cap, cap]``
+        (``cap``: the caller's price of ``credit_probes`` probes). Earnings bank only up to the cap and
+        never lower credit another request banked; debts stop at it, so a losing stretch delays the
+        next probe by a few probes' worth of budget, not for good."""
+        cap = max(cap, 0.0)
         with self._lock:
             credit = self._credit.get(regime, 0.0)
             total = credit + seconds
-            self._credit[regime] = total if seconds <= 0 else min(total, max(cap, credit))
+            if seconds > 0:
+                self._credit[regime] = min(total, max(cap, credit))
+            else:
+                self._credit[regime] = max(total, min(-cap, credit))
 
     def reserve_credit(self, regime: str, seconds: float) -> bool:
         """Takes ``seconds`` from the regime's credit if it holds that much (a probe's expected loss)."""
@@ -356,7 +362,7 @@ class CostModelLookahead:
     confidence_threshold: float = 0.0
     regime: str = ""
     prior_acceptance: float = 0.6
-    prior_trials: float = 2.0
+    prior_trials: float = 3.0  # pseudo-trials of the shared estimate in this request's own
     decay: float = 0.9
     _counts: _AcceptanceCounts = field(default_factory=_AcceptanceCounts, init=False)
     _reserved: float = field(default=0.0, init=False)  # the credit the round being run took

@@ -381,3 +381,17 @@ def test_a_probe_is_priced_with_the_drafter_catch_up() -> None:
 
     near, far = rounds_until_probe(3), rounds_until_probe(300)
     assert far - near >= 0.9 * (0.4 / 200 * 297) / (0.05 * 0.51), (near, far)
+
+
+def test_a_losing_stretch_delays_probes_but_does_not_stop_them() -> None:
+    estimates = _measured_baseline(CostEstimates())
+    _useless_regime(estimates, "r")
+    policy = CostModelLookahead(estimates, k_max=4, regime="r", probe_budget=0.05)
+    policy.observe(dataclasses.replace(_obs(2, 0, 3, 0.7), round_seconds=30.0))  # a disastrous round
+    loss = policy._expected_loss(2)
+    assert loss is not None and estimates.credit("r") == pytest.approx(-2 * loss)  # debt stops at the cap
+    rounds = 0
+    while policy.decide(10_000).k == 0:
+        policy.observe(_obs(0, 0))
+        rounds += 1
+    assert rounds == pytest.approx(3 * loss / (0.05 * 0.51), abs=2)  # the debt, then one probe's price
