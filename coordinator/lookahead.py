@@ -13,9 +13,9 @@ randomness of the round it governs and verification stays lossless (ALGORITHMS.m
   two-stage model (``Acceptance``): the first draft token is accepted at one rate, each further one
   at another given the ones before it were (drafts are right in stretches; one i.i.d. rate as in
   Leviathan et al., arXiv 2211.17192, is the special case of equal rates). When no k > 0 beats a
-  target-only step, it decodes target-only and re-probes the drafter out of a probe budget (a few
-  percent of the time), so it is never much slower than ``ar`` and takes the speedup wherever
-  speculation pays.
+  target-only step, it decodes target-only and re-probes the drafter out of a probe budget (2% of
+  the time by default, shared by the requests of a regime), so it is never much slower than ``ar``
+  and takes the speedup wherever speculation pays.
 
 Cost estimates describe the deployment, not the request: one ``CostEstimates`` is shared by the
 requests of a coordinator (owned by the server, passed in; never a module global).
@@ -356,7 +356,7 @@ class CostModelLookahead:
     estimates: CostEstimates
     k_max: int
     k_initial: int = 4
-    probe_budget: float = 0.01
+    probe_budget: float = 0.02
     probe_k: int = 2
     credit_probes: float = 2.0
     confidence_threshold: float = 0.0
@@ -439,7 +439,7 @@ class CostModelLookahead:
         else:
             earned = (observation.accepted + 1) * ar_step - observation.round_seconds
         loss = self._expected_loss(min(self.probe_k, self.k_max))
-        cap = self.credit_probes * loss if loss is not None else float("inf")
+        cap = 0.0 if loss is None else self.credit_probes * loss  # unpriced: nothing to save for
         self.estimates.book_credit(self.regime, reserved + earned, cap)
 
     def _acceptance(self) -> Acceptance:
