@@ -349,8 +349,9 @@ class CostModelLookahead:
     request's first probe, its whole prompt) times the learned prefill cost per token. Probing
     therefore costs at most about ``probe_budget`` of the regime's time (plus one probe), however
     expensive a probe is (a slow drafter, a long catch-up, a wide verification), and probes come as
-    often as they are cheap. Credit is capped at ``credit_probes`` expected probe losses, so gains
-    banked earlier do not fund a burst of probes later.
+    often as they are cheap. Credit stays within ``credit_probes`` expected probe losses either way:
+    gains banked earlier do not fund a burst of probes later, and a losing stretch delays the next
+    probe rather than stopping probes for good.
     """
 
     estimates: CostEstimates
