@@ -247,10 +247,18 @@ class ModelServiceClient:
         self._observe("Release", start, ok=True)
         return response.released
 
-    def _token_context(self, sequence_id: str, context: Sequence[int]) -> model_pb2.TokenContext:
+    def _cached_prefix(self, sequence_id: str, context: Sequence[int]) -> int:
+        """Tokens of ``context`` the next call on the sequence leaves to the server's cache."""
         held = self._held.get(sequence_id, [])
         # Always send at least one token, so the server has fresh logits without re-deriving them.
-        cached = min(common_prefix_len(held, context), max(0, len(context) - 1))
+        return min(common_prefix_len(held, context), max(0, len(context) - 1))
+
+    def uncached_tokens(self, sequence_id: str, context: Sequence[int]) -> int:
+        """Tokens of ``context`` the next call on the sequence sends: what the server must catch up on."""
+        return len(context) - self._cached_prefix(sequence_id, context)
+
+    def _token_context(self, sequence_id: str, context: Sequence[int]) -> model_pb2.TokenContext:
+        cached = self._cached_prefix(sequence_id, context)
         return model_pb2.TokenContext(
             sequence_id=sequence_id,
             cached_prefix_len=cached,

@@ -74,6 +74,11 @@ class ReplicaPool:
     def replica(self, address: str) -> Replica:
         return self._replicas[address]
 
+    def client(self, address: str | None) -> ModelServiceClient | None:
+        """The client of a replica still in the pool (None: no such replica)."""
+        replica = self._replicas.get(address) if address is not None else None
+        return None if replica is None else replica.client
+
     def mark_verified(self, address: str) -> None:
         """Records that a replica's Info matched (done by start-up for the replicas it checked)."""
         self._replicas[address].verified = True

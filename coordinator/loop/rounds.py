@@ -122,7 +122,6 @@ async def call_drafter(
         return None
     run.counters.drafter_forwards += response.stats.forwards
     run.counters.emulated_latency |= response.stats.emulated_latency
-    run.drafter_fed = [*context, *response.draft_tokens[:-1]]  # the last draft token is not fed yet
     return response
 
 

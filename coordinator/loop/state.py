@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -100,7 +99,6 @@ class RequestRun:
     first_token_at: float | None = None
     last_token_at: float = 0.0
     view: DrafterView | None = None  # cross-vocabulary algorithms only
-    drafter_fed: list[int] = field(default_factory=list)  # the drafter's cached tokens after its last call
 
     @classmethod
     def start(
@@ -140,8 +138,12 @@ class RequestRun:
         return [*self.plan.drafter_prompt, *generated]
 
     def drafter_lag(self) -> int:
-        """Tokens of the drafter's context its cache lacks: what its next call must catch up on."""
-        return catch_up_tokens(self.drafter_context(), self.drafter_fed, len(self.plan.drafter_prompt or ()))
+        """Tokens of the drafter's context its next call sends: what its cache must catch up on (the
+        whole context before the first call, or on a replica it has not called yet)."""
+        context = self.drafter_context()
+        drafters = self.services.drafters
+        client = None if drafters is None else drafters.client(self.drafter_replica)
+        return len(context) if client is None else client.uncached_tokens(self.drafter_sequence_id, context)
 
     def fall_back(self, reason: str) -> None:
         """Stops drafting for the rest of the request (target-only decoding stays lossless)."""
@@ -171,20 +173,6 @@ class RequestRun:
             fallback_reason="; ".join(r for r in (self.plan.note, self.fallback_reason) if r),
             seed=self.plan.seed,
         )
-
-
-def catch_up_tokens(context: Sequence[int], fed: Sequence[int], shared_prefix: int = 0) -> int:
-    """How many tokens at the end of ``context`` a model that fed ``fed`` must still feed: all after
-    their longest common prefix (the cache is cropped there). Both are known to share their first
-    ``shared_prefix`` tokens (the prompt) when ``fed`` is not empty."""
-    if not fed:
-        return len(context)
-    common = min(shared_prefix, len(context), len(fed))
-    for ours, theirs in zip(context[common:], fed[common:], strict=False):
-        if ours != theirs:
-            break
-        common += 1
-    return len(context) - common
 
 
 def _reason_label(reason: str) -> str:

@@ -57,11 +57,14 @@ async def test_context_deltas_send_only_new_tokens(start_toy: StartToy, client_f
     call_scope = scope()
     context = [BOS, 9, 10, 11]
     draft = model_pb2.DraftRequest(max_draft_tokens=3, sampling=GREEDY, seed=3)
+    assert client.uncached_tokens("s", context) == 4  # nothing cached yet
     drafted = await client.draft("s", context, draft, call_scope)
     assert len(drafted.draft_tokens) == 3
     # The server holds context + drafts; one accepted draft and a correction follow.
     context = [*context, drafted.draft_tokens[0], 12]
+    assert client.uncached_tokens("s", context) == 1
     await client.score("s", context, score_request([13]), call_scope)
+    assert client.uncached_tokens("s", [*context, 13, 14]) == 1
     await client.score("s", [*context, 13, 14], score_request(), call_scope)
     assert toy.state.calls == [("Draft", "s", 0, 4), ("Score", "s", 5, 1), ("Score", "s", 7, 1)]
     assert toy.state.contexts[-1] == [*context, 13, 14]

@@ -6,7 +6,6 @@ import pytest
 from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.loop.rounds import MalformedResponseError, usable_draft
-from coordinator.loop.state import catch_up_tokens
 
 
 def dist(ids: list[int], probs: list[float]) -> common_pb2.SparseDistribution:
@@ -49,11 +48,3 @@ def test_cut_before_a_distribution_outside_the_target_vocabulary() -> None:
 def test_malformed_drafts_are_refused(bad: model_pb2.DraftResponse) -> None:
     with pytest.raises(MalformedResponseError):
         usable_draft(bad, k=3, target_vocab_size=10)
-
-
-def test_drafter_catch_up_counts_the_tokens_after_the_common_prefix() -> None:
-    prompt = [1, 2, 3]
-    assert catch_up_tokens([*prompt, 4, 5], [], len(prompt)) == 5  # never called: the whole context
-    assert catch_up_tokens([*prompt, 4, 5], [*prompt, 4], len(prompt)) == 1  # the last commit
-    assert catch_up_tokens([*prompt, 4, 9, 9], [*prompt, 4, 5, 6], len(prompt)) == 2  # a re-synced tail
-    assert catch_up_tokens([*prompt, 4], [*prompt, 4, 5, 6], len(prompt)) == 0  # cache cropped, no feed
