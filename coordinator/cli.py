@@ -163,7 +163,7 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     """The validated ``CoordinatorSettings`` for ``serve coordinator`` flags (pydantic errors propagate)."""
     from coordinator.config import CoordinatorSettings
-    from services.common.server import GrpcServerSettings
+    from core.serving.server import GrpcServerSettings
 
     grpc_fields: dict[str, Any] = {"host": args.host, "port": args.port}
     if args.shutdown_grace is not None:
@@ -195,7 +195,7 @@ def _serve_coordinator(args: argparse.Namespace) -> int:
         print(f"error: invalid coordinator settings:\n{exc}", file=sys.stderr)
         return 2
     from coordinator import server
-    from services.common.server import exit_after_drain
+    from core.serving.server import exit_after_drain
 
     server.run(settings, args.port_file)
     exit_after_drain()

@@ -4,7 +4,7 @@ The client sends context deltas: it remembers, per sequence, the tokens the serv
 last successful call (context + draft tokens after Draft, context + candidates after Score) and sends
 only what follows their longest common prefix with the new context, plus a checksum of that prefix.
 On a context miss (FAILED_PRECONDITION: evicted, restarted, another replica) it resends the whole
-context once. RPC failures become ``services.common.errors`` exceptions naming the service.
+context once. RPC failures become ``core.errors`` exceptions naming the service.
 
 FAILED_PRECONDITION has two causes, told apart by the server's message: an unknown token mask
 (``UnknownTokenMaskError``: register the mask again with SetTokenMask, then retry) and a context miss
@@ -22,10 +22,10 @@ from typing import Generic, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from polyspec.protocol import prefix_checksum
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from services.common.errors import (
+from core.checksum import prefix_checksum
+from core.errors import (
     ContextMissError,
     DeadlineExceededError,
     InvalidArgumentError,
@@ -33,7 +33,7 @@ from services.common.errors import (
     UnavailableError,
     UnknownTokenMaskError,
 )
-from services.common.server import MiB, channel_options
+from core.serving.server import MiB, channel_options
 
 # What the model service says when a Draft names a mask it does not hold (services.model.masks).
 UNKNOWN_MASK_MARKER = "register it with SetTokenMask"

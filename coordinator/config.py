@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.common.server import GrpcServerSettings, MiB
+from core.serving.server import GrpcServerSettings, MiB
 
 _FINGERPRINT_CHARS = frozenset("0123456789abcdef")
 

@@ -390,7 +390,7 @@ def report_failure(exc: Exception) -> int:
     """Prints a known failure as ``error: ...`` and returns 1; re-raises anything else."""
     from polyspec import PolyspecError
 
-    from services.common.errors import PolyspecError as ServiceError
+    from core.errors import PolyspecError as ServiceError
 
     if isinstance(exc, PolyspecError):
         print(f"error: {exc.code_name}: {exc.message}", file=sys.stderr)

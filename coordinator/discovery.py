@@ -29,7 +29,7 @@ import structlog
 import urllib3
 from kubernetes import client, config, watch
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 
 log = structlog.get_logger(__name__)
 

@@ -39,7 +39,7 @@ from coordinator.vocab import (
     check_intersection_decodes,
     compare_vocabularies,
 )
-from services.common.errors import InvalidArgumentError, PolyspecError
+from core.errors import InvalidArgumentError, PolyspecError
 
 log = structlog.get_logger(__name__)
 

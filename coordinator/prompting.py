@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from coordinator.pair import ModelEndpoint, Tokenizer
 from coordinator.validation import ChatInput, FimInput, PromptInput, TextInput
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 
 REPLACEMENT_CHARACTER = "\ufffd"  # what a decoder yields for an incomplete UTF-8 sequence
 

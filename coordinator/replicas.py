@@ -19,7 +19,7 @@ from typing import TypeVar
 import structlog
 
 from coordinator.clients import ModelServiceClient
-from services.common.errors import PolyspecError, ResourceExhaustedError, UnavailableError
+from core.errors import PolyspecError, ResourceExhaustedError, UnavailableError
 
 log = structlog.get_logger(__name__)
 

@@ -32,9 +32,9 @@ from coordinator.pair import (
 )
 from coordinator.replicas import ReplicaPool
 from coordinator.servicer import CoordinatorServicer
-from services.common.errors import DeadlineExceededError, PolyspecError, UnavailableError
-from services.common.metrics import MetricsEndpoint
-from services.common.server import RunningServer, serve_until_signal, start_server
+from core.errors import DeadlineExceededError, PolyspecError, UnavailableError
+from core.serving.metrics import MetricsEndpoint
+from core.serving.server import RunningServer, serve_until_signal, start_server
 
 log = structlog.get_logger(__name__)
 

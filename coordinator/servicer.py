@@ -14,7 +14,7 @@ from coordinator.clients import Deadline
 from coordinator.loop import FinishEvent, FinishReason, LoopServices, RequestStats, TokensEvent, generate
 from coordinator.prompting import IncrementalDetokenizer, decode_output, text_token_ids
 from coordinator.validation import GenerationParams, params_from_proto
-from services.common.errors import PolyspecError
+from core.errors import PolyspecError
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 

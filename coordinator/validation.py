@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.config import CoordinatorSettings
-from coordinator.verify.sampling import SamplingConfig
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
+from core.sampling import SamplingConfig
 
 MAX_REQUEST_ID_CHARS = 128
 

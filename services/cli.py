@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from services.common.logging import configure_logging
+    from core.serving.logging import configure_logging
 
     configure_logging(args.log_level)
     handler = args.handler

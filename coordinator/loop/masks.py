@@ -16,7 +16,7 @@ from polyspec.v1 import model_pb2
 
 from coordinator.clients import CallScope, ModelServiceClient
 from coordinator.metrics import CoordinatorMetrics
-from services.common.errors import UnknownTokenMaskError
+from core.errors import UnknownTokenMaskError
 
 log = structlog.get_logger(__name__)
 

@@ -31,7 +31,7 @@ from coordinator.pair import ModelPair
 from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt
 from coordinator.seeds import new_request_seed
 from coordinator.validation import AlgorithmName, GenerationParams, LookaheadKind, LookaheadRequest
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 
 CROSS_VOCABULARY = (AlgorithmName.TLI, AlgorithmName.SLEM, AlgorithmName.SLRS)
 

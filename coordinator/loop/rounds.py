@@ -28,14 +28,14 @@ from coordinator.clients import ModelServiceClient
 from coordinator.loop.events import FinishReason
 from coordinator.loop.state import RequestRun
 from coordinator.seeds import SeedPurpose, generator_for, round_seed
-from coordinator.verify.sampling import SamplingConfig
 from coordinator.verify.speculative import (
     accept_exact_match,
     accept_speculative,
     acceptance_uniforms,
     output_tokens,
 )
-from services.common.errors import DeadlineExceededError, PolyspecError
+from core.errors import DeadlineExceededError, PolyspecError
+from core.sampling import SamplingConfig
 
 log = structlog.get_logger(__name__)
 

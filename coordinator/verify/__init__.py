@@ -1,6 +1,6 @@
-"""Pure verification math for lossless speculative decoding (tensors in, tensors out; torch and numpy only).
+"""Pure verification math of the coordinator (tensors in, tensors out; torch and numpy only).
 
-``sampling`` holds the warpers, sparse proposals and the target's Score step (the words draft / accepted /
-recovered / bonus / output tokens are defined there); ``speculative`` the coordinator's acceptance rule;
-``tli`` the token-level intersection for drafters with another vocabulary.
+``speculative`` holds the acceptance rule (the words draft / accepted / recovered / bonus / output tokens
+are defined in ``core.sampling``, the warpers and sampling math shared with the model service); ``slrs``
+SLRS's proposal process. TLI's logit restriction lives in ``core.restrict`` (the drafter service applies it).
 """

@@ -1,6 +1,6 @@
 """The coordinator's side of speculative sampling: acceptance and the output tokens of a round.
 
-Vocabulary and papers as in ``coordinator.verify.sampling`` (arXiv 2211.17192, 2302.01318). The target
+Vocabulary and papers as in ``core.sampling`` (arXiv 2211.17192, 2302.01318). The target
 returns, per candidate (draft token sent for scoring), ``candidate_target_probs`` and samples; the
 coordinator keeps ``candidate_draft_probs`` (the drafter's exact proposal at the draft token) and draws its
 own acceptance uniforms, so the decision needs only O(k) scalars:

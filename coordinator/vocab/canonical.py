@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.vocab.bytelevel import byte_level_bytes
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 
 # The character SentencePiece writes for a space.
 SPACE_MARKER = "\u2581"

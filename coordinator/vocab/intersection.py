@@ -20,10 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.vocab.canonical import CanonicalVocab
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 
 # Entry of ``drafter_to_target`` for a drafter row with no target token of the same bytes
-# (the same value as ``coordinator.verify.tli.NOT_IN_INTERSECTION``).
+# (the same value as ``core.restrict.NOT_IN_INTERSECTION``).
 NOT_IN_INTERSECTION = -1
 
 

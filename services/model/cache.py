@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Cache
 
-from services.common.errors import ResourceExhaustedError
+from core.errors import ResourceExhaustedError
 
 
 class EvictionReason(enum.Enum):

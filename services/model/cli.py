@@ -93,7 +93,7 @@ def _serve_model(args: argparse.Namespace) -> int:
     if not settings.model_dir.is_dir():
         print(f"polyspec serve model: --model {settings.model_dir} is not a folder", file=sys.stderr)
         return 2
-    from services.common.server import exit_after_drain
+    from core.serving.server import exit_after_drain
     from services.model.server import run
 
     asyncio.run(run(settings, args.port_file))

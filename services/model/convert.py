@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from polyspec.v1 import common_pb2, model_pb2
 
-from coordinator.verify.sampling import SamplingConfig
-from services.common.errors import InvalidArgumentError
-from services.model.calls import (
+from core.errors import InvalidArgumentError
+from core.modelcalls import (
     ContextRef,
     DraftCall,
     DraftOutcome,
@@ -16,6 +15,7 @@ from services.model.calls import (
     ScoreOutcome,
     SparseProbs,
 )
+from core.sampling import SamplingConfig
 
 
 def sampling_config(params: common_pb2.SamplingParams) -> SamplingConfig:

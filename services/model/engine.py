@@ -2,7 +2,7 @@
 
 Methods are synchronous and run on the model worker thread (see ``services.model.worker``), except
 ``set_token_mask``, which is thread-safe. Forwards feed only the tokens not already cached; the sampling math
-is ``coordinator.verify.sampling`` (restricted to a token mask with ``coordinator.verify.tli``, see
+is ``core.sampling`` (restricted to a token mask with ``core.restrict``, see
 ``services.model.masks``).
 """
 
@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from polyspec.protocol import prefix_checksum
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache
 
-from coordinator.verify.sampling import DraftedToken, score_candidates, sparse_to_dense
-from services.common.errors import ContextMissError, InvalidArgumentError
-from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
-from services.model.calls import (
+from core.checksum import prefix_checksum
+from core.errors import ContextMissError, InvalidArgumentError
+from core.modelcalls import (
     ContextRef,
     DraftCall,
     DraftOutcome,
@@ -32,6 +30,8 @@ from services.model.calls import (
     ScoreOutcome,
     SparseProbs,
 )
+from core.sampling import DraftedToken, score_candidates, sparse_to_dense
+from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
 from services.model.identity import (
     dtype_name,
     eos_token_ids,

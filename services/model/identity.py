@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from services.model.calls import FimTokens
+from core.modelcalls import FimTokens
 
 # Fill-in-the-middle token spellings: StarCoder style, then Qwen2.5-Coder style.
 FIM_SPELLINGS: tuple[FimTokens, ...] = (

@@ -9,8 +9,8 @@ beyond the bitmap are not allowed. A mask with no allowed id is valid: drafting 
 
 Drafting with a mask sets the logits outside it to -inf *before* the warpers (temperature, top-k, top-p)
 and the support truncation, so each draft token is sampled from the drafter's distribution renormalised on
-the mask, and the shipped ``draft_probs`` are exactly that distribution (``coordinator.verify.tli``'s
-``restrict_logits`` followed by ``coordinator.verify.sampling.draft_token``).
+the mask, and the shipped ``draft_probs`` are exactly that distribution (``core.restrict``'s
+``restrict_logits`` followed by ``core.sampling.draft_token``).
 
 ``TokenMaskStore`` keeps the most recently used masks up to a fixed count. It is guarded by a lock, since
 SetTokenMask registers masks on the event loop while Draft reads them on the model worker thread; stored
@@ -29,9 +29,9 @@ import structlog
 import torch
 from torch import Tensor
 
-from coordinator.verify.sampling import DraftedToken, SamplingConfig, draft_token
-from coordinator.verify.tli import has_intersection_mass, restrict_logits
-from services.common.errors import UnknownTokenMaskError
+from core.errors import UnknownTokenMaskError
+from core.restrict import has_intersection_mass, restrict_logits
+from core.sampling import DraftedToken, SamplingConfig, draft_token
 
 log = structlog.get_logger(__name__)
 

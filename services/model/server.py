@@ -13,9 +13,9 @@ import structlog
 import torch
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from services.common.errors import ResourceExhaustedError
-from services.common.metrics import MetricsEndpoint
-from services.common.server import RunningServer, serve_until_signal, start_server
+from core.errors import ResourceExhaustedError
+from core.serving.metrics import MetricsEndpoint
+from core.serving.server import RunningServer, serve_until_signal, start_server
 from services.model.engine import EngineClocks, ModelEngine
 from services.model.metrics import ModelMetrics
 from services.model.servicer import ModelServicer

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from services.common.errors import ContextMissError, UnknownTokenMaskError
+from core.errors import ContextMissError, UnknownTokenMaskError
 from services.model import convert
 from services.model.engine import ModelEngine
 from services.model.metrics import ModelMetrics

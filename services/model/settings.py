@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.common.server import GrpcServerSettings
+from core.serving.server import GrpcServerSettings
 
 MiB = 1024 * 1024
 

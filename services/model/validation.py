@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from polyspec.v1 import common_pb2, model_pb2
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.model.masks import bitmap_bytes
 
 PROBS_SUM_TOLERANCE = 1e-3

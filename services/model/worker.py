@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from services.common.errors import ResourceExhaustedError
+from core.errors import ResourceExhaustedError
 
 T = TypeVar("T")
 

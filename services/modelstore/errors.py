@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.common.errors import InvalidArgumentError, PolyspecError
+from core.errors import InvalidArgumentError, PolyspecError
 
 
 class ModelStoreError(PolyspecError):

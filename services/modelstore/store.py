@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.modelstore.cache import (
     HASH_BLOCK_BYTES,
     file_lock,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.modelstore.cache import file_lock, publish, remove_orphans, staging_dir
 
 TinyArch = Literal["llama", "qwen2", "gpt_bigcode"]

@@ -10,7 +10,7 @@ from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.config import CoordinatorSettings
 from coordinator.server import CoordinatorServer, start_coordinator
-from services.common.server import GrpcServerSettings
+from core.serving.server import GrpcServerSettings
 from services.model.server import ModelServer, start_model_server
 from services.model.settings import ModelServiceSettings
 

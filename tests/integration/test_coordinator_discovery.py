@@ -11,7 +11,7 @@ from coordinator.config import CoordinatorSettings
 from coordinator.discovery import DiscoveryError
 from coordinator.replicas import ReplicaPool
 from coordinator.server import _first_replica_set, follow_discovery
-from services.common.errors import UnavailableError
+from core.errors import UnavailableError
 
 
 class _QueueSource:

@@ -23,7 +23,7 @@ from coordinator.discovery import (
     resolve_host,
     source_from_spec,
 )
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 
 STEP_TIMEOUT = 10.0
 Answer = list[str] | OSError

@@ -13,12 +13,12 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from polyspec.protocol import prefix_checksum
 from polyspec.v1 import common_pb2, model_pb2, model_pb2_grpc
 from transformers import AutoTokenizer
 
-from coordinator.verify.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
-from services.common.server import GrpcServerSettings
+from core.checksum import prefix_checksum
+from core.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
+from core.serving.server import GrpcServerSettings
 from services.model.engine import EngineClocks
 from services.model.identity import tokenizer_fingerprint
 from services.model.server import SERVICE_NAME, ModelServer, start_model_server

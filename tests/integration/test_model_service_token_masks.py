@@ -15,9 +15,9 @@ import pytest
 import torch
 from polyspec.v1 import common_pb2, model_pb2, model_pb2_grpc
 
-from coordinator.verify.sampling import DraftedToken, SamplingConfig, draft_token
-from coordinator.verify.tli import restrict_logits
-from services.common.server import GrpcServerSettings
+from core.restrict import restrict_logits
+from core.sampling import DraftedToken, SamplingConfig, draft_token
+from core.serving.server import GrpcServerSettings
 from services.model.server import ModelServer, start_model_server
 from services.model.settings import ModelServiceSettings
 from tests.integration.test_model_service_grpc import ctx, rpc_error, sampling

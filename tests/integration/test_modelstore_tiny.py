@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.modelstore.tiny import build_tiny_model
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_middle>", "<fim_suffix>")

@@ -46,7 +46,7 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
 
 
 def test_prefix_checksum_is_stable() -> None:
-    from polyspec.protocol import prefix_checksum
+    from core.checksum import prefix_checksum
 
     # Both ends of the wire compute this value; it must never change within polyspec.v1.
     assert prefix_checksum([]) == prefix_checksum(())

@@ -10,8 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.common.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
-from services.common.server import GrpcServerSettings, RunningServer, start_server
+from core.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
+from core.serving.server import GrpcServerSettings, RunningServer, start_server
 
 SERVICE = "polyspec.test.Echo"
 

@@ -11,7 +11,7 @@ from polyspec.v1 import coordinator_pb2_grpc
 
 from coordinator.config import CoordinatorSettings
 from coordinator.server import CoordinatorServer, start_coordinator
-from services.common.server import GrpcServerSettings
+from core.serving.server import GrpcServerSettings
 from tests.unit.coordinator.toy_service import (
     TableLM,
     ToyLM,

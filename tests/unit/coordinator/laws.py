@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 import torch
 from scipy import stats as scipy_stats
 
-from coordinator.verify.sampling import SamplingConfig
+from core.sampling import SamplingConfig
 
 Cell = TypeVar("Cell", bound=Hashable)
 MIN_EXPECTED_COUNT = 5.0

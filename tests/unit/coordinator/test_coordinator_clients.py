@@ -10,7 +10,7 @@ from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic, common_prefix_len
 from coordinator.replicas import ReplicaPool
-from services.common.errors import (
+from core.errors import (
     ContextMissError,
     DeadlineExceededError,
     ResourceExhaustedError,

@@ -24,9 +24,9 @@ from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.clients import common_prefix_len, map_rpc_error
 from coordinator.server import CoordinatorServer
-from coordinator.verify.sampling import SamplingConfig
 from coordinator.vocab import CanonicalVocab, build_intersection
-from services.common.errors import ContextMissError, UnknownTokenMaskError
+from core.errors import ContextMissError, UnknownTokenMaskError
+from core.sampling import SamplingConfig
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
 from tests.unit.coordinator.laws import exact_two_token_law, pooled_chi_square
 from tests.unit.coordinator.toy_crossvocab import (

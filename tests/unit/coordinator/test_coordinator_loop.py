@@ -18,8 +18,8 @@ import pytest
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.server import CoordinatorServer
-from coordinator.verify.sampling import SamplingConfig
-from services.common.errors import UnavailableError
+from core.errors import UnavailableError
+from core.sampling import SamplingConfig
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
 from tests.unit.coordinator.laws import exact_two_token_law, pooled_chi_square
 from tests.unit.coordinator.toy_service import BOS, EOS, WORDS, TableLM, ToyServer, build_toy_tokenizer

@@ -22,7 +22,7 @@ from coordinator.prompting import (
     text_token_ids,
 )
 from coordinator.validation import ChatInput, ChatTurn, FimInput, TextInput
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from tests.unit.coordinator.toy_service import (
     BOS,
     EOS,

@@ -13,7 +13,7 @@ from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.pair import PairMismatchError
 from coordinator.server import SERVICE_NAME, CoordinatorServer, start_coordinator
-from services.common.errors import UnavailableError
+from core.errors import UnavailableError
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
 from tests.unit.coordinator.test_coordinator_validation import BAD_REQUESTS
 from tests.unit.coordinator.toy_service import TableLM, ToyServer

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from coordinator.verify.sampling import SamplingConfig, warp_probs
+from core.sampling import SamplingConfig, warp_probs
 
 SPACE = "\u2581"
 CORPUS = (

@@ -2,7 +2,7 @@
 
 The toy follows the protocol of ``polyspec.v1.ModelService`` exactly as the real model service does
 (context deltas with checksums, context misses, Draft and Score draws from the shared sampling math in
-``coordinator.verify.sampling``), but its "model" is an explicit table, so tests can compute the
+``core.sampling``), but its "model" is an explicit table, so tests can compute the
 target's exact output law, run in milliseconds and inject failures (unavailable, evicted caches).
 """
 
@@ -20,18 +20,18 @@ from typing import Any, Protocol
 
 import grpc
 import torch
-from polyspec.protocol import prefix_checksum
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from coordinator.verify.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
-from services.common.errors import (
+from core.checksum import prefix_checksum
+from core.errors import (
     ContextMissError,
     InvalidArgumentError,
     PolyspecError,
     UnavailableError,
     UnknownTokenMaskError,
 )
-from services.common.server import GrpcServerSettings, RunningServer, start_server
+from core.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
+from core.serving.server import GrpcServerSettings, RunningServer, start_server
 
 WORDS = (
     "<unk>",
@@ -144,7 +144,7 @@ class TableLM:
         return self.table[previous * VOCAB + context[-1]].clone()
 
     def probs(self, context: Sequence[int], config: SamplingConfig) -> torch.Tensor:  # [vocab]
-        from coordinator.verify.sampling import warp_probs
+        from core.sampling import warp_probs
 
         return warp_probs(self.logits(context).unsqueeze(0), config)[0]
 

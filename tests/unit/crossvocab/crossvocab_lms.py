@@ -20,8 +20,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from torch import Tensor
 
-from coordinator.verify.sampling import SamplingConfig
 from coordinator.vocab.canonical import CanonicalVocab
+from core.sampling import SamplingConfig
 from tests.unit.verify.verify_toys import reference_warp
 
 NUM_OUTPUT_TOKENS = 3

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from coordinator.verify.sampling import SamplingConfig
 from coordinator.vocab.canonical import CanonicalVocab
+from core.sampling import SamplingConfig
 from tests.unit.crossvocab.crossvocab_methods import Pair
 from tests.unit.verify.verify_toys import reference_proposal, reference_warp
 

@@ -24,13 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from coordinator.verify.sampling import (
-    SamplingConfig,
-    draft_token,
-    draft_tokens_batch,
-    score_candidates,
-    score_candidates_batch,
-)
 from coordinator.verify.speculative import (
     accept_exact_match,
     accept_speculative,
@@ -40,12 +33,19 @@ from coordinator.verify.speculative import (
     count_accepted_speculative,
     output_tokens,
 )
-from coordinator.verify.tli import (
+from core.restrict import (
     draft_token_tli,
     has_intersection_mass,
     intersection_mask,
     map_sparse_to_target,
     restrict_logits,
+)
+from core.sampling import (
+    SamplingConfig,
+    draft_token,
+    draft_tokens_batch,
+    score_candidates,
+    score_candidates_batch,
 )
 from tests.unit.crossvocab.crossvocab_lms import NUM_OUTPUT_TOKENS, outcome_code
 from tests.unit.crossvocab.crossvocab_methods import (

@@ -12,10 +12,10 @@ import math
 
 import pytest
 
-from coordinator.verify.sampling import SamplingConfig
 from coordinator.verify.slrs import DrafterStep, SlrsProposer
 from coordinator.vocab.canonical import CanonicalVocab
 from coordinator.vocab.intersection import build_intersection
+from core.sampling import SamplingConfig
 from tests.unit.crossvocab.crossvocab_lms import (
     DISJOINT_DRAFTER_RULES,
     DRAFTER_RULES,

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from coordinator.verify.sampling import SamplingConfig
 from coordinator.vocab.canonical import CanonicalVocab
+from core.sampling import SamplingConfig
 from tests.unit.crossvocab.crossvocab_lms import (
     DRAFTER_RULES,
     TARGET_RULES,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Cache, DynamicCache, Gemma3TextConfig
 
-from services.common.errors import ResourceExhaustedError
+from core.errors import ResourceExhaustedError
 from services.model.cache import EvictionReason, KvCacheManager, can_crop, common_prefix_len, kv_nbytes
 
 LAYERS = 2

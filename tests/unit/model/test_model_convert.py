@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from polyspec.v1 import common_pb2, model_pb2
 
-from coordinator.verify.sampling import SamplingConfig
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
+from core.modelcalls import EngineInfo, FimTokens, ForwardStats, ScoreOutcome
+from core.sampling import SamplingConfig
 from services.model import convert
-from services.model.calls import EngineInfo, FimTokens, ForwardStats, ScoreOutcome
 
 
 def test_unset_temperature_and_top_p_mean_one() -> None:

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import torch
-from polyspec.protocol import prefix_checksum
 
-from coordinator.verify.sampling import SamplingConfig, score_candidates
-from services.common.errors import ContextMissError, InvalidArgumentError
-from services.model.calls import ContextRef, DraftCall, ScoreCall
+from core.checksum import prefix_checksum
+from core.errors import ContextMissError, InvalidArgumentError
+from core.modelcalls import ContextRef, DraftCall, ScoreCall
+from core.sampling import SamplingConfig, score_candidates
 from services.model.engine import EngineClocks, ModelEngine
 from services.model.settings import ModelServiceSettings
 from tests.unit.model.tiny_models import MAX_POSITIONS, load_reference, reference_logits

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from polyspec.protocol import prefix_checksum
 
-from coordinator.verify.sampling import SamplingConfig
-from services.common.errors import UnknownTokenMaskError
-from services.model.calls import ContextRef, DraftCall
+from core.checksum import prefix_checksum
+from core.errors import UnknownTokenMaskError
+from core.modelcalls import ContextRef, DraftCall
+from core.sampling import SamplingConfig
 from services.model.engine import ModelEngine
 from services.model.settings import ModelServiceSettings
 from tests.unit.model.tiny_models import load_reference, reference_logits

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from coordinator.verify.sampling import SamplingConfig, draft_token
-from services.common.errors import UnknownTokenMaskError
+from core.errors import UnknownTokenMaskError
+from core.sampling import SamplingConfig, draft_token
 from services.model.masks import (
     MaskRegistration,
     TokenMaskStore,

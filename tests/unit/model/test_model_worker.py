@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from services.common.errors import ResourceExhaustedError
+from core.errors import ResourceExhaustedError
 from services.model.worker import ModelWorker
 
 

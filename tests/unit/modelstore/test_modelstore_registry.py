@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.modelstore.registry import MODELS, get_model, model_names
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.modelstore.cache import default_cache_dir, file_lock
 from services.modelstore.errors import ChecksumMismatchError, ModelStoreError
 from services.modelstore.registry import WheelFile, get_model

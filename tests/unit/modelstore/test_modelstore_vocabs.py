@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from services.modelstore.errors import ModelStoreError
 from services.modelstore.vocabs import (
     VOCAB_FILES,

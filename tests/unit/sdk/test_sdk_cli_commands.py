@@ -12,8 +12,8 @@ from polyspec import GenerationStats
 
 from coordinator import cli
 from coordinator.config import CoordinatorSettings
+from core.serving.server import GrpcServerSettings
 from services.cli import build_parser
-from services.common.server import GrpcServerSettings
 from tests.unit.sdk.scripted_coordinator import Reply, ScriptedServer, sample_response, sample_stream
 
 

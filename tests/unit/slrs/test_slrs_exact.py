@@ -15,9 +15,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from coordinator.verify.sampling import SamplingConfig, score_candidates
 from coordinator.verify.slrs import DrafterStep, SlrsProposer, TokenTrie
 from coordinator.verify.speculative import accept_speculative, acceptance_uniforms, output_tokens
+from core.sampling import SamplingConfig, score_candidates
 
 TARGET_VOCAB: list[bytes | None] = [b"a", b"b", b"ab", b"ba", b"abb", None]  # 5 = EOS (special)
 TARGET_EOS = 5

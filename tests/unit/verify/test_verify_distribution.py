@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from coordinator.verify.sampling import SamplingConfig
+from core.sampling import SamplingConfig
 from tests.unit.verify.verify_pipeline import (
     PipelineRun,
     assert_acceptance_oracle,

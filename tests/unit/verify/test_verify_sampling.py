@@ -1,4 +1,4 @@
-"""Warpers, sparse proposals, sampler, residuals, Score and draft steps (``coordinator.verify.sampling``)."""
+"""Warpers, sparse proposals, sampler, residuals, Score and draft steps (``core.sampling``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.verify.sampling import (
+from core.sampling import (
     SamplingConfig,
     draft_token,
     draft_tokens_batch,

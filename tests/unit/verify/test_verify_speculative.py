@@ -5,13 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coordinator.verify.sampling import (
-    SamplingConfig,
-    score_candidates,
-    sparse_to_dense,
-    truncate_support,
-    warp_probs,
-)
 from coordinator.verify.speculative import (
     accept_exact_match,
     accept_speculative,
@@ -20,6 +13,13 @@ from coordinator.verify.speculative import (
     count_accepted_speculative,
     output_tokens,
     speculative_sample_reference,
+)
+from core.sampling import (
+    SamplingConfig,
+    score_candidates,
+    sparse_to_dense,
+    truncate_support,
+    warp_probs,
 )
 
 

@@ -15,8 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from coordinator.verify.sampling import SamplingConfig, warp_probs
-from coordinator.verify.tli import (
+from core.restrict import (
     NOT_IN_INTERSECTION,
     draft_token_tli,
     has_intersection_mass,
@@ -27,6 +26,7 @@ from coordinator.verify.tli import (
     target_intersection_mask,
     validate_drafter_to_target,
 )
+from core.sampling import SamplingConfig, warp_probs
 from tests.unit.verify.verify_pipeline import (
     PipelineRun,
     assert_acceptance_oracle,

@@ -17,14 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from coordinator.verify.sampling import (
-    SamplingConfig,
-    draft_token,
-    draft_tokens_batch,
-    score_candidates,
-    score_candidates_batch,
-    sparse_to_dense,
-)
 from coordinator.verify.speculative import (
     accept_exact_match,
     accept_speculative,
@@ -34,12 +26,20 @@ from coordinator.verify.speculative import (
     count_accepted_speculative,
     output_tokens,
 )
-from coordinator.verify.tli import (
+from core.restrict import (
     draft_token_tli,
     has_intersection_mass,
     intersection_mask,
     map_sparse_to_target,
     restrict_logits,
+)
+from core.sampling import (
+    SamplingConfig,
+    draft_token,
+    draft_tokens_batch,
+    score_candidates,
+    score_candidates_batch,
+    sparse_to_dense,
 )
 from tests.unit.verify.verify_toys import (
     NUM_OUTPUT_TOKENS,

@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from coordinator.verify.sampling import SamplingConfig
+from core.sampling import SamplingConfig
 
 NUM_OUTPUT_TOKENS = 3
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, decoders, models
 
 from coordinator.vocab.canonical import CanonicalVocab, DecodeScheme, DummyPrefix, TokenKind
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from tests.unit.vocab.conftest import NamedVocabs
 
 TEXT = st.lists(

@@ -12,7 +12,7 @@ from coordinator.vocab.intersection import (
     build_intersection,
     check_intersection_decodes,
 )
-from services.common.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError
 from tests.unit.vocab.conftest import NamedVocabs
 
 PAIRS = [("byte_level", "sentencepiece"), ("sentencepiece", "byte_level"), ("prepend", "sentencepiece")]

@@ -22,7 +22,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.common.interceptor import ErrorInterceptor
+from core.serving.interceptor import ErrorInterceptor
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coordinator.verify.sampling import SamplingConfig
+from core.sampling import SamplingConfig
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Domain exceptions. The one error interceptor (``services.common.interceptor``) maps them to gRPC codes.
+"""Domain exceptions. The one error interceptor (``core.serving.interceptor``) maps them to gRPC codes.
 
 This module imports no gRPC, so pure code can raise these errors.
 """

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from coordinator.verify.sampling import DraftedToken, SamplingConfig, draft_token
+from core.sampling import DraftedToken, SamplingConfig, draft_token
 
 # Entry of ``drafter_to_target`` for a drafter token with no target token of the same string.
 NOT_IN_INTERSECTION = -1

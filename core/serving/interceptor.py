@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 import grpc
 import structlog
 
-from services.common.errors import PolyspecError
+from core.errors import PolyspecError
 
 log = structlog.get_logger(__name__)
 
