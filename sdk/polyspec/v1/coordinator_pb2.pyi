@@ -285,6 +285,7 @@ class GenerationStats(_message.Message):
     EMULATED_LATENCY_FIELD_NUMBER: _builtins.int
     FALLBACK_REASON_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    NEAR_TIE_POSITIONS_FIELD_NUMBER: _builtins.int
     algorithm: _common_pb2.Algorithm.ValueType
     """The algorithm that ran (never AUTO/UNSPECIFIED)."""
     lookahead: _builtins.str
@@ -314,6 +315,14 @@ class GenerationStats(_message.Message):
     """
     seed: _builtins.int
     """The seed the request ran with."""
+    @_builtins.property
+    def near_tie_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Greedy requests: output positions (0-based) whose token was the target's
+        argmax over a top-2 logit margin under the coordinator's near-tie
+        tolerance. Token identity with another forward shape (a one-token decode
+        against a multi-token verification) is guaranteed everywhere else.
+        """
+
     def __init__(
         self,
         *,
@@ -335,10 +344,11 @@ class GenerationStats(_message.Message):
         emulated_latency: _builtins.bool = ...,
         fallback_reason: _builtins.str = ...,
         seed: _builtins.int = ...,
+        near_tie_positions: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "draft_tokens", b"draft_tokens", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "seed", b"seed", "target_forwards", b"target_forwards", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "draft_tokens", b"draft_tokens", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "seed", b"seed", "target_forwards", b"target_forwards", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -392,6 +392,7 @@ class ScoreResponse(_message.Message):
     TARGET_SAMPLES_FIELD_NUMBER: _builtins.int
     RECOVERED_TOKENS_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
+    TOP2_LOGIT_MARGINS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def candidate_target_probs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """target_probs[i][x_i] for each candidate (after the warpers)."""
@@ -411,6 +412,14 @@ class ScoreResponse(_message.Message):
 
     @_builtins.property
     def stats(self) -> Global___ForwardStats: ...
+    @_builtins.property
+    def top2_logit_margins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Greedy requests only (empty otherwise): at each of the k+1 positions, the
+        target's largest logit minus its second largest, before any warper. A
+        small margin is a near-tie: a multi-token and a one-token forward may
+        round to different argmaxes there.
+        """
+
     def __init__(
         self,
         *,
@@ -418,10 +427,11 @@ class ScoreResponse(_message.Message):
         target_samples: _abc.Iterable[_builtins.int] | None = ...,
         recovered_tokens: _abc.Iterable[_builtins.int] | None = ...,
         stats: Global___ForwardStats | None = ...,
+        top2_logit_margins: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_target_probs", b"candidate_target_probs", "recovered_tokens", b"recovered_tokens", "stats", b"stats", "target_samples", b"target_samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_target_probs", b"candidate_target_probs", "recovered_tokens", b"recovered_tokens", "stats", b"stats", "target_samples", b"target_samples", "top2_logit_margins", b"top2_logit_margins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
