@@ -23,7 +23,7 @@ help:
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./sdk -e '.[dev]'
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./sdk -e '.[dev,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -36,7 +36,7 @@ def test_help_does_not_import_torch() -> None:
 
     probe = (
         "import sys\n"
-        "from services.cli import build_parser\n"
+        "from tools.main import build_parser\n"
         "build_parser()\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
