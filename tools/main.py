@@ -24,7 +24,8 @@ from tools.bench import cli as bench_cli
 EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_roles: bool = True) -> argparse.ArgumentParser:
+    """The whole command; without ``serve_roles`` the ``serve`` roles are left out (see ``main``)."""
     parser = argparse.ArgumentParser(
         prog="polyspec",
         description="Lossless speculative decoding as gRPC services, with drafters of any tokenizer.",
@@ -33,16 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modelstore_cli.register(commands)
     serve = commands.add_parser("serve", help="run a service (model or coordinator)")
-    roles = serve.add_subparsers(dest="role", required=True, metavar="ROLE")
-    model_cli.register_serve(roles)
-    coordinator_cli.register_serve(roles)
+    if serve_roles:
+        roles = serve.add_subparsers(dest="role", required=True, metavar="ROLE")
+        model_cli.register_serve(roles)
+        coordinator_cli.register_serve(roles)
     client_commands.register(commands)
     bench_cli.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # The serve flags are built from the settings models (pydantic, grpc: a few tenths of a second);
+    # a command line without "serve" never reaches them, so `polyspec --help` and the others skip them.
+    args = build_parser(serve_roles="serve" in arguments).parse_args(arguments)
     from core.serving.logging import configure_logging
 
     configure_logging(args.log_level)

@@ -13,13 +13,14 @@ SUBCOMMANDS = [
     ["serve", "coordinator"],
     ["generate"],
     ["demo"],
+    ["bench"],
 ]
 
 
 def test_top_level_help_lists_the_commands() -> None:
     result = run_polyspec(["--help"], timeout=120)
     assert result.returncode == 0, result.stderr
-    for command in ("models", "serve", "generate", "demo"):
+    for command in ("models", "serve", "generate", "demo", "bench"):
         assert command in result.stdout
 
 

@@ -39,7 +39,7 @@ def test_a_broken_pipe_elsewhere_is_not_swallowed(monkeypatch: pytest.MonkeyPatc
     parser = argparse.ArgumentParser()
     parser.add_argument("--log-level", default="WARNING")
     parser.set_defaults(handler=handler)
-    monkeypatch.setattr(main, "build_parser", lambda: parser)
+    monkeypatch.setattr(main, "build_parser", lambda serve_roles=True: parser)
     with pytest.raises(BrokenPipeError, match="a socket of the handler's"):
         main.main([])
 
@@ -80,3 +80,23 @@ def test_a_missing_bench_extra_is_named_not_a_traceback(
 def test_missing_names_the_distributions_of_absent_modules() -> None:
     assert extras.missing({"json": "json", "no_such_module_here": "no-such-dist"}) == ["no-such-dist"]
     assert extras.require_bench_extra("bench", {"json": "json"}) is None
+
+
+def test_help_builds_no_settings_model() -> None:
+    """`polyspec --help` skips the serve roles, whose flags import pydantic and grpc (a few tenths of a s)."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "from tools import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main.main(['--help'])\n"
+        "print(','.join(m for m in ('pydantic', 'grpc', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_main_builds_the_serve_roles_for_serve() -> None:
+    command = [sys.executable, "-m", "tools", "serve", "coordinator", "--target", "no-port-here"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 2
+    assert "invalid coordinator settings" in result.stderr and "target_addresses" in result.stderr
