@@ -19,21 +19,35 @@ help:
 	@echo "make test   - lint, type-check and run the test suite"
 	@echo "make bench  - benchmark ar vs sd through the services and transformers in-process (JSON + PNG)"
 	@echo "make protos - regenerate the gRPC stubs from protos/"
+	@echo "make check-protos - fail if the committed stubs in sdk/polyspec/v1 differ from what protos/ generates"
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./sdk -e '.[dev]'
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./sdk -e '.[dev,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-protos: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I protos \
-	  --python_out=sdk --grpc_python_out=sdk \
-	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=sdk \
-	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=sdk \
+# The stubs of $(PROTO_SRC) generated into the folder $(1) (as polyspec/v1/...).
+protoc = $(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=$(1) --grpc_python_out=$(1) \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=$(1) \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(1) \
 	  $(PROTO_SRC)
+
+protos: $(STAMP)
+	$(call protoc,sdk)
+
+# Offline and about a second: generate into a temporary folder and compare (run by `make test`).
+check-protos: $(STAMP)
+	@fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \
+	  $(call protoc,$$fresh) && \
+	  if ! diff -r -q -x __init__.py -x __pycache__ "$$fresh/polyspec/v1" sdk/polyspec/v1; then \
+	    echo "check-protos: the stubs in sdk/polyspec/v1 differ from what protos/ generates;" \
+	      "run \`make protos\` and commit the result" >&2; \
+	    exit 1; \
+	  fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -41,8 +55,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	cd protos && npx --yes @bufbuild/buf@1.75.0 lint
 
-test: $(STAMP) lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) lint check-protos
+	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not real_model and not slow" $(PYTEST_ARGS)

@@ -5,50 +5,85 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 MiB = 1024 * 1024
 
 
 def register_serve(roles: Any) -> None:
-    """Adds the ``model`` role to the ``serve`` subcommand's subparsers."""
+    """Adds the ``model`` role to the ``serve`` subcommand's subparsers.
+
+    The defaults --help shows come from ``ModelServiceSettings``; every settings flag defaults to None, so
+    that an unset flag leaves the field to the settings' default.
+    """
+    from services.model.settings import DType, LinearKernel
+
     parser: argparse.ArgumentParser = roles.add_parser(
         "model",
         help="serve one causal LM as a drafter or target (polyspec.v1.ModelService)",
         description="Serve a local transformers causal LM over gRPC (polyspec.v1.ModelService).",
     )
-    parser.add_argument("--model", required=True, type=Path, help="local transformers model folder")
-    parser.add_argument("--name", help="model name reported by Info (default: the folder name)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
-    parser.add_argument("--port", type=int, default=50052, help="gRPC port (0 picks a free one)")
-    parser.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
-    parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default: no endpoint)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype")
-    parser.add_argument("--cache-budget-mib", type=float, help="memory budget of all KV caches in MiB")
-    parser.add_argument(
-        "--cache-ttl-seconds", type=float, help="drop a sequence's cache after this idle time"
+    add = parser.add_argument
+    add("--model", required=True, type=Path, help="local transformers model folder")
+    add("--name", help="model name reported by Info (default: the folder name)")
+    add("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 in containers (default: %(default)s)")
+    add("--port", type=int, default=50052, help="gRPC port; 0 picks a free one (default: %(default)s)")
+    add("--port-file", type=Path, help="write the bound port to this file once serving")
+    add("--metrics-port", type=int, help=f"Prometheus /metrics port {_default('metrics_port')}")
+    add("--device", help=f"cpu, cuda or cuda:N {_default('device')}")
+    add("--dtype", choices=get_args(DType), help=f"weight dtype {_default('dtype')}")
+    add(
+        "--cache-budget-mib",
+        type=float,
+        help=f"memory budget of all KV caches in MiB {_default('cache_budget_bytes', MiB)}",
     )
-    parser.add_argument("--max-draft-tokens", type=int, help="largest max_draft_tokens a request may ask")
-    parser.add_argument("--max-support", type=int, help="default draft support size (max_support = 0)")
-    parser.add_argument("--max-queue", type=int, help="pending requests before RESOURCE_EXHAUSTED")
-    parser.add_argument(
-        "--max-token-masks", type=int, help="token masks (SetTokenMask) held, least recently used dropped"
+    add(
+        "--cache-ttl-seconds",
+        type=float,
+        help=f"drop a sequence's cache after this idle time {_default('cache_ttl_seconds')}",
     )
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
-    parser.add_argument(
+    add(
+        "--max-draft-tokens",
+        type=int,
+        help=f"largest max_draft_tokens a request may ask {_default('max_draft_tokens')}",
+    )
+    add(
+        "--max-support",
+        type=int,
+        help=f"draft support size when a request says 0 {_default('default_max_support')}",
+    )
+    add("--max-queue", type=int, help=f"pending requests before RESOURCE_EXHAUSTED {_default('max_queue')}")
+    add(
+        "--max-token-masks",
+        type=int,
+        help=f"token masks (SetTokenMask) held, least recently used dropped {_default('max_token_masks')}",
+    )
+    add("--threads", type=int, help=f"torch intra-op threads {_default('torch_threads', unset='torch')}")
+    add(
         "--linear-kernel",
-        choices=("onednn", "onednn-packed", "torch"),
-        help="linear layers of fp32 CPU models: onednn (default), onednn-packed (faster verification, "
-        "twice the weights' memory) or torch",
+        choices=get_args(LinearKernel),
+        help="linear layers of fp32 CPU models: onednn-packed is faster at verification and holds the "
+        f"weights twice {_default('linear_kernel')}",
     )
-    parser.add_argument(
+    add(
         "--emulate-forward-ms",
         type=float,
         help="BENCHMARKING FLAG: pad every forward to this many milliseconds to emulate a slower model; "
-        "reported in Info, ForwardStats and metrics",
+        f"reported in Info, ForwardStats and metrics {_default('emulated_forward_seconds', 1e-3)}",
     )
     parser.set_defaults(handler=_serve_model)
+
+
+def _default(field: str, unit: float = 1, unset: str = "off") -> str:
+    """``(default: X)``: the ``ModelServiceSettings`` field's default, in the flag's unit (``unit`` of it)."""
+    from services.model.settings import ModelServiceSettings
+
+    value = ModelServiceSettings.model_fields[field].default
+    if value is None:
+        return f"(default: {unset})"
+    if unit != 1:
+        value = f"{value / unit:g}"
+    return f"(default: {value})"
 
 
 def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.demo import LocalStack, start_pair
+from tools.demo import LocalStack, start_pair
 
 STARTUP_TIMEOUT_SECONDS = 600.0
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.bench import cli as bench_cli
-from coordinator.bench.records import Configuration
-from coordinator.bench.report import FORMAT_VERSION, identity_reference
+from tools.bench import cli as bench_cli
+from tools.bench.records import Configuration
+from tools.bench.report import FORMAT_VERSION, identity_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 

@@ -13,13 +13,14 @@ SUBCOMMANDS = [
     ["serve", "coordinator"],
     ["generate"],
     ["demo"],
+    ["bench"],
 ]
 
 
 def test_top_level_help_lists_the_commands() -> None:
     result = run_polyspec(["--help"], timeout=120)
     assert result.returncode == 0, result.stderr
-    for command in ("models", "serve", "generate", "demo"):
+    for command in ("models", "serve", "generate", "demo", "bench"):
         assert command in result.stdout
 
 
@@ -36,7 +37,7 @@ def test_help_does_not_import_torch() -> None:
 
     probe = (
         "import sys\n"
-        "from services.cli import build_parser\n"
+        "from tools.main import build_parser\n"
         "build_parser()\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )

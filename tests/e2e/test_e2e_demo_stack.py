@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from polyspec import GenerationResult, GenerationStats
 
-from coordinator.demo import DemoError, LocalStack, format_report, humaneval_prompt, wait_until_serving
 from tests.e2e.conftest import polyspec_command, processes_mentioning
+from tools.demo import DemoError, LocalStack, format_report, humaneval_prompt, wait_until_serving
 
 
 def test_a_service_that_exits_is_named_with_its_log_tail(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_serve_model_writes_its_port_serves_and_stops_on_sigterm(tmp_path: Path)
     command = [
         sys.executable,
         "-m",
-        "services.cli",
+        "tools.main",
         "serve",
         "model",
         "--model",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import main
 from services.modelstore.registry import get_model
 from services.modelstore.store import fetch_spec, list_models
+from tools.main import main
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
+from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 
 
 def prompt(index: int) -> BenchPrompt:

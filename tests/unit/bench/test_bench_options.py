@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from coordinator.bench.options import BenchOptions
+from tools.bench.options import BenchOptions
 
 
 def test_reference_only_runs_are_allowed_and_empty_runs_refused() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.records import Configuration, ConfigurationRun
-from coordinator.bench.report import FORMAT_VERSION, build_document, format_table, paired_speedup, summarize
-from coordinator.bench.runner import ResultWriter
 from tests.unit.bench.records import run
+from tools.bench.options import BenchOptions
+from tools.bench.records import Configuration, ConfigurationRun
+from tools.bench.report import FORMAT_VERSION, build_document, format_table, paired_speedup, summarize
+from tools.bench.runner import ResultWriter
 
 SERVICES_AR = Configuration("services", "ar", 0.0)
 SERVICES_SD = Configuration("services", "sd", 0.0, "auto")

@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 from polyspec import FailedPreconditionError, UnavailableError
 
-from coordinator.bench.harness import interleaved_order, run_interleaved, service_configurations
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 from tests.unit.bench.records import prompt, record
+from tools.bench.harness import interleaved_order, run_interleaved, service_configurations
+from tools.bench.options import BenchOptions
+from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 
 AR = Configuration("services", "ar", 0.0)
 SD = Configuration("services", "sd", 0.0, "auto")

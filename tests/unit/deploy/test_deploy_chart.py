@@ -17,7 +17,6 @@ import yaml
 
 from coordinator.cli import settings_from_args
 from coordinator.discovery import DnsReplicas, EndpointSliceReplicas, StaticReplicas, source_from_spec
-from services.cli import build_parser
 from services.model import cli as model_cli
 from services.model.settings import ModelServiceSettings
 from tests.unit.deploy.chart import (
@@ -35,6 +34,7 @@ from tests.unit.deploy.chart import (
     main_container,
     pod_template,
 )
+from tools.main import build_parser
 
 KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")
 MODEL_HEALTH = "polyspec.v1.ModelService"

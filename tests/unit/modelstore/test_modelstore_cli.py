@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import main
 from services.modelstore.registry import model_names
+from tools.main import main
 
 
 def test_list_prints_one_line_per_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

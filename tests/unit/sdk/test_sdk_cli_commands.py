@@ -1,20 +1,22 @@
-"""`polyspec serve coordinator` flag mapping and `polyspec generate` against a scripted coordinator."""
+"""`polyspec serve coordinator` flags, built from the settings; `polyspec generate` on a scripted server."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import pytest
 from polyspec import GenerationStats
+from pydantic import BaseModel, Field
 
 from coordinator import cli
 from coordinator.config import CoordinatorSettings
 from core.serving.server import GrpcServerSettings
-from services.cli import build_parser
 from tests.unit.sdk.scripted_coordinator import Reply, ScriptedServer, sample_response, sample_stream
+from tools.main import build_parser
 
 
 def run_cli(argv: list[str]) -> int:
@@ -45,11 +47,83 @@ def test_serve_coordinator_flags_map_to_settings() -> None:
     assert settings.max_lookahead_k == CoordinatorSettings.model_fields["max_lookahead_k"].default
 
 
-def test_help_defaults_match_the_settings() -> None:
-    fields = CoordinatorSettings.model_fields
-    for flag, (field, shown) in cli.SETTINGS_FLAGS.items():
-        assert field in fields, flag
-        assert fields[field].default == shown, flag
+def _settings_model(spec: cli.SettingsFlag) -> type[BaseModel]:
+    return GrpcServerSettings if spec.grpc else CoordinatorSettings
+
+
+def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "coordinator", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for spec in cli.SETTINGS_FLAGS:
+        default = _settings_model(spec).model_fields[spec.field].default
+        shown = "off" if default is None else default
+        assert f"{spec.flag} {spec.metavar} " in text
+        assert f"(default: {shown})" in text.split(f"{spec.flag} {spec.metavar} ", 1)[1].split(" --", 1)[0]
+    assert "draft tokens per round when a request sets none (default: 5)" in text
+
+
+def test_unset_flags_keep_the_settings_defaults() -> None:
+    settings = cli.settings_from_args(build_parser().parse_args(["serve", "coordinator", "--target", "t:1"]))
+    for spec in cli.SETTINGS_FLAGS:
+        model = _settings_model(spec)
+        value = getattr(settings.grpc if spec.grpc else settings, spec.field)
+        assert value == model.model_fields[spec.field].default, spec.flag
+    assert settings.grpc.port == cli.DEFAULT_PORT
+
+
+def test_every_settings_flag_sets_its_field() -> None:
+    """Each flag given a non-default value lands in its field, converted to the field's type."""
+    given: dict[str, tuple[str, object]] = {
+        "--target-dns-interval": ("2.5", 2.5),
+        "--drafter-tokenizer-fingerprint": ("A" * 64, "a" * 64),
+        "--target-tokenizer-fingerprint": ("b" * 64, "b" * 64),
+        "--host": ("0.0.0.0", "0.0.0.0"),
+        "--metrics-host": ("0.0.0.0", "0.0.0.0"),
+        "--metrics-port": ("9100", 9100),
+        "--shutdown-grace": ("2", 2.0),
+        "--lookahead-k": ("3", 3),
+        "--max-lookahead-k": ("8", 8),
+        "--confidence-threshold": ("0.25", 0.25),
+        "--auto-confidence-threshold": ("0.5", 0.5),
+        "--max-support": ("32", 32),
+        "--max-new-tokens-cap": ("99", 99),
+        "--call-timeout": ("7.5", 7.5),
+        "--startup-timeout": ("30", 30.0),
+    }
+    assert set(given) == {spec.flag for spec in cli.SETTINGS_FLAGS}
+    argv = ["serve", "coordinator", "--target", "t:1", "--drafter", "d:2"]
+    argv += [part for flag, (text, _) in given.items() for part in (flag, text)]
+    settings = cli.settings_from_args(build_parser().parse_args(argv))
+    for spec in cli.SETTINGS_FLAGS:
+        value = getattr(settings.grpc if spec.grpc else settings, spec.field)
+        expected = given[spec.flag][1]
+        assert (value, type(value)) == (expected, type(expected)), spec.flag
+
+
+def test_a_flag_value_of_the_wrong_type_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["serve", "coordinator", "--target", "t:1", "--lookahead-k", "many"])
+    assert info.value.code == 2
+    assert "argument --lookahead-k: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_field_flag_reads_type_choices_and_help_from_the_field() -> None:
+    class Example(BaseModel):
+        count: int | None = Field(None, description="How many; 100% sure.")
+        mode: Literal["a", "b"] = Field("a", description="TLI mode.")
+        pairs: tuple[int, ...] = Field((), description="Not a flag.")
+        bare: int = 1
+
+    count = cli.field_flag(Example.model_fields["count"])
+    assert count == {"help": "how many; 100%% sure (default: off)", "default": None, "type": int}
+    mode = cli.field_flag(Example.model_fields["mode"], "the mode")
+    assert mode == {"help": "the mode (default: a)", "default": None, "choices": ("a", "b")}
+    assert cli.field_flag(Example.model_fields["mode"])["help"] == "TLI mode (default: a)"
+    with pytest.raises(TypeError, match="no command-line type"):
+        cli.field_flag(Example.model_fields["pairs"])
+    with pytest.raises(TypeError, match="needs a description"):
+        cli.field_flag(Example.model_fields["bare"])
     assert GrpcServerSettings.model_fields["shutdown_grace_seconds"].default == 10.0
 
 
@@ -138,9 +212,6 @@ def test_generate_unreachable_coordinator_is_unavailable(capsys: pytest.CaptureF
 
 
 def test_serve_coordinator_target_discovery_flag() -> None:
-    from coordinator.cli import settings_from_args
-    from services.cli import build_parser
-
     args = build_parser().parse_args(
         [
             "serve",
@@ -151,7 +222,7 @@ def test_serve_coordinator_target_discovery_flag() -> None:
             "2",
         ]
     )
-    settings = settings_from_args(args)
+    settings = cli.settings_from_args(args)
     assert settings.target_discovery == "kubernetes:///polyspec-target.ml:grpc"
     assert settings.target_addresses == ()
     assert settings.dns_interval_seconds == 2.0

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
+from tools.bench.options import BenchOptions
+from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 
 WARMUP_TOKENS = 8
 

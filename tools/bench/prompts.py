@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.bench.records import BenchPrompt
+from tools.bench.records import BenchPrompt
 
 
 def load_prompts(offset: int, count: int) -> list[BenchPrompt]:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tools.extras import require_bench_extra
+
 T = TypeVar("T")
 
 EXIT_USAGE = 2
@@ -154,10 +156,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    missing = require_bench_extra("bench")
+    if missing is not None:
+        return missing
     from pydantic import ValidationError
 
-    from coordinator.bench.options import BenchOptions
-    from coordinator.bench.runner import run_bench
+    from tools.bench.options import BenchOptions
+    from tools.bench.runner import run_bench
 
     try:
         options = BenchOptions(

@@ -125,7 +125,7 @@ class LocalStack:
         command = [
             sys.executable,
             "-m",
-            "services.cli",
+            "tools.main",
             "--log-level",
             self.log_level,
             "serve",

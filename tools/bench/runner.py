@@ -19,15 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from coordinator.bench.describe import describe_machine, describe_model
-from coordinator.bench.harness import run_services
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.plot import write_plot
-from coordinator.bench.prompts import load_prompts
-from coordinator.bench.records import ConfigurationRun
-from coordinator.bench.reference import run_reference
-from coordinator.bench.report import Summary, build_document, format_table, summarize
-from coordinator.demo import report_failure, resolve_model
+from tools.bench.describe import describe_machine, describe_model
+from tools.bench.harness import run_services
+from tools.bench.options import BenchOptions
+from tools.bench.plot import write_plot
+from tools.bench.prompts import load_prompts
+from tools.bench.records import ConfigurationRun
+from tools.bench.reference import run_reference
+from tools.bench.report import Summary, build_document, format_table, summarize
+from tools.demo import report_failure, resolve_model
 
 
 def _now() -> str:

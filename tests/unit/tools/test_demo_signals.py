@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-from coordinator.demo import _signals_deferred
+from tools.demo import _signals_deferred
 
 
 def test_signals_are_held_during_the_block_and_delivered_after_it() -> None:

@@ -15,9 +15,9 @@ from typing import IO, TypeVar
 
 from polyspec import Client, GenerationResult, PolyspecError
 
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
-from coordinator.demo import LocalStack, sigterm_as_interrupt, start_pair
+from tools.bench.options import BenchOptions
+from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
+from tools.demo import LocalStack, sigterm_as_interrupt, start_pair
 
 T = TypeVar("T")
 Generate = Callable[[Configuration, BenchPrompt], PromptRecord]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.report import Summary
+from tools.bench.options import BenchOptions
+from tools.bench.report import Summary
 
 ENGINE_COLORS = {"services": "#1f77b4", "transformers": "#ff7f0e"}
 ENGINE_LABELS = {

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.bench.options import BenchOptions
-from coordinator.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
+from tools.bench.options import BenchOptions
+from tools.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
 
 FORMAT_VERSION = 2
 
