@@ -262,6 +262,7 @@ def stats_from_proto(stats: coordinator_pb2.GenerationStats) -> GenerationStats:
         emulated_latency=stats.emulated_latency,
         fallback_reason=stats.fallback_reason,
         seed=stats.seed,
+        near_tie_positions=tuple(stats.near_tie_positions),
     )
 
 

@@ -72,6 +72,9 @@ class GenerationStats:
     """Why the request fell back to another algorithm ("" if it did not)."""
     seed: int
     """The seed the request ran with (pass it back to reproduce the output)."""
+    near_tie_positions: tuple[int, ...] = ()
+    """Greedy requests: output positions decided by a target argmax over a top-2 logit margin under the
+    coordinator's near-tie tolerance (only there may another forward shape pick another token)."""
 
 
 @dataclass(frozen=True)
