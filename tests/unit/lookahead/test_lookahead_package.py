@@ -12,7 +12,7 @@ FORBIDDEN = ("google.protobuf", "polyspec", "grpc", "asyncio", "services", "tool
 
 
 def _imported(path: Path) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
