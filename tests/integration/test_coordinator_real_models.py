@@ -193,7 +193,7 @@ async def bigcode_pair(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[ModelServer, ModelServer]:
     """Two tiny random GPTBigCode models on the StarCoder vocabulary: target and drafter."""
-    from services.modelstore.tiny import build_tiny_model
+    from tests.support.tiny_models import build_tiny_model
 
     drafter_dir = build_tiny_model(
         modelstore_starcoder_vocab_dir,

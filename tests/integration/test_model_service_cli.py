@@ -11,7 +11,7 @@ import grpc
 import pytest
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from tests.unit.model.tiny_models import build_tiny_model
+from tests.support.tiny_models import build_word_model
 
 STARTUP_LIMIT_SECONDS = 120
 
@@ -30,7 +30,7 @@ def wait_for_port(port_file: Path, process: subprocess.Popen[bytes]) -> int:
 
 @pytest.mark.slow
 def test_serve_model_writes_its_port_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    model_dir = build_tiny_model(tmp_path / "tiny-cli", "llama", seed=3)
+    model_dir = build_word_model(tmp_path / "tiny-cli", "llama", seed=3)
     port_file = tmp_path / "port"
     command = [
         sys.executable,

@@ -23,10 +23,10 @@ from services.model.engine import EngineClocks
 from services.model.identity import tokenizer_fingerprint
 from services.model.server import SERVICE_NAME, ModelServer, start_model_server
 from services.model.settings import ModelServiceSettings
-from tests.unit.model.tiny_models import (
+from tests.support.tiny_models import (
     MAX_POSITIONS,
-    build_tiny_model,
-    build_tokenizer,
+    build_word_model,
+    build_word_tokenizer,
     load_reference,
     reference_logits,
 )
@@ -39,10 +39,10 @@ LLAMA_BYTES_PER_TOKEN = 256  # 2 layers x (keys + values) x 2 kv heads x 8 dims 
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("model-service")
     return {
-        "llama": build_tiny_model(root / "tiny-llama", "llama", seed=11, fim="starcoder"),
-        "llama_qwen_fim": build_tiny_model(root / "tiny-llama-qwen-fim", "llama", seed=11, fim="qwen"),
-        "bigcode_drafter": build_tiny_model(root / "tiny-bigcode-a", "gpt_bigcode", seed=12),
-        "bigcode_target": build_tiny_model(root / "tiny-bigcode-b", "gpt_bigcode", seed=13),
+        "llama": build_word_model(root / "tiny-llama", "llama", seed=11, fim="starcoder"),
+        "llama_qwen_fim": build_word_model(root / "tiny-llama-qwen-fim", "llama", seed=11, fim="qwen"),
+        "bigcode_drafter": build_word_model(root / "tiny-bigcode-a", "gpt_bigcode", seed=12),
+        "bigcode_target": build_word_model(root / "tiny-bigcode-b", "gpt_bigcode", seed=13),
     }
 
 
@@ -176,7 +176,7 @@ async def test_info_reports_identity_limits_and_tokenizer(start: StartServer, tm
         (tmp_path / name).write_bytes(data)
     loaded = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
     assert tokenizer_fingerprint(loaded) == info.tokenizer.fingerprint
-    original = build_tokenizer("starcoder")
+    original = build_word_tokenizer("starcoder")
     text = "w5 w6 <fim_middle> <eos>"
     assert loaded.encode(text, add_special_tokens=False) == original.encode(text, add_special_tokens=False)
 

@@ -21,7 +21,7 @@ from core.serving.server import GrpcServerSettings
 from services.model.server import ModelServer, start_model_server
 from services.model.settings import ModelServiceSettings
 from tests.integration.test_model_service_grpc import ctx, rpc_error, sampling
-from tests.unit.model.tiny_models import build_tiny_model, load_reference, reference_logits
+from tests.support.tiny_models import build_word_model, load_reference, reference_logits
 
 CONTEXT = [3 + (17 * i) % 250 for i in range(16)]
 VOCAB = 259  # logit columns of the tiny llama: 253 tokenizer entries + 6 padding rows
@@ -44,7 +44,7 @@ StartServer = Callable[..., Any]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("token-masks") / "tiny-llama", "llama", seed=21)
+    return build_word_model(tmp_path_factory.mktemp("token-masks") / "tiny-llama", "llama", seed=21)
 
 
 @pytest.fixture(scope="module")

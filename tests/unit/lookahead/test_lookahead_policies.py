@@ -233,7 +233,7 @@ def test_two_stage_acceptance() -> None:
     assert Acceptance(0.0, 0.9).expected_output_tokens(6) == 1.0
     # First token accepted half the time, then the draft runs: 1 + 0.5 * (1 + 1 + 1) = 2.5.
     assert Acceptance(0.5, 1.0).expected_output_tokens(3) == pytest.approx(2.5)
-    estimates = CostEstimates(prior_trials=0.0, acceptance_decay=0.9)
+    estimates = CostEstimates(prior_acceptance_trials=0.0, acceptance_decay=0.9)
     for drafted, accepted in ((4, 0), (4, 4), (4, 2)):
         estimates.observe(_obs(drafted, accepted, drafted + 1), regime="slem:greedy")
     rates = estimates.acceptance("slem:greedy")
@@ -246,7 +246,7 @@ def test_two_stage_acceptance() -> None:
 
 
 def test_a_drafter_that_stops_early_makes_long_lookaheads_cheap() -> None:
-    estimates = CostEstimates(prior_trials=0.0, acceptance_decay=1.0)
+    estimates = CostEstimates(prior_acceptance_trials=0.0, acceptance_decay=1.0)
     stopped_early = dataclasses.replace(_obs(2, 1, 3), requested=6)  # drafted 2 of 6: 1 continue, 1 stop
     estimates.observe(stopped_early, regime="r")
     rates = estimates.acceptance("r")
@@ -270,7 +270,7 @@ def test_request_evidence_fades_over_target_only_rounds() -> None:
 
 
 def test_acceptance_is_learned_per_regime() -> None:
-    estimates = CostEstimates(prior_trials=2.0)
+    estimates = CostEstimates(prior_acceptance_trials=2.0)
     for _ in range(20):
         estimates.observe(_obs(4, 4, 5), regime="slem:greedy")
         estimates.observe(_obs(4, 0, 5), regime="tli:sampled")

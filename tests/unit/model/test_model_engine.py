@@ -14,7 +14,7 @@ from core.modelcalls import ContextRef, DraftCall, ScoreCall
 from core.sampling import SamplingConfig, score_candidates
 from services.model.engine import EngineClocks, ModelEngine
 from services.model.settings import ModelServiceSettings
-from tests.unit.model.tiny_models import MAX_POSITIONS, load_reference, reference_logits
+from tests.support.tiny_models import MAX_POSITIONS, load_reference, reference_logits
 
 CONTEXT = [3 + (11 * i) % 250 for i in range(30)]
 

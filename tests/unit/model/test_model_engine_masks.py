@@ -16,7 +16,7 @@ from core.modelcalls import ContextRef, DraftCall
 from core.sampling import SamplingConfig
 from services.model.engine import ModelEngine
 from services.model.settings import ModelServiceSettings
-from tests.unit.model.tiny_models import load_reference, reference_logits
+from tests.support.tiny_models import load_reference, reference_logits
 
 CONTEXT = [3 + (13 * i) % 250 for i in range(24)]
 GREEDY = SamplingConfig(0.0)

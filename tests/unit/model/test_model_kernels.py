@@ -12,7 +12,7 @@ from transformers import DynamicCache
 
 from services.model.kernels import OneDnnLinear, apply_linear_kernel, onednn_available
 from services.model.settings import LinearKernel
-from tests.unit.model.tiny_models import build_tiny_model, load_reference
+from tests.support.tiny_models import build_word_model, load_reference
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear kernel")
 
@@ -21,7 +21,7 @@ TOKENS = [3 + (13 * i) % 250 for i in range(12)]
 
 @pytest.fixture(scope="module")
 def bigcode_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-bigcode", "gpt_bigcode", seed=3)
+    return build_word_model(tmp_path_factory.mktemp("tiny") / "tiny-bigcode", "gpt_bigcode", seed=3)
 
 
 def _logits(model: Any, prefix: list[int], rest: list[int]) -> torch.Tensor:  # [len(rest), vocab]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from coordinator.vocab.canonical import CanonicalVocab, DecodeScheme, DummyPrefix, TokenKind
 from coordinator.vocab.intersection import TokenDecodes
 from tests.fixtures.vocabs import ALL_VOCABS
-from tests.unit.vocab.vocab_texts import TEXT
+from tests.integration.vocab_texts import TEXT
 
 pytestmark = pytest.mark.real_model
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.errors import InvalidArgumentError
-from services.modelstore.tiny import build_tiny_model
+from tests.support.tiny_models import build_tiny_model
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_middle>", "<fim_suffix>")
 

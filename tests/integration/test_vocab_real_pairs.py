@@ -22,7 +22,7 @@ from coordinator.vocab.retokenize import (
     resync_drafter,
     retokenize_continuation,
 )
-from tests.unit.vocab.vocab_texts import TEXT
+from tests.integration.vocab_texts import TEXT
 
 pytestmark = pytest.mark.real_model
 
