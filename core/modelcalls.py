@@ -78,6 +78,8 @@ class ScoreOutcome:
     target_samples: tuple[int, ...]
     recovered_tokens: tuple[int, ...]
     stats: ForwardStats
+    # Greedy calls: per position, the top logit minus the second (before warpers); () otherwise.
+    top2_logit_margins: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

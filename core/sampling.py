@@ -279,6 +279,19 @@ def score_candidates_batch(
     return ScoreResult(candidate_target_probs, target_samples, recovered_tokens)
 
 
+def top2_logit_margins(logits: Tensor) -> Tensor:  # [n, vocab] -> [n] float32
+    """The largest logit minus the second largest, per row (before any warper).
+
+    A greedy target step picks the argmax; where this margin is tiny, the rounding of a multi-token and
+    a one-token forward may pick different tokens (a near-tie). Rows of one column give +inf.
+    """
+    assert logits.dim() == 2, f"logits must be [n, vocab], got {tuple(logits.shape)}"
+    if logits.shape[-1] < 2:
+        return torch.full((logits.shape[0],), math.inf, dtype=torch.float32)
+    top = torch.topk(logits.float(), 2, dim=-1).values
+    return top[:, 0] - top[:, 1]
+
+
 @dataclass(frozen=True)
 class DraftedToken:
     """One draft token and the exact sparse proposal it was sampled from."""

@@ -100,6 +100,7 @@ def score_response(outcome: ScoreOutcome) -> model_pb2.ScoreResponse:
         target_samples=outcome.target_samples,
         recovered_tokens=outcome.recovered_tokens,
         stats=stats_message(outcome.stats),
+        top2_logit_margins=outcome.top2_logit_margins,
     )
 
 

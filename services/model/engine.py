@@ -30,7 +30,7 @@ from core.modelcalls import (
     ScoreOutcome,
     SparseProbs,
 )
-from core.sampling import DraftedToken, score_candidates, sparse_to_dense
+from core.sampling import DraftedToken, score_candidates, sparse_to_dense, top2_logit_margins
 from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
 from services.model.identity import (
     dtype_name,
@@ -260,13 +260,15 @@ class ModelEngine:
                 call.sampling,
                 torch.Generator(device=SAMPLING_DEVICE).manual_seed(call.seed),
             )
-        greedy = call.sampling.is_greedy
+            greedy = call.sampling.is_greedy
+            margins = tuple(top2_logit_margins(logits).tolist()) if greedy else ()
         recovered = result.recovered_tokens
         return ScoreOutcome(
             candidate_target_probs=() if greedy else tuple(result.candidate_target_probs.tolist()),
             target_samples=tuple(int(t) for t in result.target_samples.tolist()),
             recovered_tokens=() if recovered is None else tuple(int(t) for t in recovered.tolist()),
             stats=stats,
+            top2_logit_margins=margins,
         )
 
     def _check_score_length(self, context_len: int, candidate_count: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from core.checksum import prefix_checksum
 from core.errors import ContextMissError, InvalidArgumentError
 from core.modelcalls import ContextRef, DraftCall, ScoreCall
-from core.sampling import SamplingConfig, score_candidates
+from core.sampling import SamplingConfig, score_candidates, top2_logit_margins
 from services.model.engine import EngineClocks, ModelEngine
 from services.model.settings import ModelServiceSettings
 from tests.support.tiny_models import MAX_POSITIONS, load_reference, reference_logits
@@ -114,3 +115,23 @@ def test_info_of_a_sliding_window_model(gemma_dir: Path) -> None:
     assert (info.model_name, info.model_type, info.vocab_size) == ("g", "gemma3_text", 259)
     assert info.eos_token_ids == (2,)
     assert info.fim is None
+
+
+def test_greedy_score_reports_each_positions_top2_logit_margin(llama_dir: Path) -> None:
+    engine = ModelEngine.load(ModelServiceSettings(model_dir=llama_dir))
+    reference = load_reference(llama_dir)
+    candidates = [5, 6, 7]
+    greedy = engine.score(ScoreCall(ref("g", CONTEXT), tuple(candidates), None, SamplingConfig(0.0), 1))
+    logits = reference_logits(reference, CONTEXT + candidates, len(candidates) + 1)
+    top = torch.topk(logits.float(), 2, dim=-1).values
+    assert greedy.top2_logit_margins == pytest.approx((top[:, 0] - top[:, 1]).tolist(), rel=1e-3, abs=1e-4)
+    assert all(m >= 0 for m in greedy.top2_logit_margins)
+
+    sampled = score(engine, ref("s", CONTEXT), candidates, seed=1)
+    assert sampled.top2_logit_margins == ()
+
+
+def test_top2_logit_margins_of_rows() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 2.0, -1.0]])
+    assert top2_logit_margins(logits).tolist() == [2.0, 0.0]
+    assert top2_logit_margins(torch.zeros(2, 1)).tolist() == [math.inf, math.inf]
