@@ -562,6 +562,7 @@ INVALID_REQUESTS: list[tuple[str, Any, str]] = [
     ("Draft", _draft(max_draft_tokens=17), "max_draft_tokens"),
     ("Draft", _draft(sampling=sampling(temperature=-0.5)), "sampling.temperature"),
     ("Draft", _draft(sampling=sampling(temperature=float("nan"))), "sampling.temperature"),
+    ("Draft", _draft(sampling=sampling(temperature=1e-4)), "sampling.temperature"),
     ("Draft", _draft(sampling=common_pb2.SamplingParams(top_k=-1)), "sampling.top_k"),
     ("Draft", _draft(sampling=sampling(top_p=0.0)), "sampling.top_p"),
     ("Draft", _draft(sampling=sampling(top_p=1.5)), "sampling.top_p"),
@@ -576,6 +577,9 @@ INVALID_REQUESTS: list[tuple[str, Any, str]] = [
     ("Score", _score(draft_probs=[_dist([7, 9], [1.2, -0.2]), _dist([8], [1.0])]), "draft_probs[0].probs[1]"),
     ("Score", _score(draft_probs=[_dist([7, 9], [0.5, 0.4]), _dist([8], [1.0])]), "draft_probs[0].probs"),
     ("Score", _score(sampling=sampling(top_p=-1.0)), "sampling.top_p"),
+    ("Score", _score(sampling=sampling(temperature=1e-4)), "sampling.temperature"),
+    ("Score", _score(sampling=sampling(temperature=float("inf"))), "sampling.temperature"),
+    ("Score", _score(sampling=common_pb2.SamplingParams(top_k=-3)), "sampling.top_k"),
     ("Release", model_pb2.ReleaseRequest(sequence_ids=["a", ""]), "sequence_ids[1]"),
 ]
 
