@@ -39,7 +39,7 @@ from coordinator.vocab import (
     check_intersection_decodes,
     compare_vocabularies,
 )
-from core.errors import InvalidArgumentError, PolyspecError
+from core.errors import ErrorReason, InvalidArgumentError, PolyspecError
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,8 @@ Tokenizer = Any  # a transformers PreTrainedTokenizerBase (transformers ships no
 
 class PairMismatchError(PolyspecError):
     """A service is not what the configuration declares (refuses start-up)."""
+
+    error_reason = ErrorReason.PAIR_MISMATCH
 
 
 @dataclass(frozen=True)
