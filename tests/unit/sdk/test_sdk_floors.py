@@ -124,7 +124,7 @@ def test_the_sdk_imports_with_its_floor_versions_in_a_fresh_environment(tmp_path
     pins = [f"protobuf=={protobuf}", f"grpcio=={grpcio}"]
     install = _run(
         [python, "-m", "pip", "install", "-vv", "--retries", "1", "--timeout", "30", *pins],
-        900,
+        600,
         env,
         tmp_path,
     )
