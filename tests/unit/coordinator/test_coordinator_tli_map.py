@@ -52,7 +52,7 @@ class ErrorLog:
         return lambda *args, **kwargs: None
 
 
-def request(algorithm: int, **fields: Any) -> coordinator_pb2.GenerateRequest:
+def request(algorithm: common_pb2.Algorithm.ValueType, **fields: Any) -> coordinator_pb2.GenerateRequest:
     return coordinator_pb2.GenerateRequest(
         prompt="def fibonacci(n):\n", max_new_tokens=12, algorithm=algorithm, seed=3, **fields
     )

@@ -428,7 +428,7 @@ def test_cuda_tensors_with_a_cpu_generator_match_cpu() -> None:
 
 
 def test_tiny_positive_temperature_is_rejected() -> None:
-    with pytest.raises(InvalidArgumentError, match="^sampling.temperature: "):
+    with pytest.raises(InvalidArgumentError, match=r"^sampling\.temperature: "):
         SamplingConfig(temperature=1e-40)
     SamplingConfig(temperature=0.0)
     SamplingConfig(temperature=1e-3)
