@@ -6,7 +6,8 @@ only what follows their longest common prefix with the new context, plus a check
 On a context miss (FAILED_PRECONDITION: evicted, restarted, another replica) it resends the whole
 context once. RPC failures become ``core.errors`` exceptions naming the service.
 
-FAILED_PRECONDITION has two causes, told apart by the server's message: an unknown token mask
+FAILED_PRECONDITION has two causes, told apart by the reason in the status details
+(``google.rpc.ErrorInfo``, see ``core.serving.status``): an unknown token mask
 (``UnknownTokenMaskError``: register the mask again with SetTokenMask, then retry) and a context miss
 (``ContextMissError``: resend the whole context). ``set_token_mask`` registers a mask (TLI's
 vocabulary intersection); callers keep track of which replica holds which mask.
@@ -28,15 +29,14 @@ from core.checksum import prefix_checksum
 from core.errors import (
     ContextMissError,
     DeadlineExceededError,
+    ErrorReason,
     InvalidArgumentError,
     ResourceExhaustedError,
     UnavailableError,
     UnknownTokenMaskError,
 )
 from core.serving.server import MiB, channel_options
-
-# What the model service says when a Draft names a mask it does not hold (services.model.masks).
-UNKNOWN_MASK_MARKER = "register it with SetTokenMask"
+from core.serving.status import error_reason
 
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
@@ -100,7 +100,7 @@ def map_rpc_error(error: grpc.aio.AioRpcError, role: str, address: str) -> Excep
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhaustedError(f"{service} is over capacity: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        if UNKNOWN_MASK_MARKER in details:
+        if error_reason(error) is ErrorReason.UNKNOWN_TOKEN_MASK:
             return UnknownTokenMaskError(f"{service}: {details}")
         return ContextMissError(f"{service}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:

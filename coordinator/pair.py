@@ -9,9 +9,11 @@ same tokenizer at once. Otherwise both tokenizers' canonical vocabularies are bu
 (``coordinator.vocab.compare_vocabularies``: padding-only differences count as the same vocabulary and
 take the exact same-vocabulary path); for different vocabularies TLI's injective drafter -> target
 intersection map is built, its coverage reported (never refused for being low), checked end to end
-by decoding every mapped pair with both tokenizers when that is quick, and turned into the drafter
-token mask that TLI registers once per drafter replica. A tokenizer whose decoder the alignment cannot
-read leaves the pair unaligned: the cross-vocabulary algorithms are then refused with the reason.
+by decoding every mapped pair with both tokenizers when that is quick, validated
+(``core.restrict.validate_drafter_to_target``: TLI is lossless only for an injective map; a map that
+fails refuses TLI for the pair, with the reason, while SLEM and SLRS still run), and turned into the
+drafter token mask that TLI registers once per drafter replica. A tokenizer whose decoder the alignment
+cannot read leaves the pair unaligned: the cross-vocabulary algorithms are then refused with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+import torch
 from polyspec.v1 import model_pb2
 
 from coordinator.verify.slrs import TokenTrie
@@ -39,7 +42,8 @@ from coordinator.vocab import (
     check_intersection_decodes,
     compare_vocabularies,
 )
-from core.errors import InvalidArgumentError, PolyspecError
+from core.errors import ErrorReason, InvalidArgumentError, PolyspecError
+from core.restrict import validate_drafter_to_target
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +57,8 @@ Tokenizer = Any  # a transformers PreTrainedTokenizerBase (transformers ships no
 
 class PairMismatchError(PolyspecError):
     """A service is not what the configuration declares (refuses start-up)."""
+
+    error_reason = ErrorReason.PAIR_MISMATCH
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class VocabAlignment:
 
     ``mask_bitmap`` (bit i % 8 of byte i // 8 = drafter id i in the intersection, sized from the
     drafter's logit width) is registered with SetTokenMask under ``mask_id``, a hash of its contents.
+    ``tli_error`` says why TLI is refused for the pair ("" when it can run).
     """
 
     drafter: CanonicalVocab
@@ -120,6 +127,7 @@ class VocabAlignment:
     mask_bitmap: bytes
     target_rows: int
     _trie: _LazyTrie = field(repr=False)
+    tli_error: str = ""
 
     @property
     def coverage(self) -> float:
@@ -153,6 +161,11 @@ class ModelPair:
     def cross_vocabulary(self) -> bool:
         """Different vocabularies that are aligned (TLI, SLEM and SLRS can run)."""
         return self.drafter is not None and not self.same_tokenizer and self.alignment is not None
+
+    @property
+    def tli_error(self) -> str:
+        """Why TLI cannot run on this aligned pair ("" when it can; SLEM and SLRS are unaffected)."""
+        return "" if self.alignment is None else self.alignment.tli_error
 
     @property
     def emulated_latency(self) -> bool:
@@ -265,8 +278,24 @@ def align_pair(target: ModelEndpoint, drafter: ModelEndpoint | None) -> ModelPai
         mask_bitmap=bitmap,
         target_rows=target.vocab_size,
         _trie=_LazyTrie(target_vocab.token_bytes[: target.vocab_size]),
+        tli_error=_tli_map_error(intersection),
     )
     return ModelPair(target, drafter, alignment=alignment)
+
+
+def _tli_map_error(intersection: IntersectionMap | None) -> str:
+    """Why TLI cannot use the intersection map ("" when it can): its losslessness needs an injective map."""
+    if intersection is None:
+        return ""
+    try:
+        validate_drafter_to_target(torch.from_numpy(intersection.drafter_to_target), intersection.target_rows)
+    except ValueError as exc:
+        reason = f"the vocabulary intersection map cannot serve tli ({exc})"
+        log.error(
+            "tli_refused", reason=reason, action="tli is refused for this pair; slem and slrs still run"
+        )
+        return reason
+    return ""
 
 
 def _checked(

@@ -1,7 +1,9 @@
 """Seeds: one per request (the caller's or a fresh random one) and one per round and purpose derived from it.
 
-Every random draw of a request comes from these seeds, so the same request seed reproduces the same
-output, and the draws of different rounds and purposes are independent of each other.
+Every random draw of a request comes from these seeds, and the draws of different rounds and purposes are
+independent of each other. Draws are keyed by round, so the same request seed reproduces a sampled output
+only when the rounds fall the same way: under a deterministic lookahead (static, confidence), not under
+``auto``, whose round boundaries follow measured timings.
 """
 
 from __future__ import annotations

@@ -184,6 +184,8 @@ def _report_pair(pair: ModelPair, metrics: CoordinatorMetrics) -> None:
             details["intersection_tokens"] = alignment.intersection.mapped_count
         check = alignment.decode_check
         details["decode_check"] = "skipped" if check is None else ("ok" if check.ok else "mismatches")
+        if alignment.tli_error:
+            details["tli_error"] = alignment.tli_error
     if pair.alignment_error:
         details["alignment_error"] = pair.alignment_error
     log.info(

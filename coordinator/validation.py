@@ -174,14 +174,8 @@ def _max_new_tokens(value: int, cap: int) -> int:
 
 def _sampling(sampling: common_pb2.SamplingParams) -> SamplingConfig:
     temperature = sampling.temperature if sampling.HasField("temperature") else 1.0
-    if math.isnan(temperature) or temperature < 0 or math.isinf(temperature):
-        raise InvalidArgumentError("sampling.temperature", f"must be a finite number >= 0, got {temperature}")
-    if sampling.top_k < 0:
-        raise InvalidArgumentError("sampling.top_k", f"must be >= 0, got {sampling.top_k}")
     top_p = sampling.top_p if sampling.HasField("top_p") else 1.0
-    if math.isnan(top_p) or not 0 < top_p <= 1:
-        raise InvalidArgumentError("sampling.top_p", f"must lie in (0, 1], got {top_p}")
-    return SamplingConfig(temperature=temperature, top_k=sampling.top_k, top_p=top_p)
+    return SamplingConfig(temperature=temperature, top_k=sampling.top_k, top_p=top_p)  # validates
 
 
 def _algorithm(value: int) -> AlgorithmName:

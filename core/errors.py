@@ -1,11 +1,18 @@
 """Domain exceptions. The one error interceptor (``core.serving.interceptor``) maps them to gRPC codes.
 
-This module imports no gRPC, so pure code can raise these errors.
+Each error also carries a machine-readable ``error_reason``: the interceptor sends it as a
+``google.rpc.ErrorInfo`` (domain ``ERROR_DOMAIN``) in the status details, so a caller tells causes that
+share a status code apart (FAILED_PRECONDITION: a context miss or an unknown token mask) without
+reading the message. This module imports no gRPC, so pure code can raise these errors.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
+
+# The ErrorInfo domain of every polyspec error reason.
+ERROR_DOMAIN = "polyspec.dev"
 
 
 class ErrorKind(enum.Enum):
@@ -20,10 +27,27 @@ class ErrorKind(enum.Enum):
     CANCELLED = "CANCELLED"
 
 
+class ErrorReason(enum.Enum):
+    """Why a call failed, as ``google.rpc.ErrorInfo.reason`` (stable wire values: never rename one)."""
+
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"  # generic: the message says which precondition
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"  # ErrorInfo.metadata["field"] names the field
+    CONTEXT_MISS = "CONTEXT_MISS"  # resend the whole context (cached_prefix_len = 0)
+    UNKNOWN_TOKEN_MASK = "UNKNOWN_TOKEN_MASK"  # register the mask with SetTokenMask, then retry
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    PAIR_MISMATCH = "PAIR_MISMATCH"  # a service is not what the configuration declares
+    MODEL_STORE = "MODEL_STORE"  # a model or vocabulary could not be fetched, verified or converted
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+    UNKNOWN_MODEL = "UNKNOWN_MODEL"
+
+
 class PolyspecError(Exception):
     """Base of every error whose message is safe and useful to show the caller."""
 
-    kind: ErrorKind = ErrorKind.FAILED_PRECONDITION
+    kind: ClassVar[ErrorKind] = ErrorKind.FAILED_PRECONDITION
+    error_reason: ClassVar[ErrorReason] = ErrorReason.FAILED_PRECONDITION
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -34,6 +58,7 @@ class InvalidArgumentError(PolyspecError):
     """Bad input: names the field and says what is wrong with it."""
 
     kind = ErrorKind.INVALID_ARGUMENT
+    error_reason = ErrorReason.INVALID_ARGUMENT
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
@@ -45,27 +70,32 @@ class ContextMissError(PolyspecError):
     """The cached prefix a request refers to is not (or no longer) held; resend the whole context."""
 
     kind = ErrorKind.FAILED_PRECONDITION
+    error_reason = ErrorReason.CONTEXT_MISS
 
 
 class ResourceExhaustedError(PolyspecError):
     """Over a configured budget (cache memory, queue length); retry later or elsewhere."""
 
     kind = ErrorKind.RESOURCE_EXHAUSTED
+    error_reason = ErrorReason.RESOURCE_EXHAUSTED
 
 
 class UnavailableError(PolyspecError):
     """A service is unreachable, draining or not ready; names which one."""
 
     kind = ErrorKind.UNAVAILABLE
+    error_reason = ErrorReason.UNAVAILABLE
 
 
 class DeadlineExceededError(PolyspecError):
     """The caller's deadline passed before the work finished."""
 
     kind = ErrorKind.DEADLINE_EXCEEDED
+    error_reason = ErrorReason.DEADLINE_EXCEEDED
 
 
 class UnknownTokenMaskError(PolyspecError):
     """A named token mask is not held (never registered, or evicted); register it with SetTokenMask."""
 
     kind = ErrorKind.FAILED_PRECONDITION
+    error_reason = ErrorReason.UNKNOWN_TOKEN_MASK

@@ -29,10 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from core.errors import InvalidArgumentError
+
 # Probability given to padding entries of a sparse proposal (see ``truncate_support``).
 PADDING_PROB = 0.0
 
-# Smallest positive temperature: below it logits / temperature overflows float32. Use 0 for greedy.
+# Smallest positive temperature. Below it a sampled draw is the argmax unless logits nearly tie (use 0,
+# greedy, which is cheaper and deterministic); at or above it logits / temperature stays finite in
+# float32 for every logit up to 3e35 in magnitude.
 MIN_TEMPERATURE = 1e-3
 
 
@@ -41,8 +45,12 @@ class SamplingConfig:
     """Warpers applied to logits before sampling: temperature, then top-k, then top-p.
 
     ``temperature == 0`` selects greedy decoding (argmax; top-k and top-p are then irrelevant).
-    ``top_k == 0`` and ``top_p == 1`` disable those warpers. Invalid values raise ``ValueError`` whose
-    message starts with the field name (``"top_p: must lie in (0, 1], got 0"``).
+    ``top_k == 0`` and ``top_p == 1`` disable those warpers.
+
+    This is the one place the warpers are validated: every request (the coordinator's Generate, the
+    model service's Draft and Score) builds one from its ``sampling`` field, so invalid values raise
+    ``InvalidArgumentError`` named after that wire field, with the value and the allowed range
+    (``"sampling.top_p: must lie in (0, 1] (1 = no top-p), got 0"``).
     """
 
     temperature: float = 1.0
@@ -50,16 +58,18 @@ class SamplingConfig:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature: must be a finite number >= 0, got {self.temperature}")
-        if 0 < self.temperature < MIN_TEMPERATURE:
-            raise ValueError(
-                f"temperature: must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {self.temperature}"
+        temperature, top_k, top_p = self.temperature, self.top_k, self.top_p
+        if not math.isfinite(temperature) or not (temperature == 0 or temperature >= MIN_TEMPERATURE):
+            raise InvalidArgumentError(
+                "sampling.temperature",
+                f"must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE}, got {temperature}",
             )
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k: must be an integer >= 0, got {self.top_k!r}")
-        if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p: must lie in (0, 1], got {self.top_p}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise InvalidArgumentError(
+                "sampling.top_k", f"must be an integer >= 0 (0 = no top-k), got {top_k!r}"
+            )
+        if not math.isfinite(top_p) or not 0 < top_p <= 1:
+            raise InvalidArgumentError("sampling.top_p", f"must lie in (0, 1] (1 = no top-p), got {top_p}")
 
     @property
     def is_greedy(self) -> bool:

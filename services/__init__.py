@@ -1,1 +1,4 @@
-"""polyspec server-side processes: the model service, shared gRPC plumbing, the model store and the CLI."""
+"""The model service (``services.model``: drafter or target) and the model store (``services.modelstore``).
+
+Both stand on ``core``; nothing here imports the coordinator or the tools (tests/unit/test_layering.py).
+"""

@@ -10,7 +10,9 @@ and ``slrs`` (string-level rejection sampling) (Timor et al., ICML 2025, arXiv 2
   ``fallback_reason``: TLI's intersection is then the whole vocabulary, so it *is* ``sd``, and ``sd``
   verifies a same-vocabulary draft at least as well as the string-level algorithms would.
 - ``sd`` on different vocabularies, and any drafting algorithm without a drafter or without an
-  alignment, are refused (``InvalidArgumentError`` naming ``algorithm``).
+  alignment, are refused (``InvalidArgumentError`` naming ``algorithm``). So is ``tli`` on a pair whose
+  intersection map failed validation at start-up (``ModelPair.tli_error``); ``auto`` then runs ``slem``
+  when sampling, noted in ``fallback_reason``.
 
 The statistics report the algorithm that ran, never ``auto``.
 """
@@ -109,6 +111,10 @@ def resolve_algorithm(requested: AlgorithmName, pair: ModelPair, greedy: bool) -
         raise InvalidArgumentError(
             "algorithm", f"{requested.value} needs the two vocabularies aligned, but {pair.alignment_error}"
         )
+    if requested is AlgorithmName.TLI and pair.tli_error:
+        raise InvalidArgumentError(
+            "algorithm", f"tli is refused for this pair: {pair.tli_error}; use slem or slrs"
+        )
     return Resolved(requested)
 
 
@@ -119,6 +125,10 @@ def _auto(pair: ModelPair, greedy: bool) -> Resolved:
     if pair.same_tokenizer:
         return Resolved(AlgorithmName.SD)
     if pair.cross_vocabulary:
+        if not greedy and pair.tli_error:
+            return Resolved(
+                AlgorithmName.SLEM, f"auto: tli is refused for this pair ({pair.tli_error}); slem ran"
+            )
         return Resolved(AlgorithmName.SLEM if greedy else AlgorithmName.TLI)
     return Resolved(AlgorithmName.AR, f"auto: {pair.alignment_error}; target-only decoding")
 

@@ -1,7 +1,8 @@
 """The one error interceptor: domain exceptions -> gRPC status codes.
 
-Anything that is not a ``PolyspecError`` becomes INTERNAL with a generic message (the
-details go to the log, never to the caller).
+A ``PolyspecError`` becomes its status code and message, with its machine-readable reason as a
+``google.rpc.ErrorInfo`` in the status details (``core.serving.status``). Anything else becomes
+INTERNAL with a generic message (the details go to the log, never to the caller).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 import structlog
 
 from core.errors import PolyspecError
+from core.serving.status import status_for
 
 log = structlog.get_logger(__name__)
 
@@ -27,9 +29,15 @@ if TYPE_CHECKING:
 
 async def _abort_for(exc: BaseException, context: _Context, method: str) -> None:
     if isinstance(exc, PolyspecError):
-        code = getattr(grpc.StatusCode, exc.kind.value)
-        log.info("request_failed", method=method, code=exc.kind.value, reason=exc.message)
-        await context.abort(code, exc.message)
+        status = status_for(exc)
+        log.info(
+            "request_failed",
+            method=method,
+            code=exc.kind.value,
+            error_reason=exc.error_reason.value,
+            reason=exc.message,
+        )
+        await context.abort(status.code, status.details, status.trailing_metadata)
     log.error("internal_error", method=method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 

@@ -203,9 +203,16 @@ class Client(_ClientBase):
         """Generates a continuation of exactly one of ``prompt``, ``chat`` or ``fim`` (prefix, suffix).
 
         ``temperature`` 0 is greedy; unset means 1.0. ``algorithm``: auto, ar, sd, slem, slrs, tli.
-        ``lookahead``: an int k (static), ``"auto"``, ``"static"``, ``"confidence"``, ``"disco"`` (with
-        ``lookahead_k`` / ``confidence_threshold``) or ``"confidence:8:0.4"``. ``seed`` makes the
-        output reproducible (the seed used is in ``result.stats.seed``).
+        ``lookahead``: an int k (static), ``"auto"``, ``"static"``, ``"confidence"`` (with
+        ``lookahead_k`` / ``confidence_threshold``) or ``"confidence:8:0.4"``; ``"disco"`` is reserved:
+        coordinators reject it with INVALID_ARGUMENT (``InvalidArgumentError``) until the DISCO classifier
+        lands.
+
+        ``seed`` seeds every random draw (the seed used is in ``result.stats.seed``). A greedy output
+        never depends on it. A sampled output is reproduced by the same seed under a deterministic
+        lookahead (static, confidence) with the same drafter and target; under ``auto`` (the default) the
+        round boundaries follow measured timings, so each output is an exact sample of the target's law
+        but the same seed may give a different one from run to run.
         """
         request = build_request(
             prompt=prompt,

@@ -10,6 +10,9 @@ AlgorithmName: TypeAlias = Literal["auto", "ar", "sd", "slem", "slrs", "tli"]
 """``auto`` lets the coordinator choose; the others force one verification algorithm."""
 
 LookaheadPolicyName: TypeAlias = Literal["auto", "static", "confidence", "disco"]
+"""``auto``: the coordinator drafts as far as it pays (from measured costs); ``static``: k tokens per
+round; ``confidence``: up to k, stopping at an unsure draft token. ``disco`` is reserved: coordinators
+reject it with INVALID_ARGUMENT until the DISCO classifier lands."""
 
 FinishReasonName: TypeAlias = Literal["length", "stop", "context", "unspecified"]
 """``length``: max_new_tokens reached; ``stop``: end of sequence; ``context``: context window full."""
@@ -71,7 +74,8 @@ class GenerationStats:
     fallback_reason: str
     """Why the request fell back to another algorithm ("" if it did not)."""
     seed: int
-    """The seed the request ran with (pass it back to reproduce the output)."""
+    """The seed the request ran with. Passing it back reproduces a sampled output only under a
+    deterministic lookahead (static, confidence) with the same models; see ``Client.generate``."""
     near_tie_positions: tuple[int, ...] = ()
     """Greedy requests: output positions decided by a target argmax over a top-2 logit margin under the
     coordinator's near-tie tolerance (only there may another forward shape pick another token)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from polyspec.v1 import common_pb2, model_pb2
 
-from core.errors import InvalidArgumentError
 from core.modelcalls import (
     ContextRef,
     DraftCall,
@@ -21,20 +20,14 @@ from core.sampling import SamplingConfig
 def sampling_config(params: common_pb2.SamplingParams) -> SamplingConfig:
     """Warpers of a request; unset temperature / top_p mean 1.0.
 
-    Bad values raise ``InvalidArgumentError`` naming the field (``sampling.top_p: must lie in (0, 1], ...``),
-    never a bare ``ValueError`` (which would reach the caller as INTERNAL).
+    ``SamplingConfig`` validates them: bad values raise ``InvalidArgumentError`` naming the field
+    (``sampling.top_p: must lie in (0, 1] ...``).
     """
-    try:
-        return SamplingConfig(
-            temperature=params.temperature if params.HasField("temperature") else 1.0,
-            top_k=params.top_k,
-            top_p=params.top_p if params.HasField("top_p") else 1.0,
-        )
-    except ValueError as exc:  # SamplingConfig's messages start with the warper's name
-        warper, separator, reason = str(exc).partition(": ")
-        if not separator:
-            raise InvalidArgumentError("sampling", str(exc)) from exc
-        raise InvalidArgumentError(f"sampling.{warper}", reason) from exc
+    return SamplingConfig(
+        temperature=params.temperature if params.HasField("temperature") else 1.0,
+        top_k=params.top_k,
+        top_p=params.top_p if params.HasField("top_p") else 1.0,
+    )
 
 
 def context_ref(context: model_pb2.TokenContext) -> ContextRef:

@@ -48,20 +48,6 @@ def check_context(context: model_pb2.TokenContext, limits: RequestLimits) -> Non
     check_token_ids("context.tokens", context.tokens, limits.vocab_size)
 
 
-def check_sampling(sampling: common_pb2.SamplingParams) -> None:
-    """temperature >= 0 and finite, top_k >= 0, top_p in (0, 1] (unset optional fields mean 1.0)."""
-    if sampling.HasField("temperature"):
-        temperature = sampling.temperature
-        if not math.isfinite(temperature) or temperature < 0:
-            raise InvalidArgumentError("sampling.temperature", f"must be finite and >= 0, got {temperature}")
-    if sampling.top_k < 0:
-        raise InvalidArgumentError("sampling.top_k", f"must be >= 0, got {sampling.top_k}")
-    if sampling.HasField("top_p"):
-        top_p = sampling.top_p
-        if not math.isfinite(top_p) or not 0 < top_p <= 1:
-            raise InvalidArgumentError("sampling.top_p", f"must lie in (0, 1], got {top_p}")
-
-
 def check_draft_request(request: model_pb2.DraftRequest, limits: RequestLimits) -> None:
     """Validates a Draft request against the model's limits."""
     check_context(request.context, limits)
@@ -70,7 +56,6 @@ def check_draft_request(request: model_pb2.DraftRequest, limits: RequestLimits) 
             "max_draft_tokens",
             f"must lie in [1, {limits.max_draft_tokens}], got {request.max_draft_tokens}",
         )
-    check_sampling(request.sampling)
     check_token_ids("stop_token_ids", request.stop_token_ids, limits.vocab_size)
     threshold = request.confidence_threshold
     if not math.isfinite(threshold) or not 0 <= threshold <= 1:
@@ -116,7 +101,6 @@ def check_score_request(request: model_pb2.ScoreRequest, limits: RequestLimits) 
         )
     for index, distribution in enumerate(request.draft_probs):
         check_sparse_distribution(f"draft_probs[{index}]", distribution, limits.vocab_size)
-    check_sampling(request.sampling)
 
 
 def check_release_request(request: model_pb2.ReleaseRequest) -> None:

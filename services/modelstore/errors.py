@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.errors import InvalidArgumentError, PolyspecError
+from core.errors import ErrorReason, InvalidArgumentError, PolyspecError
 
 
 class ModelStoreError(PolyspecError):
     """A model or vocabulary could not be fetched, verified or converted."""
 
+    error_reason = ErrorReason.MODEL_STORE
+
 
 class ChecksumMismatchError(ModelStoreError):
     """A downloaded or joined file does not have the sha256 the registry pins."""
+
+    error_reason = ErrorReason.CHECKSUM_MISMATCH
 
     def __init__(self, name: str, expected: str, actual: str) -> None:
         super().__init__(f"{name}: sha256 mismatch: expected {expected}, got {actual}")
@@ -23,6 +27,8 @@ class ChecksumMismatchError(ModelStoreError):
 
 class UnknownModelError(InvalidArgumentError):
     """A model (or vocabulary) name that the registry does not know."""
+
+    error_reason = ErrorReason.UNKNOWN_MODEL
 
     def __init__(self, field: str, name: str, known: Iterable[str]) -> None:
         super().__init__(field, f"unknown name {name!r}; known: {', '.join(known)}")

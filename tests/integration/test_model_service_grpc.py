@@ -17,8 +17,10 @@ from polyspec.v1 import common_pb2, model_pb2, model_pb2_grpc
 from transformers import AutoTokenizer
 
 from core.checksum import prefix_checksum
+from core.errors import ErrorReason
 from core.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
 from core.serving.server import GrpcServerSettings
+from core.serving.status import error_reason
 from services.model.engine import EngineClocks
 from services.model.identity import tokenizer_fingerprint
 from services.model.server import SERVICE_NAME, ModelServer, start_model_server
@@ -424,12 +426,14 @@ async def test_context_miss_is_failed_precondition_and_a_full_resend_gives_the_s
     unknown = await rpc_error(running.stub.Score(score_request(ctx("x", [5], CONTEXT, prefix_len=20))))
     assert unknown.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "cached_prefix_len = 0" in (unknown.details() or "")
+    assert error_reason(unknown) is ErrorReason.CONTEXT_MISS  # what the coordinator reads
 
     await running.stub.Score(score_request(ctx("x", CONTEXT[:10])))
     wrong = ctx("x", [5], CONTEXT, prefix_len=10)
     wrong.cached_prefix_checksum ^= 1
     mismatch = await rpc_error(running.stub.Score(score_request(wrong)))
     assert mismatch.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(mismatch) is ErrorReason.CONTEXT_MISS
     too_long = await rpc_error(running.stub.Score(score_request(ctx("x", [5], CONTEXT, prefix_len=18))))
     assert too_long.code() == grpc.StatusCode.FAILED_PRECONDITION
 
@@ -437,7 +441,9 @@ async def test_context_miss_is_failed_precondition_and_a_full_resend_gives_the_s
     fresh_server = await start()
     resent = await fresh_server.stub.Score(score_request(ctx("x", CONTEXT)))
     assert list(resent.target_samples) == list(cached.target_samples)
-    assert list(resent.candidate_target_probs) == pytest.approx(list(cached.candidate_target_probs))
+    assert list(resent.candidate_target_probs) == pytest.approx(
+        list(cached.candidate_target_probs), rel=1e-4, abs=1e-6
+    )
     assert resent.stats.reused_tokens == 0
     assert cached.stats.reused_tokens == 10
 
@@ -562,6 +568,7 @@ INVALID_REQUESTS: list[tuple[str, Any, str]] = [
     ("Draft", _draft(max_draft_tokens=17), "max_draft_tokens"),
     ("Draft", _draft(sampling=sampling(temperature=-0.5)), "sampling.temperature"),
     ("Draft", _draft(sampling=sampling(temperature=float("nan"))), "sampling.temperature"),
+    ("Draft", _draft(sampling=sampling(temperature=1e-4)), "sampling.temperature"),
     ("Draft", _draft(sampling=common_pb2.SamplingParams(top_k=-1)), "sampling.top_k"),
     ("Draft", _draft(sampling=sampling(top_p=0.0)), "sampling.top_p"),
     ("Draft", _draft(sampling=sampling(top_p=1.5)), "sampling.top_p"),
@@ -576,6 +583,9 @@ INVALID_REQUESTS: list[tuple[str, Any, str]] = [
     ("Score", _score(draft_probs=[_dist([7, 9], [1.2, -0.2]), _dist([8], [1.0])]), "draft_probs[0].probs[1]"),
     ("Score", _score(draft_probs=[_dist([7, 9], [0.5, 0.4]), _dist([8], [1.0])]), "draft_probs[0].probs"),
     ("Score", _score(sampling=sampling(top_p=-1.0)), "sampling.top_p"),
+    ("Score", _score(sampling=sampling(temperature=1e-4)), "sampling.temperature"),
+    ("Score", _score(sampling=sampling(temperature=float("inf"))), "sampling.temperature"),
+    ("Score", _score(sampling=common_pb2.SamplingParams(top_k=-3)), "sampling.top_k"),
     ("Release", model_pb2.ReleaseRequest(sequence_ids=["a", ""]), "sequence_ids[1]"),
 ]
 
@@ -586,6 +596,7 @@ async def test_each_invalid_field_is_invalid_argument_naming_it(start: StartServ
         error = await rpc_error(getattr(running.stub, method)(request))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, field, error.details())
         assert (error.details() or "").startswith(f"{field}:"), (method, field, error.details())
+        assert error_reason(error) is ErrorReason.INVALID_ARGUMENT, (method, field)
     # Unset optional sampling fields mean 1.0; a valid request still works afterwards.
     response = await running.stub.Score(_score(sampling=common_pb2.SamplingParams()))
     assert len(response.target_samples) == 3

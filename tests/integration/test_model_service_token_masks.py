@@ -15,9 +15,11 @@ import pytest
 import torch
 from polyspec.v1 import common_pb2, model_pb2, model_pb2_grpc
 
+from core.errors import ErrorReason
 from core.restrict import restrict_logits
 from core.sampling import DraftedToken, SamplingConfig, draft_token
 from core.serving.server import GrpcServerSettings
+from core.serving.status import error_reason
 from services.model.server import ModelServer, start_model_server
 from services.model.settings import ModelServiceSettings
 from tests.integration.test_model_service_grpc import ctx, rpc_error, sampling
@@ -267,6 +269,7 @@ async def test_an_unknown_mask_is_failed_precondition_until_registered(start: St
     error = await rpc_error(served.stub.Draft(request))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "register it with SetTokenMask" in (error.details() or "")
+    assert error_reason(error) is ErrorReason.UNKNOWN_TOKEN_MASK  # what the coordinator reads
     assert served.metric("polyspec_model_token_mask_misses_total") == 1.0
     assert served.metric("polyspec_model_context_misses_total") == 0.0
     mask = random_mask(5)
@@ -317,6 +320,7 @@ async def test_the_least_recently_used_mask_goes_beyond_the_capacity(start: Star
     assert served.metric("polyspec_model_token_masks") == 2.0
     evicted = await rpc_error(served.stub.Draft(draft_request("s", CONTEXT, "b", sampling(0.0))))
     assert evicted.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(evicted) is ErrorReason.UNKNOWN_TOKEN_MASK
     for mask_id in ("a", "c"):
         response = await served.stub.Draft(draft_request("s", CONTEXT, mask_id, sampling(0.0)))
         assert all(4 <= token < 8 for token in response.draft_tokens)

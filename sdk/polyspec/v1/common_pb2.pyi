@@ -76,7 +76,9 @@ class SamplingParams(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     TOP_P_FIELD_NUMBER: _builtins.int
     temperature: _builtins.float
-    """0 selects greedy decoding (argmax). Unset means 1.0. Must be >= 0."""
+    """0 selects greedy decoding (argmax). Unset means 1.0. Must be 0 or a finite
+    number >= 0.001.
+    """
     top_k: _builtins.int
     """Keep only the top_k most likely tokens; 0 disables. Must be >= 0."""
     top_p: _builtins.float

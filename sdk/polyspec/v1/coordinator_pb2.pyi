@@ -36,7 +36,9 @@ class _LookaheadPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Looka
     is below confidence_threshold.
     """
     LOOKAHEAD_POLICY_DISCO: _LookaheadPolicy.ValueType  # 4
-    """DISCO: a trained classifier decides after each draft token."""
+    """Reserved for DISCO (a trained classifier decides after each draft token):
+    coordinators reject it with INVALID_ARGUMENT until the classifier lands.
+    """
 
 class LookaheadPolicy(_LookaheadPolicy, metaclass=_LookaheadPolicyEnumTypeWrapper): ...
 
@@ -50,7 +52,9 @@ LOOKAHEAD_POLICY_CONFIDENCE: LookaheadPolicy.ValueType  # 3
 is below confidence_threshold.
 """
 LOOKAHEAD_POLICY_DISCO: LookaheadPolicy.ValueType  # 4
-"""DISCO: a trained classifier decides after each draft token."""
+"""Reserved for DISCO (a trained classifier decides after each draft token):
+coordinators reject it with INVALID_ARGUMENT until the classifier lands.
+"""
 Global___LookaheadPolicy: _TypeAlias = LookaheadPolicy  # noqa: Y015
 
 class _FinishReason:
@@ -199,7 +203,11 @@ class GenerateRequest(_message.Message):
     """1..the coordinator's cap."""
     seed: _builtins.int
     """Seed of every random draw of the request; unset = a fresh random seed
-    (reported back in the response).
+    (reported back in the response). A greedy output never depends on it. A
+    sampled output is reproduced by the same seed under a deterministic
+    lookahead (static, confidence) with the same drafter and target; under
+    auto the round boundaries follow measured timings, so each output is an
+    exact sample of the target's law but may differ between runs.
     """
     algorithm: _common_pb2.Algorithm.ValueType
     ignore_eos: _builtins.bool

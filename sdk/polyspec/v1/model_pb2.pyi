@@ -276,7 +276,8 @@ class DraftRequest(_message.Message):
     token_mask_id: _builtins.str
     """Restrict drafting to a mask registered with SetTokenMask: logits outside it are
     masked before the warpers, so the proposal is renormalised on the mask. Empty = no
-    restriction. An unknown id is FAILED_PRECONDITION (register it again).
+    restriction. An unknown id is FAILED_PRECONDITION with reason
+    UNKNOWN_TOKEN_MASK (register it again).
     """
     @_builtins.property
     def context(self) -> Global___TokenContext: ...

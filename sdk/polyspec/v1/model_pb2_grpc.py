@@ -33,6 +33,11 @@ class ModelServiceStub:
     cached prefix and computes only new tokens. When the cached prefix a request
     refers to is gone (eviction, another replica, a restart) the server answers
     FAILED_PRECONDITION and the caller resends the whole context.
+
+    Every error status but INTERNAL carries a google.rpc.ErrorInfo in its details
+    (domain "polyspec.dev"); its reason tells causes with the same code apart, e.g.
+    FAILED_PRECONDITION with CONTEXT_MISS (resend the whole context) or
+    UNKNOWN_TOKEN_MASK (register the mask again with SetTokenMask).
     """
 
     def __init__(self, channel):
@@ -76,6 +81,11 @@ class ModelServiceServicer:
     cached prefix and computes only new tokens. When the cached prefix a request
     refers to is gone (eviction, another replica, a restart) the server answers
     FAILED_PRECONDITION and the caller resends the whole context.
+
+    Every error status but INTERNAL carries a google.rpc.ErrorInfo in its details
+    (domain "polyspec.dev"); its reason tells causes with the same code apart, e.g.
+    FAILED_PRECONDITION with CONTEXT_MISS (resend the whole context) or
+    UNKNOWN_TOKEN_MASK (register the mask again with SetTokenMask).
     """
 
     def Info(self, request, context):
@@ -160,6 +170,11 @@ class ModelService:
     cached prefix and computes only new tokens. When the cached prefix a request
     refers to is gone (eviction, another replica, a restart) the server answers
     FAILED_PRECONDITION and the caller resends the whole context.
+
+    Every error status but INTERNAL carries a google.rpc.ErrorInfo in its details
+    (domain "polyspec.dev"); its reason tells causes with the same code apart, e.g.
+    FAILED_PRECONDITION with CONTEXT_MISS (resend the whole context) or
+    UNKNOWN_TOKEN_MASK (register the mask again with SetTokenMask).
     """
 
     @staticmethod

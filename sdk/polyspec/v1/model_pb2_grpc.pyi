@@ -34,6 +34,11 @@ class ModelServiceStub:
     cached prefix and computes only new tokens. When the cached prefix a request
     refers to is gone (eviction, another replica, a restart) the server answers
     FAILED_PRECONDITION and the caller resends the whole context.
+
+    Every error status but INTERNAL carries a google.rpc.ErrorInfo in its details
+    (domain "polyspec.dev"); its reason tells causes with the same code apart, e.g.
+    FAILED_PRECONDITION with CONTEXT_MISS (resend the whole context) or
+    UNKNOWN_TOKEN_MASK (register the mask again with SetTokenMask).
     """
 
     @_typing.overload
@@ -66,6 +71,11 @@ class ModelServiceAsyncStub(ModelServiceStub):
     cached prefix and computes only new tokens. When the cached prefix a request
     refers to is gone (eviction, another replica, a restart) the server answers
     FAILED_PRECONDITION and the caller resends the whole context.
+
+    Every error status but INTERNAL carries a google.rpc.ErrorInfo in its details
+    (domain "polyspec.dev"); its reason tells causes with the same code apart, e.g.
+    FAILED_PRECONDITION with CONTEXT_MISS (resend the whole context) or
+    UNKNOWN_TOKEN_MASK (register the mask again with SetTokenMask).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -94,6 +104,11 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     cached prefix and computes only new tokens. When the cached prefix a request
     refers to is gone (eviction, another replica, a restart) the server answers
     FAILED_PRECONDITION and the caller resends the whole context.
+
+    Every error status but INTERNAL carries a google.rpc.ErrorInfo in its details
+    (domain "polyspec.dev"); its reason tells causes with the same code apart, e.g.
+    FAILED_PRECONDITION with CONTEXT_MISS (resend the whole context) or
+    UNKNOWN_TOKEN_MASK (register the mask again with SetTokenMask).
     """
 
     @_abc_1.abstractmethod

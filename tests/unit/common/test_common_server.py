@@ -7,11 +7,23 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no py.typed
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
-from core.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
+from core.errors import (
+    ERROR_DOMAIN,
+    ContextMissError,
+    ErrorReason,
+    InvalidArgumentError,
+    PolyspecError,
+    ResourceExhaustedError,
+    UnavailableError,
+    UnknownTokenMaskError,
+)
 from core.serving.server import GrpcServerSettings, RunningServer, start_server
+from core.serving.status import error_reason
 
 SERVICE = "polyspec.test.Echo"
 
@@ -21,6 +33,10 @@ def _identity(value: bytes) -> bytes:
 
 
 async def _unary(request: bytes, context: Any) -> bytes:
+    if request == b"miss":
+        raise ContextMissError("sequence 's': the cached prefix is not held")
+    if request == b"mask":
+        raise UnknownTokenMaskError("token_mask_id 'm' is not registered; register it with SetTokenMask")
     if request == b"bad":
         raise InvalidArgumentError("prompt", "must not be empty")
     if request == b"busy":
@@ -73,22 +89,52 @@ async def _call(port: int, payload: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("payload", "code", "text"),
+    ("payload", "code", "text", "reason"),
     [
-        (b"bad", grpc.StatusCode.INVALID_ARGUMENT, "prompt: must not be empty"),
-        (b"busy", grpc.StatusCode.RESOURCE_EXHAUSTED, "cache budget exceeded"),
-        (b"down", grpc.StatusCode.UNAVAILABLE, "drafter at 127.0.0.1:1"),
-        (b"bug", grpc.StatusCode.INTERNAL, "internal error"),
+        (b"bad", grpc.StatusCode.INVALID_ARGUMENT, "prompt: must not be empty", ErrorReason.INVALID_ARGUMENT),
+        (
+            b"busy",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "cache budget exceeded",
+            ErrorReason.RESOURCE_EXHAUSTED,
+        ),
+        (b"down", grpc.StatusCode.UNAVAILABLE, "drafter at 127.0.0.1:1", ErrorReason.UNAVAILABLE),
+        (b"miss", grpc.StatusCode.FAILED_PRECONDITION, "not held", ErrorReason.CONTEXT_MISS),
+        (b"mask", grpc.StatusCode.FAILED_PRECONDITION, "SetTokenMask", ErrorReason.UNKNOWN_TOKEN_MASK),
+        (b"bug", grpc.StatusCode.INTERNAL, "internal error", None),
     ],
 )
-async def test_domain_errors_map_to_status_codes(
-    running: RunningServer, payload: bytes, code: grpc.StatusCode, text: str
+async def test_domain_errors_map_to_status_codes_and_reasons(
+    running: RunningServer, payload: bytes, code: grpc.StatusCode, text: str, reason: ErrorReason | None
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await _call(running.port, payload)
     assert info.value.code() == code
     assert text in (info.value.details() or "")
     assert "secret" not in (info.value.details() or "")
+    assert error_reason(info.value) is reason
+
+
+async def test_the_reason_is_a_standard_error_info_in_the_status_details(running: RunningServer) -> None:
+    """Any gRPC client reads it with grpc_status; invalid arguments name the field in its metadata."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        method = channel.unary_unary(
+            f"/{SERVICE}/Unary", request_serializer=_identity, response_deserializer=_identity
+        )
+        call = method(b"bad", timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+        status = await rpc_status.aio.from_call(call)  # type: ignore[attr-defined]  # not in grpc-stubs
+    assert status is not None
+    assert (status.code, status.message) == (3, "prompt: must not be empty")  # 3 = INVALID_ARGUMENT
+    assert len(status.details) == 1
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.domain, info.reason, dict(info.metadata)) == (
+        ERROR_DOMAIN,
+        "INVALID_ARGUMENT",
+        {"field": "prompt"},
+    )
 
 
 async def test_success_passes_through(running: RunningServer) -> None:
@@ -107,6 +153,7 @@ async def test_stream_error_after_first_message(running: RunningServer) -> None:
     assert received == [b"first"]
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "max_new_tokens" in (info.value.details() or "")
+    assert error_reason(info.value) is ErrorReason.INVALID_ARGUMENT
 
 
 async def test_health_and_reflection(running: RunningServer) -> None:
@@ -124,3 +171,22 @@ async def test_health_and_reflection(running: RunningServer) -> None:
         async for response in stub.ServerReflectionInfo(iter([request])):
             names |= {s.name for s in response.list_services_response.service}
         assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+def test_every_domain_error_has_its_own_reason() -> None:
+    """Each PolyspecError subclass in the product names its own ErrorInfo reason (distinct, stable)."""
+    import coordinator.pair
+    import services.modelstore.errors
+
+    def subclasses(cls: type[PolyspecError]) -> list[type[PolyspecError]]:
+        return [cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))]
+
+    product = [
+        cls
+        for cls in subclasses(PolyspecError)
+        if cls.__module__.split(".")[0] in {"core", "coordinator", "services"}
+    ]
+    assert {coordinator.pair.PairMismatchError, services.modelstore.errors.UnknownModelError} <= set(product)
+    reasons = {cls: cls.error_reason for cls in product}
+    assert all("error_reason" in vars(cls) for cls in product if cls is not PolyspecError), reasons
+    assert len(set(reasons.values())) == len(reasons), reasons

@@ -25,8 +25,9 @@ from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from coordinator.clients import common_prefix_len, map_rpc_error
 from coordinator.server import CoordinatorServer
 from coordinator.vocab import CanonicalVocab, build_intersection
-from core.errors import ContextMissError, UnknownTokenMaskError
+from core.errors import ContextMissError, PolyspecError, UnknownTokenMaskError
 from core.sampling import SamplingConfig
+from core.serving.status import status_for
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
 from tests.unit.coordinator.laws import exact_two_token_law, pooled_chi_square
 from tests.unit.coordinator.toy_crossvocab import (
@@ -217,27 +218,20 @@ async def test_context_miss_and_mask_miss_together(cross: CrossPair) -> None:
     assert sum(cached == 0 for method, _, cached, _ in cross.drafter.state.calls if method == "Draft") > 2
 
 
-def test_failed_precondition_causes_are_told_apart() -> None:
-    def error(details: str) -> grpc.aio.AioRpcError:
-        return grpc.aio.AioRpcError(
-            grpc.StatusCode.FAILED_PRECONDITION, Metadata(), Metadata(), details, None
-        )
+def test_failed_precondition_causes_are_told_apart_by_the_reason_not_the_text() -> None:
+    def error(exc: PolyspecError | None, details: str) -> grpc.aio.AioRpcError:
+        trailing = Metadata(*status_for(exc).trailing_metadata) if exc is not None else Metadata()
+        return grpc.aio.AioRpcError(grpc.StatusCode.FAILED_PRECONDITION, Metadata(), trailing, details, None)
 
-    mask = map_rpc_error(
-        error("token_mask_id 'm' is not registered on this server; register it with SetTokenMask and retry"),
-        "drafter",
-        "h:1",
-    )
-    miss = map_rpc_error(
-        error(
-            "sequence 's': the cached prefix of 4 tokens is not held; resend the whole context with "
-            "cached_prefix_len = 0"
-        ),
-        "drafter",
-        "h:1",
-    )
-    assert isinstance(mask, UnknownTokenMaskError) and "drafter at h:1" in str(mask)
+    # The message text no longer decides: a mask miss worded like anything, a context miss that
+    # happens to mention SetTokenMask, and a bare status without a reason (a context miss).
+    mask = map_rpc_error(error(UnknownTokenMaskError("gone"), "gone"), "drafter", "h:1")
+    text = "cached prefix not held; register it with SetTokenMask"
+    miss = map_rpc_error(error(ContextMissError(text), text), "drafter", "h:1")
+    bare = map_rpc_error(error(None, text), "drafter", "h:1")
+    assert isinstance(mask, UnknownTokenMaskError) and str(mask) == "drafter at h:1: gone"
     assert isinstance(miss, ContextMissError) and not isinstance(miss, UnknownTokenMaskError)
+    assert isinstance(bare, ContextMissError) and not isinstance(bare, UnknownTokenMaskError)
 
 
 async def test_drafter_is_resynced_to_the_committed_text(cross: CrossPair, drafter_tokenizer: Any) -> None:

@@ -21,6 +21,7 @@ def test_unset_temperature_and_top_p_mean_one() -> None:
     ("params", "field"),
     [
         (common_pb2.SamplingParams(temperature=-1.0), "sampling.temperature"),
+        (common_pb2.SamplingParams(temperature=1e-4), "sampling.temperature"),
         (common_pb2.SamplingParams(temperature=float("nan")), "sampling.temperature"),
         (common_pb2.SamplingParams(temperature=float("inf")), "sampling.temperature"),
         (common_pb2.SamplingParams(top_k=-3), "sampling.top_k"),

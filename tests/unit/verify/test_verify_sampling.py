@@ -10,7 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import InvalidArgumentError
 from core.sampling import (
+    MIN_TEMPERATURE,
     SamplingConfig,
     draft_token,
     draft_tokens_batch,
@@ -48,18 +50,42 @@ def normalised(row: list[float]) -> torch.Tensor:
     ("kwargs", "field"),
     [
         ({"temperature": -0.1}, "temperature"),
+        ({"temperature": 1e-4}, "temperature"),
+        ({"temperature": 5e-324}, "temperature"),
         ({"temperature": math.inf}, "temperature"),
         ({"temperature": math.nan}, "temperature"),
         ({"top_k": -1}, "top_k"),
         ({"top_k": 2.5}, "top_k"),
+        ({"top_k": True}, "top_k"),
         ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.01}, "top_p"),
         ({"top_p": math.nan}, "top_p"),
     ],
 )
-def test_sampling_config_rejects_bad_values_naming_the_field(kwargs: dict[str, float], field: str) -> None:
-    with pytest.raises(ValueError, match=f"^{field}: "):
+def test_sampling_config_rejects_bad_values_naming_the_field_value_and_range(
+    kwargs: dict[str, float], field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
         SamplingConfig(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == f"sampling.{field}"
+    assert info.value.message.startswith(f"sampling.{field}: must ")
+    assert f"got {kwargs[field]!r}" in info.value.message or f"got {kwargs[field]}" in info.value.message
+    allowed = {"temperature": f">= {MIN_TEMPERATURE}", "top_k": ">= 0", "top_p": "(0, 1]"}[field]
+    assert allowed in info.value.message
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_smallest_temperature_samples_and_scores_finite_laws(dtype: torch.dtype) -> None:
+    """Every accepted temperature works end to end: large logits at ``MIN_TEMPERATURE`` stay finite."""
+    config = SamplingConfig(temperature=MIN_TEMPERATURE)
+    logits = torch.tensor([[3.0e4, 3.0e4 - 0.01, -3.0e4, 0.0], [-1.0, -1.002, -1.5, -math.inf]]).to(dtype)
+    probs = warp_probs(logits, config)
+    assert bool(torch.isfinite(probs).all())
+    assert torch.allclose(probs.sum(dim=-1), torch.ones(2))
+    drafted = draft_token(logits[1], config, 4, torch.Generator().manual_seed(0))
+    assert drafted.token in (0, 1, 2) and math.isfinite(drafted.confidence)
+    scored = score_candidates(logits, torch.tensor([1]), probs[:1], config, torch.Generator().manual_seed(1))
+    assert bool(torch.isfinite(scored.candidate_target_probs).all())
 
 
 def test_sampling_config_defaults_and_greedy() -> None:
@@ -402,7 +428,7 @@ def test_cuda_tensors_with_a_cpu_generator_match_cpu() -> None:
 
 
 def test_tiny_positive_temperature_is_rejected() -> None:
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(InvalidArgumentError, match=r"^sampling\.temperature: "):
         SamplingConfig(temperature=1e-40)
     SamplingConfig(temperature=0.0)
     SamplingConfig(temperature=1e-3)
