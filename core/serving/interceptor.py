@@ -1,30 +1,78 @@
-"""The one error interceptor: domain exceptions -> gRPC status codes.
+"""The one error interceptor: domain exceptions -> gRPC status codes; and the acceptance marker.
 
 A ``PolyspecError`` becomes its status code and message, with its machine-readable reason as a
 ``google.rpc.ErrorInfo`` in the status details (``core.serving.status``). Anything else becomes
-INTERNAL with a generic message (the details go to the log, never to the caller).
+INTERNAL with a generic message (the details go to the log, never to the caller). A request whose
+bytes do not parse as the method's request message is INVALID_ARGUMENT (field ``request``), not the
+UNKNOWN gRPC would answer.
+
+``AcceptanceInterceptor`` sends the ``polyspec-accepted`` header (initial metadata) as soon as a
+handler of the named services starts, before any work. A client that sees a failed call without it
+knows the server never started on the request (refused connection, draining server, connection lost
+before the handler ran), so re-sending it cannot run the work twice; with it, a retry might.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
 import structlog
 
-from core.errors import PolyspecError
+from core.errors import InvalidArgumentError, PolyspecError
 from core.serving.status import status_for
 
 log = structlog.get_logger(__name__)
+
+# The initial-metadata entry a server sends once a handler has started (the SDK reads the same key).
+ACCEPTED_METADATA = ("polyspec-accepted", "1")
 
 if TYPE_CHECKING:
     _Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     _Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
     _UnaryBehavior: TypeAlias = Callable[[Any, _Context], Awaitable[Any]]
     _StreamBehavior: TypeAlias = Callable[[Any, _Context], AsyncIterator[Any]]
+    _Deserializer: TypeAlias = Callable[[bytes], Any]
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request that does not parse deserializes to; the wrapped handler refuses it."""
+
+    message_name: str
+    error: str
+
+    def refusal(self) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            "request", f"the bytes do not parse as a {self.message_name} message ({self.error})"
+        )
+
+
+def _message_name(deserializer: _Deserializer) -> str:
+    """``polyspec.v1.GenerateRequest`` for ``GenerateRequest.FromString``; a generic name otherwise."""
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", None)
+    return name if isinstance(name, str) else "request"
+
+
+def tolerant_deserializer(deserializer: _Deserializer | None) -> _Deserializer | None:
+    """Wraps a request deserializer so undecodable bytes become an ``Undecodable`` instead of raising."""
+    if deserializer is None:
+        return None
+    name = _message_name(deserializer)
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError and any other parse failure of foreign bytes
+            return Undecodable(name, str(exc) or type(exc).__name__)
+
+    return parse
 
 
 async def _abort_for(exc: BaseException, context: _Context, method: str) -> None:
@@ -45,6 +93,8 @@ async def _abort_for(exc: BaseException, context: _Context, method: str) -> None
 def _wrap_unary(behavior: _UnaryBehavior, method: str) -> _UnaryBehavior:
     async def wrapped(request: Any, context: _Context) -> Any:
         try:
+            if isinstance(request, Undecodable):
+                raise request.refusal()
             return await behavior(request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -60,6 +110,8 @@ def _wrap_stream(behavior: _StreamBehavior, method: str) -> _StreamBehavior:
 
     async def wrapped(request: Any, context: _Context) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, Undecodable):
+                raise request.refusal()
             result: Any = behavior(request, context)
             if inspect.isawaitable(result):
                 await result
@@ -76,7 +128,10 @@ def _wrap_stream(behavior: _StreamBehavior, method: str) -> _StreamBehavior:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Maps ``PolyspecError`` subclasses to their status codes on unary and server-streaming methods."""
+    """Maps ``PolyspecError`` subclasses to their status codes on unary and server-streaming methods.
+
+    Undecodable requests of those methods are INVALID_ARGUMENT naming the expected message.
+    """
 
     async def intercept_service(
         self,
@@ -87,15 +142,73 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         method = handler_call_details.method
+        deserializer = tolerant_deserializer(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(cast("_UnaryBehavior", handler.unary_unary), method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(cast("_StreamBehavior", handler.unary_stream), method),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _service_of(method: str) -> str:
+    """``polyspec.v1.CoordinatorService`` for ``/polyspec.v1.CoordinatorService/Generate``."""
+    return method.lstrip("/").partition("/")[0]
+
+
+def _marking_unary(behavior: _UnaryBehavior) -> _UnaryBehavior:
+    async def marked(request: Any, context: _Context) -> Any:
+        if not isinstance(request, Undecodable):
+            await context.send_initial_metadata((ACCEPTED_METADATA,))
+        return await behavior(request, context)
+
+    return marked
+
+
+def _marking_stream(behavior: _StreamBehavior) -> _StreamBehavior:
+    async def marked(request: Any, context: _Context) -> AsyncIterator[Any]:
+        if not isinstance(request, Undecodable):
+            await context.send_initial_metadata((ACCEPTED_METADATA,))
+        async for item in behavior(request, context):
+            yield item
+
+    return marked
+
+
+class AcceptanceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Sends ``ACCEPTED_METADATA`` when a handler of ``services`` starts (unary and server-streaming).
+
+    Place it after authentication and before the error interceptor: a refused token or an undecodable
+    request is answered before the marker, so only calls the handler really took carry it.
+    """
+
+    def __init__(self, services: Iterable[str]) -> None:
+        self._services = frozenset(services)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or _service_of(handler_call_details.method) not in self._services:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _marking_unary(cast("_UnaryBehavior", handler.unary_unary)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _marking_stream(cast("_StreamBehavior", handler.unary_stream)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
