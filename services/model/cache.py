@@ -3,12 +3,18 @@
 A session holds the tokens the server keeps for a sequence (the context and the draft or candidate
 tokens of its last call) and the keys/values of a leading part of them. A new call reuses the longest
 common prefix of that part with its context, crops the rest away and feeds only the remaining tokens.
-All methods run on the model worker thread; the byte and session counts may be read from any thread.
+
+``prepare`` and ``commit`` run on the model worker thread, around the forward. ``release`` and
+``expire_idle`` are housekeeping and may run on any thread (the server runs them on its event loop, so
+they never wait behind forwards): a lock keeps the bookkeeping consistent, and a session dropped while
+a forward still uses it stays the forward's own object (its ``commit`` then keeps nothing). The byte
+and session counts may be read from any thread.
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -113,6 +119,7 @@ class KvCacheManager:
         self._on_evict = on_evict
         self._sessions: OrderedDict[str, CacheSession] = OrderedDict()
         self._total_bytes = 0
+        self._lock = threading.Lock()  # guards _sessions and _total_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -129,8 +136,9 @@ class KvCacheManager:
 
     def held_tokens(self, sequence_id: str) -> list[int] | None:
         """The tokens held for a sequence (context and draft/candidate tokens of its last call)."""
-        session = self._sessions.get(sequence_id)
-        return None if session is None else session.tokens
+        with self._lock:
+            session = self._sessions.get(sequence_id)
+            return None if session is None else session.tokens  # replaced, never mutated in place
 
     def prepare(
         self, sequence_id: str, context: Sequence[int], *, max_reuse: int, final_tokens: int
@@ -143,6 +151,12 @@ class KvCacheManager:
         """
         if not 0 <= max_reuse < len(context):
             raise ValueError("max_reuse must leave at least one context token to feed")
+        with self._lock:
+            return self._prepare(sequence_id, context, max_reuse, final_tokens)
+
+    def _prepare(
+        self, sequence_id: str, context: Sequence[int], max_reuse: int, final_tokens: int
+    ) -> PreparedContext:
         session = self._session_for(sequence_id)
         reuse = min(common_prefix_len(session.tokens[: session.kv_len], context), max_reuse)
         if reuse > 0 and can_crop(session.kv, session.kv_len - reuse):
@@ -164,27 +178,37 @@ class KvCacheManager:
         return PreparedContext(session, reuse, list(context[reuse:]))
 
     def commit(self, session: CacheSession, tokens: Sequence[int], kv_len: int) -> None:
-        """Records what a session holds after a call and enforces the budget."""
-        session.tokens = list(tokens)
-        session.kv_len = kv_len
-        session.last_used = self._clock()
-        self._account(session)
-        if session.sequence_id in self._sessions:
-            self._evict_lru(keep=session.sequence_id, needed=session.nbytes)
-            if session.nbytes > self._budget:
-                self._evict(session.sequence_id, EvictionReason.OVER_BUDGET)
+        """Records what a session holds after a call and enforces the budget.
+
+        A session released (or evicted) while its forward ran is no longer held: nothing is kept.
+        """
+        with self._lock:
+            session.tokens = list(tokens)
+            session.kv_len = kv_len
+            session.last_used = self._clock()
+            self._account(session)
+            if self._holds(session):
+                self._evict_lru(keep=session.sequence_id, needed=session.nbytes)
+                if session.nbytes > self._budget:
+                    self._evict(session.sequence_id, EvictionReason.OVER_BUDGET)
 
     def release(self, sequence_ids: Iterable[str]) -> int:
-        """Drops the named sequences; returns how many were cached."""
-        return sum(1 for sequence_id in set(sequence_ids) if self._drop(sequence_id))
+        """Drops the named sequences; returns how many were cached. Thread-safe."""
+        with self._lock:
+            return sum(1 for sequence_id in set(sequence_ids) if self._drop(sequence_id))
 
     def expire_idle(self) -> int:
-        """Drops sessions idle for longer than the TTL; returns how many."""
-        deadline = self._clock() - self._ttl
-        expired = [sid for sid, session in self._sessions.items() if session.last_used < deadline]
-        for sequence_id in expired:
-            self._evict(sequence_id, EvictionReason.TTL)
-        return len(expired)
+        """Drops sessions idle for longer than the TTL; returns how many. Thread-safe."""
+        with self._lock:
+            deadline = self._clock() - self._ttl
+            expired = [sid for sid, session in self._sessions.items() if session.last_used < deadline]
+            for sequence_id in expired:
+                self._evict(sequence_id, EvictionReason.TTL)
+            return len(expired)
+
+    def _holds(self, session: CacheSession) -> bool:
+        """Whether ``session`` itself (not a later one of the same sequence) is held."""
+        return self._sessions.get(session.sequence_id) is session
 
     def _session_for(self, sequence_id: str) -> CacheSession:
         session = self._sessions.get(sequence_id)
@@ -197,7 +221,7 @@ class KvCacheManager:
 
     def _account(self, session: CacheSession) -> None:
         nbytes = kv_nbytes(session.kv)
-        if session.sequence_id in self._sessions:
+        if self._holds(session):
             self._total_bytes += nbytes - session.nbytes
         session.nbytes = nbytes
 

@@ -16,6 +16,7 @@ def register_serve(roles: Any) -> None:
     The defaults --help shows come from ``ModelServiceSettings``; every settings flag defaults to None, so
     that an unset flag leaves the field to the settings' default.
     """
+    from core.serving.flags import add_server_flags
     from services.model.settings import DType, LinearKernel
 
     parser: argparse.ArgumentParser = roles.add_parser(
@@ -71,6 +72,7 @@ def register_serve(roles: Any) -> None:
         help="BENCHMARKING FLAG: pad every forward to this many milliseconds to emulate a slower model; "
         f"reported in Info, ForwardStats and metrics {_default('emulated_forward_seconds', 1e-3)}",
     )
+    add_server_flags(parser.add_argument_group("transport"))
     parser.set_defaults(handler=_serve_model)
 
 
@@ -88,6 +90,8 @@ def _default(field: str, unit: float = 1, unset: str = "off") -> str:
 
 def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:
     """Settings fields from the arguments; unset options keep the settings' defaults."""
+    from core.serving.flags import server_fields
+
     optional: dict[str, Any] = {
         "model_name": args.name,
         "device": args.device,
@@ -107,7 +111,7 @@ def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:
     }
     fields = {key: value for key, value in optional.items() if value is not None}
     fields["model_dir"] = args.model
-    fields["grpc"] = {"host": args.host, "port": args.port}
+    fields["grpc"] = {"host": args.host, "port": args.port, **server_fields(args)}
     if args.metrics_port is not None:
         fields["metrics_host"] = args.host
     return fields
@@ -116,20 +120,23 @@ def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:
 def _serve_model(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pydantic import ValidationError
-
     from services.model.settings import ModelServiceSettings
 
     try:
         settings = ModelServiceSettings.model_validate(_settings_fields(args))
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError, or TLS flags given by halves
         print(f"polyspec serve model: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     if not settings.model_dir.is_dir():
         print(f"polyspec serve model: --model {settings.model_dir} is not a folder", file=sys.stderr)
         return 2
     from core.serving.server import exit_after_drain
+    from core.serving.tls import TLSFileError
     from services.model.server import run
 
-    asyncio.run(run(settings, args.port_file))
+    try:
+        asyncio.run(run(settings, args.port_file))
+    except TLSFileError as exc:
+        print(f"polyspec serve model: {exc}", file=sys.stderr)
+        return 2
     exit_after_drain()

@@ -1,7 +1,8 @@
 """The model engine: a transformers causal LM with per-sequence KV caches serving Draft and Score.
 
 Methods are synchronous and run on the model worker thread (see ``services.model.worker``), except
-``set_token_mask``, which is thread-safe. Forwards feed only the tokens not already cached; the sampling math
+the housekeeping ones, which are thread-safe and need no worker turn: ``set_token_mask``, ``release``
+and ``expire_idle``. Forwards feed only the tokens not already cached; the sampling math
 is ``core.sampling`` (restricted to a token mask with ``core.restrict``, see
 ``services.model.masks``).
 """
@@ -148,11 +149,11 @@ class ModelEngine:
         return self.token_masks.register(mask_id, bitmap)
 
     def release(self, sequence_ids: Iterable[str]) -> int:
-        """Drops the caches of the named sequences; returns how many were held."""
+        """Drops the caches of the named sequences; returns how many were held. Thread-safe."""
         return self.cache.release(sequence_ids)
 
     def expire_idle(self) -> int:
-        """Drops caches idle for longer than the TTL."""
+        """Drops caches idle for longer than the TTL. Thread-safe."""
         return self.cache.expire_idle()
 
     def resolve_context(self, context: ContextRef) -> list[int]:

@@ -13,9 +13,9 @@ import structlog
 import torch
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from core.errors import ResourceExhaustedError
 from core.serving.metrics import MetricsEndpoint
 from core.serving.server import RunningServer, serve_until_signal, start_server
+from core.serving.tls import server_credentials
 from services.model.engine import EngineClocks, ModelEngine
 from services.model.metrics import ModelMetrics
 from services.model.servicer import ModelServicer
@@ -63,18 +63,22 @@ class ModelServer:
         log.info("model_server_stopped", port=self.port)
 
 
-async def _sweep_idle(engine: ModelEngine, worker: ModelWorker, period: float) -> None:
-    """Drops idle caches periodically (requests also drop them before they run)."""
+async def _sweep_idle(engine: ModelEngine, period: float) -> None:
+    """Drops idle caches periodically (requests also drop them before they run).
+
+    Housekeeping: it runs on the event loop, so a full queue of forwards neither delays nor skips it.
+    """
     while True:
         await asyncio.sleep(period)
-        with contextlib.suppress(ResourceExhaustedError):
-            await worker.run(engine.expire_idle)
+        engine.expire_idle()
 
 
 async def start_model_server(
     settings: ModelServiceSettings, *, clocks: EngineClocks | None = None
 ) -> ModelServer:
     """Loads the model, then serves polyspec.v1.ModelService (with health and reflection)."""
+    if settings.grpc.tls is not None:
+        server_credentials(settings.grpc.tls)  # unreadable certificate files fail before the model loads
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     metrics = ModelMetrics()
@@ -103,7 +107,7 @@ async def start_model_server(
     if settings.metrics_port is not None:
         endpoint = MetricsEndpoint(metrics.registry, settings.metrics_host, settings.metrics_port)
     period = min(settings.cache_ttl_seconds / 2, MAX_SWEEP_PERIOD_SECONDS)
-    sweeper = asyncio.create_task(_sweep_idle(engine, worker, period))
+    sweeper = asyncio.create_task(_sweep_idle(engine, period))
     _log_ready(settings, engine, running.port, endpoint)
     return ModelServer(running, engine, worker, metrics, endpoint, sweeper)
 

@@ -1,9 +1,12 @@
 """polyspec.v1.ModelService: validate -> convert -> engine call on the model worker -> convert back.
 
-SetTokenMask is the exception: it runs on the event loop, not in the worker's first-in-first-out queue.
-Registering a mask is cheap (unpacking a bitmap of ceil(vocab / 8) bytes) and the mask store is
-thread-safe, so a registration neither waits behind queued Draft / Score calls nor is refused by a full
-queue; a Draft sent after SetTokenMask returned always sees the mask.
+Only Draft and Score (the forwards) go through the worker's bounded first-in-first-out queue. The
+housekeeping calls run on the event loop and are never refused by a full queue nor wait behind
+forwards: Info (a prepared answer), SetTokenMask (unpacking a bitmap of ceil(vocab / 8) bytes into a
+thread-safe store; a Draft sent after SetTokenMask returned always sees the mask) and Release
+(dropping cache entries under the cache manager's lock; a forward still running on a released
+sequence finishes on its own copy and keeps nothing). Under overload a Release therefore frees its
+caches at once instead of leaving them to the idle expiry. Health is the server's own service.
 """
 
 from __future__ import annotations
@@ -73,8 +76,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     ) -> model_pb2.ReleaseResponse:
         with self._metrics.timed("Release"):
             check_release_request(request)
-            sequence_ids = list(request.sequence_ids)
-            released = await self._run(lambda: self._engine.release(sequence_ids))
+            released = self._engine.release(list(request.sequence_ids))
             return model_pb2.ReleaseResponse(released=released)
 
     async def SetTokenMask(  # noqa: N802 (gRPC method name)

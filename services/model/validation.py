@@ -73,7 +73,11 @@ def check_draft_request(request: model_pb2.DraftRequest, limits: RequestLimits) 
 def check_sparse_distribution(
     field: str, distribution: common_pb2.SparseDistribution, vocab_size: int
 ) -> None:
-    """Equal-length ids and probs, ids in range, probs >= 0 summing to about 1."""
+    """Equal-length ids and probs, distinct ids in range, probs >= 0 summing to about 1.
+
+    A repeated id would make the distribution ambiguous (the dense form would keep one of its
+    probabilities, or add them, depending on the code path), so it is refused.
+    """
     if len(distribution.token_ids) != len(distribution.probs):
         raise InvalidArgumentError(
             field,
@@ -81,6 +85,14 @@ def check_sparse_distribution(
             "differ in length",
         )
     check_token_ids(f"{field}.token_ids", distribution.token_ids, vocab_size)
+    first_index: dict[int, int] = {}
+    for index, token in enumerate(distribution.token_ids):
+        earlier = first_index.setdefault(token, index)
+        if earlier != index:
+            raise InvalidArgumentError(
+                f"{field}.token_ids[{index}]",
+                f"repeats token id {token} (already at token_ids[{earlier}]); each id may appear once",
+            )
     for index, prob in enumerate(distribution.probs):
         if not math.isfinite(prob) or prob < 0:
             raise InvalidArgumentError(f"{field}.probs[{index}]", f"must be finite and >= 0, got {prob}")

@@ -582,6 +582,11 @@ INVALID_REQUESTS: list[tuple[str, Any, str]] = [
     ("Score", _score(draft_probs=[_dist([7], [1.0]), _dist([400], [1.0])]), "draft_probs[1].token_ids[0]"),
     ("Score", _score(draft_probs=[_dist([7, 9], [1.2, -0.2]), _dist([8], [1.0])]), "draft_probs[0].probs[1]"),
     ("Score", _score(draft_probs=[_dist([7, 9], [0.5, 0.4]), _dist([8], [1.0])]), "draft_probs[0].probs"),
+    (
+        "Score",
+        _score(draft_probs=[_dist([8], [1.0]), _dist([9, 8, 9], [0.25, 0.5, 0.25])]),
+        "draft_probs[1].token_ids[2]",
+    ),
     ("Score", _score(sampling=sampling(top_p=-1.0)), "sampling.top_p"),
     ("Score", _score(sampling=sampling(temperature=1e-4)), "sampling.temperature"),
     ("Score", _score(sampling=sampling(temperature=float("inf"))), "sampling.temperature"),
