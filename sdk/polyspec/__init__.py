@@ -20,6 +20,7 @@ from polyspec.errors import (
     PolyspecError,
     RequestCancelledError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
     UnimplementedError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "RequestCancelledError",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "parse_lookahead",

@@ -1,8 +1,14 @@
 """``Client`` (blocking) and ``AsyncClient`` (asyncio) for ``polyspec.v1.CoordinatorService``.
 
 A per-call ``timeout`` (else the client's) becomes the gRPC deadline of the whole call, retries
-included. Only UNAVAILABLE is retried (see ``polyspec.retry``); a stream is retried only while
-nothing has been received. Failed calls raise the typed errors of ``polyspec.errors``.
+included. Only UNAVAILABLE is retried, and only when the coordinator had not yet accepted the request
+(see ``polyspec.retry``): a generation that started is never silently run again, and a stream is
+never retried once something was received. Failed calls raise the typed errors of ``polyspec.errors``.
+
+Security: pass ``credentials`` (``grpc.ssl_channel_credentials``; with a client certificate for
+mutual TLS) for a TLS coordinator, and ``bearer_token`` for one that requires a token: it is sent as
+``authorization: Bearer <token>`` metadata on every call. Send a token over plaintext only inside a
+mesh that encrypts traffic.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from polyspec.convert import LookaheadSpec, StreamAssembler, build_request, result_from_proto
-from polyspec.errors import error_from_rpc
-from polyspec.retry import CallBudget, RetryPolicy
+from polyspec.errors import InvalidArgumentError, error_from_rpc
+from polyspec.retry import CallBudget, RetryPolicy, accepted_by_server
 from polyspec.types import AlgorithmName, ChatInput, GenerationResult
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
@@ -37,6 +43,18 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_NEW_TOKENS = 128
 _MiB = 1024 * 1024
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer_metadata(token: str | None) -> Metadata | None:
+    """The call metadata carrying a bearer token; ``InvalidArgumentError`` for an unusable token."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise InvalidArgumentError(f"bearer_token: must be a string, got {type(token).__name__}")
+    if not token or not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise InvalidArgumentError("bearer_token: must be non-empty printable ASCII without spaces")
+    return (("authorization", f"Bearer {token}"),)
 
 
 def default_channel_options() -> list[tuple[str, int]]:
@@ -60,9 +78,12 @@ class _ClientBase:
         retry_policy: RetryPolicy | None,
         rng: random.Random | None,
         clock: Callable[[], float],
+        *,
+        bearer_token: str | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout: must be > 0 seconds, got {timeout}")
+        self._metadata = bearer_metadata(bearer_token)
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self._rng = rng or random.Random()
@@ -129,7 +150,8 @@ class GenerationStream:
                 break
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc)
-                delay = None if self._assembler.received else self._budget.backoff(error)
+                accepted = accepted_by_server(exc)
+                delay = None if self._assembler.received else self._budget.backoff(error, accepted=accepted)
                 if delay is None:
                     raise error from None
                 self._sleep(delay)
@@ -143,8 +165,11 @@ class Client(_ClientBase):
     """Blocking client of a polyspec coordinator at ``address`` (``host:port``).
 
     ``timeout`` is the default deadline of each call in seconds (None: no deadline). ``max_retries``
-    bounds the retries on UNAVAILABLE (or pass a ``RetryPolicy``); ``rng`` draws the backoff jitter.
-    Pass ``credentials`` for TLS. Use it as a context manager, or call ``close``.
+    bounds the retries on UNAVAILABLE before the coordinator accepted the request (or pass a
+    ``RetryPolicy``); ``rng`` draws the backoff jitter. Pass ``credentials`` for TLS
+    (``grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)``, the last two
+    for mutual TLS) and ``bearer_token`` for a coordinator that requires one. Use it as a context
+    manager, or call ``close``.
     """
 
     def __init__(
@@ -155,12 +180,13 @@ class Client(_ClientBase):
         max_retries: int = 3,
         retry_policy: RetryPolicy | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        bearer_token: str | None = None,
         options: Sequence[tuple[str, int | str]] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(timeout, max_retries, retry_policy, rng, clock)
+        super().__init__(timeout, max_retries, retry_policy, rng, clock, bearer_token=bearer_token)
         channel_options = list(default_channel_options() if options is None else options)
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=channel_options)
@@ -235,10 +261,12 @@ class Client(_ClientBase):
     def _generate(self, request: coordinator_pb2.GenerateRequest, budget: CallBudget) -> GenerationResult:
         while True:
             try:
-                response = self._stub.Generate(request, timeout=budget.attempt_timeout())
+                response = self._stub.Generate(
+                    request, timeout=budget.attempt_timeout(), metadata=self._metadata
+                )
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc)
-                delay = budget.backoff(error)
+                delay = budget.backoff(error, accepted=accepted_by_server(exc))
                 if delay is None:
                     raise error from None
                 self._sleep(delay)
@@ -287,7 +315,7 @@ class Client(_ClientBase):
         stream_request = coordinator_pb2.GenerateStreamRequest(request=request)
 
         def start(attempt_timeout: float | None) -> Iterable[coordinator_pb2.GenerateStreamResponse]:
-            return self._stub.GenerateStream(stream_request, timeout=attempt_timeout)
+            return self._stub.GenerateStream(stream_request, timeout=attempt_timeout, metadata=self._metadata)
 
         return GenerationStream(start, self._budget(timeout), self._sleep)
 
@@ -345,7 +373,8 @@ class AsyncGenerationStream:
                 break
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc)
-                delay = None if self._assembler.received else self._budget.backoff(error)
+                accepted = accepted_by_server(exc)
+                delay = None if self._assembler.received else self._budget.backoff(error, accepted=accepted)
                 if delay is None:
                     raise error from None
                 await self._sleep(delay)
@@ -369,12 +398,13 @@ class AsyncClient(_ClientBase):
         max_retries: int = 3,
         retry_policy: RetryPolicy | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        bearer_token: str | None = None,
         options: Sequence[tuple[str, int | str]] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(timeout, max_retries, retry_policy, rng, clock)
+        super().__init__(timeout, max_retries, retry_policy, rng, clock, bearer_token=bearer_token)
         channel_options = list(default_channel_options() if options is None else options)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(address, options=channel_options)
@@ -434,10 +464,12 @@ class AsyncClient(_ClientBase):
         budget = self._budget(timeout)
         while True:
             try:
-                response = await self._stub.Generate(request, timeout=budget.attempt_timeout())
+                response = await self._stub.Generate(
+                    request, timeout=budget.attempt_timeout(), metadata=self._metadata
+                )
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc)
-                delay = budget.backoff(error)
+                delay = budget.backoff(error, accepted=accepted_by_server(exc))
                 if delay is None:
                     raise error from None
                 await self._sleep(delay)
@@ -483,6 +515,6 @@ class AsyncClient(_ClientBase):
         stream_request = coordinator_pb2.GenerateStreamRequest(request=request)
 
         def start(attempt_timeout: float | None) -> AsyncIterable[coordinator_pb2.GenerateStreamResponse]:
-            return self._stub.GenerateStream(stream_request, timeout=attempt_timeout)
+            return self._stub.GenerateStream(stream_request, timeout=attempt_timeout, metadata=self._metadata)
 
         return AsyncGenerationStream(start, self._budget(timeout), self._sleep)

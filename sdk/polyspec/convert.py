@@ -41,9 +41,29 @@ _FINISH_FROM_PROTO: dict[int, FinishReasonName] = {
     coordinator_pb2.FINISH_REASON_CONTEXT: "context",
 }
 _UINT64_LIMIT = 1 << 64
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 LookaheadSpec: TypeAlias = str | int | Lookahead | None
 """An int k (static), a policy name, ``POLICY:K[:THRESHOLD]``, a ``Lookahead``, or None (auto)."""
+
+
+def check_int(field: str, value: object, low: int = _INT32_MIN, high: int = _INT32_MAX) -> int:
+    """``value`` as a wire integer: an int (not a bool) in ``[low, high]``, else ``InvalidArgumentError``.
+
+    The default range is the wire's int32; the coordinator checks what a value means.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{field}: must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidArgumentError(f"{field}: must lie in [{low}, {high}], got {value}")
+    return value
+
+
+def check_number(field: str, value: object) -> float:
+    """``value`` as a wire float: an int or a float (not a bool), else ``InvalidArgumentError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentError(f"{field}: must be a number, got {type(value).__name__}")
+    return float(value)
 
 
 def algorithm_name(value: int) -> str:
@@ -114,6 +134,10 @@ def parse_lookahead(
 
     ``"5"`` and ``5`` mean ``static:5``; ``k`` and ``confidence_threshold`` complete a bare policy name.
     """
+    if k is not None:
+        check_int("lookahead_k", k)
+    if confidence_threshold is not None:
+        check_number("confidence_threshold", confidence_threshold)
     if isinstance(spec, Lookahead):
         policy, spec_k, spec_threshold = spec.policy, spec.k, spec.confidence_threshold
     elif isinstance(spec, bool):
@@ -126,8 +150,10 @@ def parse_lookahead(
         policy, spec_k, spec_threshold = "auto", None, None
     else:
         policy, spec_k, spec_threshold = _parse_lookahead_text(spec)
-    final_k = int(_merge("k", spec_k, k) or 0)
-    threshold = float(_merge("threshold", spec_threshold, confidence_threshold) or 0.0)
+    final_k = check_int("lookahead.k", _merge("k", spec_k, k) or 0)
+    threshold = check_number(
+        "lookahead.confidence_threshold", _merge("threshold", spec_threshold, confidence_threshold) or 0.0
+    )
     if final_k < 0:
         raise InvalidArgumentError(f"lookahead: k must be >= 0, got {final_k}")
     if threshold and policy != "confidence":
@@ -191,11 +217,11 @@ def _set_input(
 
 
 def _sampling(temperature: float | None, top_k: int | None, top_p: float | None) -> common_pb2.SamplingParams:
-    sampling = common_pb2.SamplingParams(top_k=top_k or 0)
+    sampling = common_pb2.SamplingParams(top_k=0 if top_k is None else check_int("top_k", top_k))
     if temperature is not None:
-        sampling.temperature = temperature
+        sampling.temperature = check_number("temperature", temperature)
     if top_p is not None:
-        sampling.top_p = top_p
+        sampling.top_p = check_number("top_p", top_p)
     return sampling
 
 
@@ -218,14 +244,17 @@ def build_request(
 ) -> coordinator_pb2.GenerateRequest:
     """The ``GenerateRequest`` for these options (see ``Client.generate``).
 
-    Checks locally only what the wire cannot carry (names, shapes, the seed's range); value ranges
-    are the coordinator's to check.
+    Checks locally only what the wire cannot carry (names, shapes, types, integers outside their wire
+    type, e.g. int32 or the seed's uint64), raising ``InvalidArgumentError`` naming the argument; what
+    a value means (``max_new_tokens`` at least 1, ``top_p`` in (0, 1], ...) is the coordinator's to check.
     """
     parsed_lookahead = parse_lookahead(lookahead, k=lookahead_k, confidence_threshold=confidence_threshold)
-    if seed is not None and not 0 <= seed < _UINT64_LIMIT:
-        raise InvalidArgumentError(f"seed: must lie in [0, 2**64), got {seed}")
+    if seed is not None:
+        check_int("seed", seed, 0, _UINT64_LIMIT - 1)
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidArgumentError(f"request_id: must be a string, got {type(request_id).__name__}")
     request = coordinator_pb2.GenerateRequest(
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=check_int("max_new_tokens", max_new_tokens),
         sampling=_sampling(temperature, top_k, top_p),
         algorithm=algorithm_to_proto(algorithm),
         lookahead=lookahead_to_proto(parsed_lookahead),

@@ -1,7 +1,8 @@
 """Typed errors of the polyspec SDK, one class per gRPC status code the coordinator uses.
 
 Every error carries the status ``code`` (a ``grpc.StatusCode``) and the server's ``message``.
-``UnavailableError`` is the only one the client retries.
+``UnavailableError`` is the only one the client retries, and only before the coordinator accepted the
+request (``polyspec.retry``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class RequestCancelledError(PolyspecError):
     default_code = grpc.StatusCode.CANCELLED
 
 
+class UnauthenticatedError(PolyspecError):
+    """The coordinator requires a bearer token and the call carried none or a wrong one."""
+
+    default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class UnimplementedError(PolyspecError):
     """The server does not implement the method (e.g. an older coordinator)."""
 
@@ -89,6 +96,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PolyspecError]] = {
         DeadlineExceededError,
         NotFoundError,
         RequestCancelledError,
+        UnauthenticatedError,
         UnimplementedError,
         InternalError,
     )

@@ -2,15 +2,46 @@
 
 Only ``UNAVAILABLE`` is retried, a bounded number of times, with exponential backoff and full jitter
 drawn from an injected ``random.Random``; a retry never sleeps past the call's deadline.
+
+A request is never silently run twice. A polyspec coordinator sends the response header
+``polyspec-accepted: 1`` as soon as its handler starts on a request, before any work. So:
+
+- A failure **without** that header came before the coordinator accepted the request: the connection
+  could not be made or broke before the handler ran, or the server was draining and refused new calls.
+  No token was generated; UNAVAILABLE is retried.
+- A failure **with** that header came after: the connection was cut mid-generation, the connection-age
+  limit cut it, or the coordinator answered UNAVAILABLE because a model service behind it was. The
+  SDK cannot know how much of the generation ran, so it raises ``UnavailableError`` and never re-sends
+  (retry yourself if re-running the request is acceptable).
+- A stream is additionally never retried once a message (the first tokens) arrived: it raises.
+
+A server that does not send the header (a coordinator older than this SDK) gets the old behaviour:
+UNAVAILABLE is retried until a stream's first message.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from polyspec.errors import DeadlineExceededError, PolyspecError, UnavailableError
+
+# The response header a coordinator sends once its handler accepted a request (the server side is
+# ``core.serving.interceptor.ACCEPTED_METADATA`` in the polyspec server package).
+ACCEPTED_HEADER = "polyspec-accepted"
+
+
+def accepted_by_server(error: object) -> bool:
+    """Whether a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``) carries the header."""
+    initial_metadata = getattr(error, "initial_metadata", None)
+    if not callable(initial_metadata):
+        return False
+    try:
+        metadata: Iterable[tuple[str, str | bytes]] | None = initial_metadata()
+    except Exception:  # a call object that cannot report its headers: treat as not accepted
+        return False
+    return any(key == ACCEPTED_HEADER for key, _ in metadata or ())
 
 
 @dataclass(frozen=True)
@@ -65,9 +96,12 @@ class CallBudget:
             raise DeadlineExceededError("the call's deadline passed before the request could be sent")
         return remaining
 
-    def backoff(self, error: PolyspecError) -> float | None:
-        """The delay before retrying after ``error``, or None when ``error`` must be raised."""
-        if not isinstance(error, UnavailableError) or self.retries >= self._policy.max_retries:
+    def backoff(self, error: PolyspecError, *, accepted: bool = False) -> float | None:
+        """The delay before retrying after ``error``, or None when ``error`` must be raised.
+
+        ``accepted``: the server had accepted the request (``accepted_by_server``); never retried.
+        """
+        if accepted or not isinstance(error, UnavailableError) or self.retries >= self._policy.max_retries:
             return None
         delay = self._rng.uniform(0.0, self._policy.backoff_cap(self.retries))
         if self._deadline is not None and self._clock() + delay >= self._deadline:

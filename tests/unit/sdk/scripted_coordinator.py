@@ -1,7 +1,8 @@
 """A scripted stand-in for the coordinator *server*, to test the client's own logic on loopback.
 
 Each call pops the next ``Reply``: a response (or stream messages), optionally followed by an abort
-with a status code, or a block until the call is cancelled or its deadline passes.
+with a status code, or a block until the call is cancelled or its deadline passes. ``accepted`` first
+sends the header a real coordinator sends once its handler took the request (``polyspec-accepted``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import grpc
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 BLOCK_LIMIT_SECONDS = 30.0
+ACCEPTED = (("polyspec-accepted", "1"),)
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Reply:
     code: grpc.StatusCode | None = None
     message: str = ""
     block: bool = False
+    accepted: bool = False
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Seen:
 
     request: coordinator_pb2.GenerateRequest
     time_remaining: float | None
+    metadata: dict[str, str] = field(default_factory=dict)
     ended: threading.Event = field(default_factory=threading.Event)
 
 
@@ -43,12 +47,16 @@ class ScriptedCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.seen: list[Seen] = []
 
     def _next(self, request: coordinator_pb2.GenerateRequest, context: Any) -> tuple[Reply, Seen]:
-        seen = Seen(request, context.time_remaining())
+        metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+        seen = Seen(request, context.time_remaining(), metadata)
         context.add_callback(seen.ended.set)
         self.seen.append(seen)
         if not self.replies:
             context.abort(grpc.StatusCode.INTERNAL, "test script exhausted")
-        return self.replies.popleft(), seen
+        reply = self.replies.popleft()
+        if reply.accepted:
+            context.send_initial_metadata(ACCEPTED)
+        return reply, seen
 
     def Generate(  # noqa: N802 - gRPC method name
         self, request: coordinator_pb2.GenerateRequest, context: Any
