@@ -56,6 +56,13 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
         "model services",
         help="refuse to start if the target serves a tokenizer with another sha256 fingerprint",
     ),
+    SettingsFlag(
+        "--model-max-message-bytes",
+        "max_message_bytes",
+        "N",
+        "model services",
+        help="cap on one message to or from a model service",
+    ),
     SettingsFlag("--host", "host", "HOST", "server", grpc=True),
     SettingsFlag("--metrics-host", "metrics_host", "HOST", "server"),
     SettingsFlag(
@@ -87,6 +94,7 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
 def register_serve(roles: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``polyspec serve coordinator``."""
     from coordinator.config import CoordinatorSettings
+    from core.serving.flags import add_client_tls_flags, add_server_flags
     from core.serving.server import GrpcServerSettings
 
     parser = roles.add_parser(
@@ -117,6 +125,18 @@ def register_serve(roles: argparse._SubParsersAction[argparse.ArgumentParser]) -
     groups["server"].add_argument(
         "--port-file", type=Path, metavar="PATH", help="write the bound port here once serving"
     )
+    add_server_flags(groups["server"])
+    token = groups["server"].add_mutually_exclusive_group()
+    token.add_argument(
+        "--auth-token-file",
+        type=Path,
+        metavar="PATH",
+        help="require the bearer token in this file on every call (health and reflection stay open)",
+    )
+    token.add_argument(
+        "--auth-token-env", metavar="VAR", help="require the bearer token this environment variable holds"
+    )
+    add_client_tls_flags(services, "model-tls", "model services")
     for spec in SETTINGS_FLAGS:
         model: type[BaseModel] = GrpcServerSettings if spec.grpc else CoordinatorSettings
         info = model.model_fields[spec.field]
@@ -156,11 +176,17 @@ def _value_type(annotation: Any) -> dict[str, Any]:
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     """The validated ``CoordinatorSettings`` for ``serve coordinator`` flags (pydantic errors propagate)."""
     from coordinator.config import CoordinatorSettings
+    from core.serving.flags import client_tls, server_fields
     from core.serving.server import GrpcServerSettings
 
-    grpc_fields: dict[str, Any] = {"port": args.port}
+    grpc_fields: dict[str, Any] = {"port": args.port, **server_fields(args)}
     targets = tuple(part.strip() for value in args.target for part in value.split(",") if part.strip())
-    fields: dict[str, Any] = {"drafter_address": args.drafter}
+    fields: dict[str, Any] = {
+        "drafter_address": args.drafter,
+        "model_tls": client_tls(args, "model-tls"),
+        "auth_token_file": args.auth_token_file,
+        "auth_token_env": args.auth_token_env,
+    }
     discovery = [t for t in targets if "://" in t]
     if discovery and len(targets) == 1:
         fields["target_discovery"] = discovery[0]
@@ -174,15 +200,19 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
 
 
 def _serve_coordinator(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     try:
         settings = settings_from_args(args)
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError included
         print(f"error: invalid coordinator settings:\n{exc}", file=sys.stderr)
         return 2
     from coordinator import server
+    from core.serving.auth import TokenError
     from core.serving.server import exit_after_drain
+    from core.serving.tls import TLSFileError
 
-    server.run(settings, args.port_file)
+    try:
+        server.run(settings, args.port_file)
+    except (TokenError, TLSFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     exit_after_drain()

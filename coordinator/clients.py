@@ -35,8 +35,9 @@ from core.errors import (
     UnavailableError,
     UnknownTokenMaskError,
 )
-from core.serving.server import MiB, channel_options
+from core.serving.server import MiB
 from core.serving.status import error_reason
+from core.serving.tls import ClientTLS, open_channel
 
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
@@ -140,10 +141,11 @@ class ModelServiceClient:
         *,
         max_message_bytes: int = 64 * MiB,
         observer: CallObserver | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.address = address
         self.role = role
-        self._channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+        self._channel = open_channel(address, max_message_bytes=max_message_bytes, tls=tls)
         self._stub = model_pb2_grpc.ModelServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._observer = observer
         # Tokens the server holds per sequence after our last call ([] = touched, state unknown).

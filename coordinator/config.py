@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.serving.server import GrpcServerSettings, MiB
+from core.serving.tls import ClientTLS
 
 _FINGERPRINT_CHARS = frozenset("0123456789abcdef")
 
@@ -73,7 +75,22 @@ class CoordinatorSettings(BaseModel):
     startup_timeout_seconds: float = Field(
         120.0, gt=0.0, description="How long start-up waits for the model services to answer Info."
     )
-    max_message_bytes: int = Field(64 * MiB, ge=MiB, description="Cap on one message to a model service.")
+    max_message_bytes: int = Field(
+        64 * MiB, ge=MiB, le=2**31 - 1, description="Cap on one message to or from a model service."
+    )
+    model_tls: ClientTLS | None = Field(
+        None,
+        description="TLS (mutual TLS with a client certificate) to the model services; None: plaintext "
+        "(only inside a mesh that encrypts and authenticates traffic).",
+    )
+    auth_token_file: Path | None = Field(
+        None, description="Require this bearer token (read from the file at start-up) on every call."
+    )
+    auth_token_env: str | None = Field(
+        None,
+        min_length=1,
+        description="Require the bearer token held by this environment variable on every call.",
+    )
     grpc: GrpcServerSettings = Field(default_factory=GrpcServerSettings)  # type: ignore[arg-type]
     metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus endpoint.")
     metrics_port: int | None = Field(
@@ -121,4 +138,6 @@ class CoordinatorSettings(BaseModel):
             )
         if self.drafter_address is None and self.drafter_tokenizer_fingerprint is not None:
             raise ValueError("drafter_tokenizer_fingerprint is set but no drafter_address is")
+        if self.auth_token_file is not None and self.auth_token_env is not None:
+            raise ValueError("give the bearer token as auth_token_file or auth_token_env, not both")
         return self

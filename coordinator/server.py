@@ -3,6 +3,11 @@
 ``start_coordinator`` returns only once the services answered Info and the pair checks passed, so the
 server reports SERVING exactly when it can generate. ``run`` is the process entry point (blocks until
 SIGTERM/SIGINT, then drains).
+
+Interceptors, outermost first: the optional bearer-token check (``core.serving.auth``), the acceptance
+marker (``core.serving.interceptor.AcceptanceInterceptor``: the SDK re-sends a failed call only when it
+lacks the marker, i.e. when the coordinator never started on it), then the error interceptor. The
+channels to the model services use ``settings.model_tls`` and ``settings.max_message_bytes``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from coordinator.pair import (
 from coordinator.replicas import ReplicaPool
 from coordinator.servicer import CoordinatorServicer
 from core.errors import DeadlineExceededError, PolyspecError, UnavailableError
+from core.serving.auth import BearerTokenInterceptor, load_token
+from core.serving.interceptor import AcceptanceInterceptor
 from core.serving.metrics import MetricsEndpoint
 from core.serving.server import RunningServer, serve_until_signal, start_server
 
@@ -141,7 +148,11 @@ async def connect(
     def pool(role: str, addresses: tuple[str, ...]) -> ReplicaPool:
         def make_client(address: str) -> ModelServiceClient:
             return ModelServiceClient(
-                address, role, max_message_bytes=settings.max_message_bytes, observer=metrics.observe_call
+                address,
+                role,
+                max_message_bytes=settings.max_message_bytes,
+                observer=metrics.observe_call,
+                tls=settings.model_tls,
             )
 
         return ReplicaPool(role, addresses, make_client)
@@ -205,8 +216,16 @@ async def _close_services(targets: ReplicaPool, drafters: ReplicaPool | None) ->
         await drafters.close()
 
 
+def _interceptors(settings: CoordinatorSettings) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """The bearer-token check (when configured; a bad token source raises ``TokenError``), the marker."""
+    token = load_token(settings.auth_token_file, settings.auth_token_env)
+    marker = AcceptanceInterceptor([SERVICE_NAME])
+    return [marker] if token is None else [BearerTokenInterceptor(token), marker]
+
+
 async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:
     """Connects to the model services, then starts serving (health SERVING once ready)."""
+    interceptors = _interceptors(settings)  # before connecting: a bad token source fails fast
     metrics = CoordinatorMetrics()
     updates = None
     if settings.target_discovery is not None:
@@ -221,7 +240,7 @@ async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
 
     try:
-        running = await start_server(settings.grpc, [register], [SERVICE_NAME])
+        running = await start_server(settings.grpc, [register], [SERVICE_NAME], interceptors)
     except BaseException:
         await _close_services(services.targets, services.drafters)
         raise

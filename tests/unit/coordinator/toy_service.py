@@ -359,13 +359,16 @@ class ToyServer:
         await self.running.stop(0)
 
 
-async def start_toy_server(servicer: ToyModelServicer) -> ToyServer:
+async def start_toy_server(
+    servicer: ToyModelServicer, settings: GrpcServerSettings | None = None
+) -> ToyServer:
+    """Serves the toy on loopback (``settings``: another transport, e.g. TLS; port 0 by default)."""
+
     def register(server: grpc.aio.Server) -> None:
         model_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
 
-    running = await start_server(
-        GrpcServerSettings(port=0, shutdown_grace_seconds=0.0), [register], ["polyspec.v1.ModelService"]
-    )
+    settings = settings or GrpcServerSettings(port=0, shutdown_grace_seconds=0.0)
+    running = await start_server(settings, [register], ["polyspec.v1.ModelService"])
     return ToyServer(servicer, running)
 
 

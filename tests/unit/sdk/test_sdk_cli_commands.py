@@ -78,6 +78,7 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--target-dns-interval": ("2.5", 2.5),
         "--drafter-tokenizer-fingerprint": ("A" * 64, "a" * 64),
         "--target-tokenizer-fingerprint": ("b" * 64, "b" * 64),
+        "--model-max-message-bytes": ("2097152", 2097152),
         "--host": ("0.0.0.0", "0.0.0.0"),
         "--metrics-host": ("0.0.0.0", "0.0.0.0"),
         "--metrics-port": ("9100", 9100),
