@@ -1,7 +1,10 @@
 """Text <-> token ids per model: a request's input formatted the way each model expects, and output text.
 
 - prompt: the tokenizer's default encoding (its own BOS policy);
-- chat: the model's own chat template with the generation prompt appended;
+- chat: the model's own chat template with the generation prompt appended. A template that raises
+  refuses the conversation with its own message; a template that silently drops a message (Qwen's
+  drops a role it does not know, such as "wizard") refuses it too, naming the role and the roles the
+  template renders. Both are INVALID_ARGUMENT for the target; the drafter then runs target-only.
 - FIM: the model's own FIM tokens in PSM order (prefix token, prefix, suffix token, suffix, middle
   token), after the BOS the tokenizer adds by default. A drafter without FIM tokens drafts from the
   prefix alone; that stays lossless because the target verifies every token.
@@ -9,17 +12,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from coordinator.pair import ModelEndpoint, Tokenizer
 from coordinator.validation import ChatInput, FimInput, PromptInput, TextInput
 from core.errors import InvalidArgumentError
 
 REPLACEMENT_CHARACTER = "\ufffd"  # what a decoder yields for an incomplete UTF-8 sequence
+# Roles the error message tests when a template drops a message (the usual ones of chat templates).
+COMMON_ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
 class PromptFormatError(Exception):
-    """The drafter cannot format this input (the request then runs target-only)."""
+    """A model cannot format this input: the target refuses the request, the drafter runs target-only.
+
+    ``field`` names the request field at fault when it is narrower than the input's own field.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _marker(index: int) -> str:
+    """Content no template rewrites, distinct per message (no marker is a substring of another)."""
+    return f"polyspecmessage{index}end"
+
+
+def _render_chat(tokenizer: Tokenizer, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return str(
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    )
+
+
+def _renders_role(tokenizer: Tokenizer, role: str) -> bool:
+    """Whether the template renders a message of ``role`` in one of the usual places of a conversation."""
+    probe = {"role": role, "content": _marker(0)}
+    user = {"role": "user", "content": "hello"}
+    for messages in ([probe], [user, probe], [probe, user], [user, probe, user]):
+        try:
+            if _marker(0) in _render_chat(tokenizer, messages, generation_prompt=False):
+                return True
+        except Exception:  # this template refuses the arrangement: try the next one
+            continue
+    return False
+
+
+def template_roles(tokenizer: Tokenizer, roles: Iterable[str] = COMMON_ROLES) -> list[str]:
+    """Which of ``roles`` the tokenizer's chat template renders."""
+    return [role for role in roles if _renders_role(tokenizer, role)]
+
+
+def _check_nothing_dropped(endpoint: ModelEndpoint, chat: ChatInput) -> None:
+    """Renders the conversation with a marker per message: a missing marker is a dropped message."""
+    tokenizer = endpoint.tokenizer
+    shadow = [{"role": turn.role, "content": _marker(i)} for i, turn in enumerate(chat.messages)]
+    try:
+        text = _render_chat(tokenizer, shadow, generation_prompt=True)
+    except Exception:  # the real contents rendered; these cannot be judged: keep the rendering
+        return
+    for index, turn in enumerate(chat.messages):
+        if _marker(index) in text:
+            continue
+        accepted = template_roles(tokenizer)
+        where = " (here: check the message's place in the conversation)" if turn.role in accepted else ""
+        renders = ", ".join(accepted) if accepted else f"none of {', '.join(COMMON_ROLES)}"
+        raise PromptFormatError(
+            f"the chat template of {endpoint.role} model {endpoint.model_name} drops a message of role "
+            f"{turn.role!r}{where}; the roles it renders: {renders}",
+            field=f"chat.messages[{index}].role",
+        )
 
 
 def input_field(prompt: PromptInput) -> str:
@@ -47,8 +110,20 @@ def _encode_chat(endpoint: ModelEndpoint, chat: ChatInput) -> list[int]:
     if not getattr(tokenizer, "chat_template", None):
         raise PromptFormatError(f"{endpoint.role} model {endpoint.model_name} has no chat template")
     messages = [{"role": turn.role, "content": turn.content} for turn in chat.messages]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return _encode_plain(tokenizer, str(text))
+    try:
+        text = _render_chat(tokenizer, messages, generation_prompt=True)
+    except Exception as exc:  # the template's own raise_exception(...), or any failure rendering it
+        raise PromptFormatError(
+            f"the chat template of {endpoint.role} model {endpoint.model_name} refused the conversation: "
+            f"{_template_message(exc)}"
+        ) from None
+    _check_nothing_dropped(endpoint, chat)
+    return _encode_plain(tokenizer, text)
+
+
+def _template_message(exc: BaseException) -> str:
+    message: Any = getattr(exc, "message", None) or str(exc)
+    return str(message) or type(exc).__name__
 
 
 def _encode_fim(endpoint: ModelEndpoint, fim: FimInput) -> list[int]:
@@ -88,7 +163,7 @@ def encode_target_prompt(target: ModelEndpoint, prompt: PromptInput) -> list[int
     try:
         ids = encode_prompt(target, prompt)
     except PromptFormatError as exc:
-        raise InvalidArgumentError(field, str(exc)) from None
+        raise InvalidArgumentError(exc.field or field, str(exc)) from None
     if not ids:
         raise InvalidArgumentError(field, "encodes to no tokens")
     if len(ids) >= target.max_context_tokens:
