@@ -109,9 +109,11 @@ def test_default_renders_the_expected_objects(rendered: dict[str, Rendered]) -> 
 
 @pytest.mark.parametrize("name", sorted(CI))
 def test_probes_are_grpc_health_checks_on_the_grpc_port(rendered: dict[str, Rendered], name: str) -> None:
+    """On the gRPC port; with TLS on the plaintext health port (kubelet's gRPC probes cannot speak TLS)."""
     for workload in rendered[name].workloads():
         container = main_container(workload)
-        grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        grpc_port = ports.get("health", ports["grpc"])
         health = COORDINATOR_HEALTH if component_of(workload) == "coordinator" else MODEL_HEALTH
         expected = {"startupProbe": health, "readinessProbe": health, "livenessProbe": ""}
         for probe_name, service in expected.items():

@@ -135,6 +135,9 @@ maxSupport: --max-support
 maxQueue: --max-queue
 threads: --threads
 linearKernel: --linear-kernel
+maxMessageBytes: --max-message-bytes
+maxConnectionAgeSeconds: --max-connection-age
+maxConnectionAgeGraceSeconds: --max-connection-age-grace
 {{- end }}
 
 {{- define "polyspec.coordinatorFlags" -}}
@@ -147,6 +150,10 @@ maxNewTokensCap: --max-new-tokens-cap
 callTimeoutSeconds: --call-timeout
 startupTimeoutSeconds: --startup-timeout
 shutdownGraceSeconds: --shutdown-grace
+maxMessageBytes: --max-message-bytes
+modelMaxMessageBytes: --model-max-message-bytes
+maxConnectionAgeSeconds: --max-connection-age
+maxConnectionAgeGraceSeconds: --max-connection-age-grace
 {{- end }}
 
 {{/*
@@ -240,24 +247,132 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{- toYaml $resources }}
 {{- end }}
 
-{{/* gRPC startup, liveness and readiness probes (grpc.health.v1). */}}
+{{/*
+gRPC startup, liveness and readiness probes (grpc.health.v1). kubelet's gRPC probes speak plaintext only:
+with TLS on they use the plaintext health port (tls.healthPort).
+*/}}
 {{- define "polyspec.probes" -}}
 {{- $probes := .values.probes }}
+{{- $port := ternary .root.Values.tls.healthPort .values.port .root.Values.tls.enabled }}
 startupProbe:
   grpc:
-    port: {{ .values.port }}
+    port: {{ $port }}
     service: {{ .service }}
   {{- toYaml $probes.startup | nindent 2 }}
 livenessProbe:
   grpc:
-    port: {{ .values.port }}
+    port: {{ $port }}
     service: ""
   {{- toYaml $probes.liveness | nindent 2 }}
 readinessProbe:
   grpc:
-    port: {{ .values.port }}
+    port: {{ $port }}
     service: {{ .service }}
   {{- toYaml $probes.readiness | nindent 2 }}
+{{- end }}
+
+{{/* The plaintext health port's containerPort, with TLS on. */}}
+{{- define "polyspec.healthContainerPort" -}}
+{{- if .Values.tls.enabled }}
+- name: health
+  containerPort: {{ .Values.tls.healthPort }}
+  protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/*
+Where the certificates and the token are mounted. TLS_DIR holds the server certificate (tls.crt, tls.key)
+and the CA (ca.crt); CLIENT_TLS_DIR the client certificate for mutual TLS.
+*/}}
+{{- define "polyspec.tlsDir" -}}/etc/polyspec/tls{{- end }}
+{{- define "polyspec.clientTlsDir" -}}/etc/polyspec/tls-client{{- end }}
+{{- define "polyspec.authDir" -}}/etc/polyspec/auth{{- end }}
+
+{{/* Whether a component presents a client certificate: the coordinator to mutual-TLS model services,
+the test pod to a mutual-TLS coordinator. */}}
+{{- define "polyspec.usesClientCertificate" -}}
+{{- $tls := .root.Values.tls }}
+{{- if and $tls.enabled (or (and (eq .component "coordinator") $tls.mutual.models) (and (eq .component "test") $tls.mutual.coordinator)) }}true{{ end }}
+{{- end }}
+
+{{/* A server's TLS flags (with TLS on): its certificate, the client CA for mutual TLS, the health port. */}}
+{{- define "polyspec.tlsServerArgs" -}}
+{{- $tls := .root.Values.tls }}
+{{- if $tls.enabled }}
+{{- $dir := include "polyspec.tlsDir" . }}
+- --tls-cert={{ $dir }}/tls.crt
+- --tls-key={{ $dir }}/tls.key
+{{- if ternary $tls.mutual.coordinator $tls.mutual.models (eq .component "coordinator") }}
+- --tls-client-ca={{ $dir }}/ca.crt
+{{- end }}
+- --health-port={{ $tls.healthPort }}
+{{- end }}
+{{- end }}
+
+{{/* The coordinator's flags for its channels to the model services (TLS) and for its bearer token. */}}
+{{- define "polyspec.coordinatorSecurityArgs" -}}
+{{- $tls := .Values.tls }}
+{{- if $tls.enabled }}
+- --model-tls-ca={{ include "polyspec.tlsDir" . }}/ca.crt
+{{- if $tls.mutual.models }}
+- --model-tls-cert={{ include "polyspec.clientTlsDir" . }}/tls.crt
+- --model-tls-key={{ include "polyspec.clientTlsDir" . }}/tls.key
+{{- end }}
+- --model-tls-server-name={{ $tls.serverName | default (include "polyspec.serviceHost" (dict "root" . "component" "target")) }}
+{{- end }}
+{{- if .Values.auth.enabled }}
+- --auth-token-file={{ include "polyspec.authDir" . }}/token
+{{- end }}
+{{- end }}
+
+{{/* Secret volumes of a component: the certificate, the client certificate, the token (coordinator). */}}
+{{- define "polyspec.securityVolumes" -}}
+{{- $tls := .root.Values.tls }}
+{{- $auth := .root.Values.auth }}
+{{- if $tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "tls.secretName is required with tls.enabled" $tls.secretName }}
+    defaultMode: 288  # 0440: the pod's group (fsGroup) reads the key
+    {{- if eq .component "test" }}
+    items:  # a client needs only the CA
+      - key: ca.crt
+        path: ca.crt
+    {{- end }}
+{{- if include "polyspec.usesClientCertificate" . }}
+- name: tls-client
+  secret:
+    secretName: {{ $tls.clientSecretName | default $tls.secretName }}
+    defaultMode: 288
+{{- end }}
+{{- end }}
+{{- if and $auth.enabled (has .component (list "coordinator" "test")) }}
+- name: auth-token
+  secret:
+    secretName: {{ required "auth.secretName is required with auth.enabled" $auth.secretName }}
+    defaultMode: 288
+    items:
+      - key: {{ $auth.secretKey }}
+        path: token
+{{- end }}
+{{- end }}
+
+{{- define "polyspec.securityMounts" -}}
+{{- if .root.Values.tls.enabled }}
+- name: tls
+  mountPath: {{ include "polyspec.tlsDir" . }}
+  readOnly: true
+{{- if include "polyspec.usesClientCertificate" . }}
+- name: tls-client
+  mountPath: {{ include "polyspec.clientTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if and .root.Values.auth.enabled (has .component (list "coordinator" "test")) }}
+- name: auth-token
+  mountPath: {{ include "polyspec.authDir" . }}
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/* Scheduling and pod-level settings a component may set. */}}
@@ -393,6 +508,7 @@ containers:
       - --host=0.0.0.0
       - --port={{ .values.port }}
       - --metrics-port={{ .values.metricsPort }}
+      {{- with include "polyspec.tlsServerArgs" . | trim }}{{ . | nindent 6 }}{{- end }}
       {{- with include "polyspec.settingsArgs" . | trim }}{{ . | nindent 6 }}{{- end }}
       {{- with .values.extraArgs }}
       {{- toYaml . | nindent 6 }}
@@ -410,7 +526,8 @@ containers:
       - name: metrics
         containerPort: {{ .values.metricsPort }}
         protocol: TCP
-    {{- include "polyspec.probes" (dict "values" .values "service" "polyspec.v1.ModelService") | trim | nindent 4 }}
+      {{- with include "polyspec.healthContainerPort" .root | trim }}{{ . | nindent 6 }}{{- end }}
+    {{- include "polyspec.probes" (dict "root" .root "values" .values "service" "polyspec.v1.ModelService") | trim | nindent 4 }}
     securityContext:
       {{- toYaml .root.Values.securityContext | nindent 6 }}
     resources:
@@ -421,7 +538,9 @@ containers:
         readOnly: true
       - name: tmp
         mountPath: /tmp
+      {{- with include "polyspec.securityMounts" . | trim }}{{ . | nindent 6 }}{{- end }}
 volumes:
   {{- include "polyspec.modelVolume" . | trim | nindent 2 }}
   {{- include "polyspec.tmpVolume" .root | trim | nindent 2 }}
+  {{- with include "polyspec.securityVolumes" . | trim }}{{ . | nindent 2 }}{{- end }}
 {{- end }}
