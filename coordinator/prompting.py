@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from coordinator.pair import ModelEndpoint, Tokenizer
-from coordinator.validation import ChatInput, FimInput, PromptInput, TextInput
+from coordinator.request import ChatInput, FimInput, PromptInput, TextInput
 from core.errors import InvalidArgumentError
 
 REPLACEMENT_CHARACTER = "\ufffd"  # what a decoder yields for an incomplete UTF-8 sequence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.sampling import SamplingConfig
@@ -15,6 +16,11 @@ class ContextRef:
     cached_prefix_len: int
     cached_prefix_checksum: int
     tokens: tuple[int, ...]
+
+    @classmethod
+    def whole(cls, sequence_id: str, tokens: Sequence[int]) -> ContextRef:
+        """A whole context, nothing left to the server's cache (a client may shorten it to a delta)."""
+        return cls(sequence_id, 0, 0, tuple(tokens))
 
 
 @dataclass(frozen=True)

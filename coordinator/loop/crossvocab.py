@@ -35,7 +35,6 @@ import asyncio
 from collections.abc import Sequence
 
 import structlog
-from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.loop import rounds
 from coordinator.loop.state import RequestRun
@@ -48,9 +47,10 @@ from coordinator.loop.translate import (
     tli_candidates,
 )
 from coordinator.pair import VocabAlignment
-from coordinator.validation import AlgorithmName
+from coordinator.request import AlgorithmName
 from coordinator.verify.slrs import TokenTrie
 from coordinator.vocab import resync_drafter
+from core.modelcalls import DraftOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ async def propose(run: RequestRun, k: int, confidence_threshold: float) -> round
         return None
     return rounds.Drafted(
         tokens=candidates.tokens,
-        distributions=_distributions(candidates),
+        distributions=candidates.proposals,
         candidate_draft_probs=candidates.candidate_draft_probs,
         stats=response.stats,
     )
@@ -98,7 +98,7 @@ def candidate_cap(run: RequestRun) -> int:
     return max(0, min(remaining - 1, target_room - 1))
 
 
-def _supports(response: model_pb2.DraftResponse) -> list[tuple[Sequence[int], Sequence[float]]]:
+def _supports(response: DraftOutcome) -> list[tuple[Sequence[int], Sequence[float]]]:
     if len(response.draft_probs) != len(response.draft_tokens):
         raise UnusableDraftError(
             f"{len(response.draft_tokens)} draft tokens but {len(response.draft_probs)} distributions"
@@ -106,7 +106,7 @@ def _supports(response: model_pb2.DraftResponse) -> list[tuple[Sequence[int], Se
     return [(list(d.token_ids), list(d.probs)) for d in response.draft_probs]
 
 
-def _candidates(run: RequestRun, response: model_pb2.DraftResponse, trie: TokenTrie | None) -> Candidates:
+def _candidates(run: RequestRun, response: DraftOutcome, trie: TokenTrie | None) -> Candidates:
     """The round's candidates for the run's algorithm (``trie``: the target's, for SLRS)."""
     alignment = _alignment(run)
     tokens = [int(t) for t in response.draft_tokens]
@@ -141,14 +141,6 @@ def _candidates(run: RequestRun, response: model_pb2.DraftResponse, trie: TokenT
         target_context=run.target_context(),
         max_candidates=cap,
         target_rows=alignment.target_rows,
-    )
-
-
-def _distributions(candidates: Candidates) -> tuple[common_pb2.SparseDistribution, ...] | None:
-    if candidates.proposals is None:
-        return None
-    return tuple(
-        common_pb2.SparseDistribution(token_ids=p.token_ids, probs=p.probs) for p in candidates.proposals
     )
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import structlog
 import torch
-from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.clients import ModelServiceClient
 from coordinator.loop.events import FinishReason
@@ -35,7 +34,15 @@ from coordinator.verify.speculative import (
     output_tokens,
 )
 from core.errors import DeadlineExceededError, PolyspecError
-from core.sampling import SamplingConfig
+from core.modelcalls import (
+    ContextRef,
+    DraftCall,
+    DraftOutcome,
+    ForwardStats,
+    ScoreCall,
+    ScoreOutcome,
+    SparseProbs,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +60,9 @@ class Drafted:
     """
 
     tokens: tuple[int, ...]
-    distributions: tuple[common_pb2.SparseDistribution, ...] | None  # one per token
+    distributions: tuple[SparseProbs, ...] | None  # one per token
     candidate_draft_probs: tuple[float, ...]  # draft_probs[i][tokens[i]]; empty for exact match
-    stats: model_pb2.ForwardStats
+    stats: ForwardStats
 
 
 @dataclass(frozen=True)
@@ -64,35 +71,29 @@ class Verified:
 
     output: tuple[int, ...]  # accepted + recovered / bonus (or the plain target sample)
     accepted: int
-    stats: model_pb2.ForwardStats
-
-
-def sampling_message(config: SamplingConfig) -> common_pb2.SamplingParams:
-    """The wire form of the request's warpers (every field explicit)."""
-    return common_pb2.SamplingParams(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    stats: ForwardStats
 
 
 def _seed(run: RequestRun, purpose: SeedPurpose) -> int:
     return round_seed(run.plan.seed, run.counters.rounds, purpose)
 
 
-def draft_request(run: RequestRun, k: int, confidence_threshold: float) -> model_pb2.DraftRequest:
-    """The Draft call of a round (everything but the context): the request's own warpers and seed."""
+def draft_request(run: RequestRun, k: int, confidence_threshold: float) -> DraftCall:
+    """The Draft call of a round: the drafter's context, the request's own warpers and seed."""
     drafter = run.services.pair.drafter
     assert drafter is not None
-    return model_pb2.DraftRequest(
+    return DraftCall(
+        context=ContextRef.whole(run.drafter_sequence_id, run.drafter_context()),
         max_draft_tokens=k,
-        sampling=sampling_message(run.params.sampling),
+        sampling=run.params.sampling,
         seed=_seed(run, SeedPurpose.DRAFT),
-        stop_token_ids=[] if run.params.ignore_eos else sorted(drafter.eos_token_ids),
+        stop_token_ids=frozenset() if run.params.ignore_eos else drafter.eos_token_ids,
         confidence_threshold=confidence_threshold,
         max_support=run.services.settings.max_support,
     )
 
 
-async def call_drafter(
-    run: RequestRun, request: model_pb2.DraftRequest, *, masked: bool = False
-) -> model_pb2.DraftResponse | None:
+async def call_drafter(run: RequestRun, request: DraftCall, *, masked: bool = False) -> DraftOutcome | None:
     """Runs one Draft call (``masked``: restricted to TLI's token mask); None when the drafter failed.
 
     Any failure but the request's own deadline switches the request to target-only decoding.
@@ -103,12 +104,11 @@ async def call_drafter(
     if masked and masks is None:
         run.fall_back("no token mask is set up for this pair")
         return None
-    context = run.drafter_context()
 
-    def invoke(client: ModelServiceClient) -> Awaitable[model_pb2.DraftResponse]:
+    def invoke(client: ModelServiceClient) -> Awaitable[DraftOutcome]:
         if masks is not None:
-            return masks.draft(client, run.drafter_sequence_id, context, request, run.scope)
-        return client.draft(run.drafter_sequence_id, context, request, run.scope)
+            return masks.draft(client, request, run.scope)
+        return client.draft(request, run.scope)
 
     try:
         response, run.drafter_replica = await drafters.call(invoke, prefer=run.drafter_replica)
@@ -137,7 +137,7 @@ async def draft(run: RequestRun, k: int, confidence_threshold: float) -> Drafted
         return None
 
 
-def usable_draft(response: model_pb2.DraftResponse, k: int, target_vocab_size: int) -> Drafted:
+def usable_draft(response: DraftOutcome, k: int, target_vocab_size: int) -> Drafted:
     """The draft tokens the target can score, with each one's draft probability.
 
     Drafting is cut before the first position whose shipped distribution reaches outside the target's
@@ -162,10 +162,9 @@ def usable_draft(response: model_pb2.DraftResponse, k: int, target_vocab_size: i
     return Drafted(tuple(tokens[:n]), tuple(distributions[:n]), tuple(probs), response.stats)
 
 
-async def _score(run: RequestRun, request: model_pb2.ScoreRequest) -> model_pb2.ScoreResponse:
-    context = run.target_context()
+async def _score(run: RequestRun, request: ScoreCall) -> ScoreOutcome:
     response, run.target_replica = await run.services.targets.call(
-        lambda client: client.score(run.target_sequence_id, context, request, run.scope),
+        lambda client: client.score(request, run.scope),
         prefer=run.target_replica,
     )
     k = len(request.candidate_tokens)
@@ -178,8 +177,12 @@ async def _score(run: RequestRun, request: model_pb2.ScoreRequest) -> model_pb2.
 
 async def target_step(run: RequestRun) -> Verified:
     """A plain decoding step: one target forward, one output token."""
-    request = model_pb2.ScoreRequest(
-        sampling=sampling_message(run.params.sampling), seed=_seed(run, SeedPurpose.SCORE)
+    request = ScoreCall(
+        ContextRef.whole(run.target_sequence_id, run.target_context()),
+        (),
+        None,
+        run.params.sampling,
+        _seed(run, SeedPurpose.SCORE),
     )
     response = await _score(run, request)
     return Verified((int(response.target_samples[0]),), 0, response.stats)
@@ -188,11 +191,12 @@ async def target_step(run: RequestRun) -> Verified:
 async def verify(run: RequestRun, drafted: Drafted) -> Verified:
     """Scores the candidates on the target and applies the acceptance rule (speculative or exact match)."""
     exact = run.params.sampling.is_greedy or drafted.distributions is None
-    request = model_pb2.ScoreRequest(
-        candidate_tokens=drafted.tokens,
-        draft_probs=[] if exact or drafted.distributions is None else drafted.distributions,
-        sampling=sampling_message(run.params.sampling),
-        seed=_seed(run, SeedPurpose.SCORE),
+    request = ScoreCall(
+        ContextRef.whole(run.target_sequence_id, run.target_context()),
+        drafted.tokens,
+        None if exact else drafted.distributions,
+        run.params.sampling,
+        _seed(run, SeedPurpose.SCORE),
     )
     response = await _score(run, request)
     candidates = list(drafted.tokens)

@@ -31,7 +31,7 @@ from coordinator.loop import crossvocab, rounds
 from coordinator.loop.events import FinishEvent, FinishReason, GenerationEvent, TokensEvent
 from coordinator.loop.plan import plan_request
 from coordinator.loop.state import LoopServices, RequestRun
-from coordinator.validation import GenerationParams
+from coordinator.request import GenerationParams
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ from coordinator.loop.plan import RequestPlan
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import ModelEndpoint, ModelPair
 from coordinator.replicas import ReplicaPool
-from coordinator.validation import GenerationParams
+from coordinator.request import GenerationParams
 
 log = structlog.get_logger(__name__)
 

@@ -38,6 +38,7 @@ from coordinator.vocab import (
     retokenize_continuation,
 )
 from coordinator.vocab.utf8 import MAX_CHAR_BYTES
+from core.modelcalls import SparseProbs
 
 # Committed target tokens handed to re-tokenization: enough for its look-behind window and for a
 # character that started up to MAX_CHAR_BYTES byte tokens back.
@@ -49,14 +50,6 @@ class UnusableDraftError(ValueError):
 
 
 @dataclass(frozen=True)
-class SparseProposal:
-    """An exact sparse distribution over target ids."""
-
-    token_ids: tuple[int, ...]
-    probs: tuple[float, ...]
-
-
-@dataclass(frozen=True)
 class Candidates:
     """Target-id candidates of one round and how to verify them.
 
@@ -65,7 +58,7 @@ class Candidates:
     """
 
     tokens: tuple[int, ...]
-    proposals: tuple[SparseProposal, ...] | None
+    proposals: tuple[SparseProbs, ...] | None
     candidate_draft_probs: tuple[float, ...]
 
 
@@ -111,7 +104,7 @@ def tli_candidates(
         raise UnusableDraftError(f"{len(draft_tokens)} draft tokens but {len(supports)} distributions")
     rows = drafter_to_target.shape[0]
     tokens: list[int] = []
-    proposals: list[SparseProposal] = []
+    proposals: list[SparseProbs] = []
     probs_at: list[float] = []
     for token, (ids, probs) in zip(draft_tokens, supports, strict=True):
         mapped_ids: list[int] = []
@@ -132,7 +125,7 @@ def tli_candidates(
         if not token_prob > 0:
             raise UnusableDraftError(f"draft token {token} has probability {token_prob} in its distribution")
         tokens.append(int(drafter_to_target[token]))
-        proposals.append(SparseProposal(tuple(mapped_ids), tuple(mapped_probs)))
+        proposals.append(SparseProbs(tuple(mapped_ids), tuple(mapped_probs)))
         probs_at.append(token_prob)
     return Candidates(tuple(tokens), tuple(proposals), tuple(probs_at))
 
@@ -198,12 +191,12 @@ def slrs_candidates(
     if result.over_budget:
         return SlrsCandidates(EMPTY, over_budget=True, enumerated=result.enumerated)
     tokens: list[int] = []
-    proposals: list[SparseProposal] = []
+    proposals: list[SparseProbs] = []
     probs_at: list[float] = []
     for proposal in result.proposals:
         psi = [_float32(p) for p in proposal.psi_probs]
         tokens.append(proposal.target_token)
-        proposals.append(SparseProposal(proposal.psi_ids, tuple(psi)))
+        proposals.append(SparseProbs(proposal.psi_ids, tuple(psi)))
         probs_at.append(psi[proposal.psi_ids.index(proposal.target_token)])
     candidates = Candidates(tuple(tokens), tuple(proposals), tuple(probs_at))
     return SlrsCandidates(candidates, over_budget=False, enumerated=result.enumerated)

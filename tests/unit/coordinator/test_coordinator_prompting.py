@@ -21,7 +21,7 @@ from coordinator.prompting import (
     encode_target_prompt,
     text_token_ids,
 )
-from coordinator.validation import ChatInput, ChatTurn, FimInput, TextInput
+from coordinator.request import ChatInput, ChatTurn, FimInput, TextInput
 from core.errors import InvalidArgumentError
 from tests.unit.coordinator.toy_service import (
     BOS,
@@ -34,7 +34,7 @@ from tests.unit.coordinator.toy_service import (
 
 def endpoint(tokenizer: Any, role: str = "target", **kwargs: Any) -> Any:
     servicer = ToyModelServicer(TableLM(1), tokenizer, model_name=f"toy-{role}", **kwargs)
-    return endpoint_from_info(role, "127.0.0.1:1", servicer.info)
+    return endpoint_from_info(role, "127.0.0.1:1", servicer.engine_info)
 
 
 @pytest.fixture(scope="module")

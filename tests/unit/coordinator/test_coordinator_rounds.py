@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.loop.rounds import MalformedResponseError, usable_draft
+from core.modelcalls import DraftOutcome, ForwardStats, SparseProbs
 
 
-def dist(ids: list[int], probs: list[float]) -> common_pb2.SparseDistribution:
-    return common_pb2.SparseDistribution(token_ids=ids, probs=probs)
+def dist(ids: list[int], probs: list[float]) -> SparseProbs:
+    return SparseProbs(tuple(ids), tuple(probs))
 
 
-def response(
-    tokens: list[int], distributions: list[common_pb2.SparseDistribution]
-) -> model_pb2.DraftResponse:
-    return model_pb2.DraftResponse(draft_tokens=tokens, draft_probs=distributions)
+def response(tokens: list[int], distributions: list[SparseProbs]) -> DraftOutcome:
+    return DraftOutcome(tuple(tokens), tuple(distributions), ForwardStats())
 
 
 def test_draft_probabilities_are_read_at_the_draft_tokens() -> None:
@@ -45,6 +43,6 @@ def test_cut_before_a_distribution_outside_the_target_vocabulary() -> None:
         response([3], [dist([4], [1.0])]),  # the token is not in its distribution
     ],
 )
-def test_malformed_drafts_are_refused(bad: model_pb2.DraftResponse) -> None:
+def test_malformed_drafts_are_refused(bad: DraftOutcome) -> None:
     with pytest.raises(MalformedResponseError):
         usable_draft(bad, k=3, target_vocab_size=10)

@@ -15,7 +15,7 @@ from coordinator.pair import PairMismatchError
 from coordinator.server import SERVICE_NAME, CoordinatorServer, start_coordinator
 from core.errors import UnavailableError
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.test_coordinator_validation import BAD_REQUESTS
+from tests.unit.coordinator.test_coordinator_wire import BAD_REQUESTS
 from tests.unit.coordinator.toy_service import TableLM, ToyServer
 
 StartToy = Callable[..., Awaitable[ToyServer]]

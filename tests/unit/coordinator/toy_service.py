@@ -30,8 +30,10 @@ from core.errors import (
     UnavailableError,
     UnknownTokenMaskError,
 )
+from core.modelcalls import EngineInfo, FimTokens
 from core.sampling import SamplingConfig, draft_token, score_candidates, sparse_to_dense
 from core.serving.server import GrpcServerSettings, RunningServer, start_server
+from services.model.wire import info_response
 
 WORDS = (
     "<unk>",
@@ -198,21 +200,22 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
         self.max_support = max_support
         fim = None
         if advertise_fim and "<fim_prefix>" in tokenizer.get_vocab():
-            fim = model_pb2.FimTokens(prefix="<fim_prefix>", suffix="<fim_suffix>", middle="<fim_middle>")
-        self.info = model_pb2.InfoResponse(
+            fim = FimTokens(prefix="<fim_prefix>", suffix="<fim_suffix>", middle="<fim_middle>")
+        self.engine_info = EngineInfo(
             model_name=model_name,
             model_type="toy",
             vocab_size=lm.vocab_size,
             max_context_tokens=max_context_tokens,
-            eos_token_ids=list(eos_token_ids),
-            tokenizer=model_pb2.TokenizerInfo(
-                fingerprint=fingerprint(tokenizer), files=tokenizer_files(tokenizer), fim=fim
-            ),
+            eos_token_ids=tuple(eos_token_ids),
+            tokenizer_fingerprint=fingerprint(tokenizer),
+            tokenizer_files=tokenizer_files(tokenizer),
+            fim=fim,
             dtype="float64",
             device="cpu",
             emulated_forward_seconds=emulated_forward_seconds,
             max_draft_tokens=max_draft_tokens,
         )
+        self.info = info_response(self.engine_info)
 
     async def _before_call(self) -> None:
         self._maybe_fail()
