@@ -12,7 +12,7 @@ import grpc, google.protobuf
 before = {name.split(".")[0] for name in sys.modules}
 import polyspec
 from polyspec import AsyncClient, Client
-import polyspec.client, polyspec.convert, polyspec.errors, core.checksum, polyspec.retry, polyspec.types
+import polyspec.client, polyspec.convert, polyspec.errors, polyspec.retry, polyspec.types
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, model_pb2, model_pb2_grpc
 after = {name.split(".")[0] for name in sys.modules}
 print(json.dumps({"all": sorted(after), "added": sorted(after - before)}))
