@@ -17,7 +17,9 @@ from core.errors import (
 )
 from core.modelcalls import ContextRef, DraftCall, ScoreCall
 from core.sampling import SamplingConfig
-from tests.unit.coordinator.toy_service import BOS, TableLM, ToyServer, build_toy_tokenizer
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyServer
+from tests.support.toy_tokenizers import BOS, word_level_toy
 
 GREEDY = SamplingConfig(temperature=0.0)
 StartToy = Callable[..., Awaitable[ToyServer]]
@@ -179,7 +181,7 @@ async def test_pool_update_adds_and_removes_replicas_live(start_toy: StartToy) -
 
 async def test_pool_quarantines_a_replica_with_another_tokenizer(start_toy: StartToy) -> None:
     good = await start_toy()
-    other = await start_toy(TableLM(7), tokenizer=build_toy_tokenizer(fim=False))
+    other = await start_toy(word_lm(7), tokenizer=word_level_toy(fim=False))
     pool = _pool([good.address])
     try:
         pool.expected_fingerprint = (
