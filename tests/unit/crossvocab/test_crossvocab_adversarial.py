@@ -15,9 +15,9 @@ from coordinator.verify.slrs import DrafterStep, SlrsProposer
 from coordinator.vocab.canonical import CanonicalVocab
 from core.sampling import SamplingConfig
 from tests.support.laws import assert_law, assert_rate, exact_law, greedy_output, reference_warp
-from tests.support.population import LawCase, Population, PopulationRun
+from tests.support.population import LawCase, Population, PopulationRun, run_requests
 from tests.support.toy_lm import TextLM, restrict_lm, text_lm, uniform_lm
-from tests.support.toy_tokenizers import disjoint_word_toy
+from tests.support.toy_tokenizers import CORPUS, byte_level_toy, disjoint_word_toy, sentencepiece_toy
 from tests.unit.crossvocab.crossvocab_cases import (
     DISJOINT_DRAFTER_RULES,
     DRAFTER_RULES,
@@ -27,6 +27,7 @@ from tests.unit.crossvocab.crossvocab_cases import (
     TARGET_RULES,
     CrossPair,
     cross_case,
+    direct_calls,
     first_acceptance,
     first_target_probs,
     make_pair,
@@ -197,3 +198,20 @@ def drafter_step_sequences(
                 grown.append(((*drafts, token), [*steps, step], weight * prob))
         sequences = grown
     return sequences
+
+
+def test_slrs_stops_where_the_target_cannot_spell_the_drafted_text() -> None:
+    """A target vocabulary without 'y' and a drafter that writes ' theory': SLRS proposes what the target
+    can spell and stops before the 'y' (it used to propose no token, -1, and the request failed)."""
+    corpus = [text.replace("y", "") for text in CORPUS]
+    target_vocab = CanonicalVocab.from_tokenizer(byte_level_toy(300, corpus, every_byte=False))
+    drafter_vocab = CanonicalVocab.from_tokenizer(sentencepiece_toy())
+    assert b"y" not in target_vocab.representative and b" theory" in drafter_vocab.representative
+    target = text_lm(target_vocab, [(b"", {b" the": 0.5, b" ": 0.2, b"or": 0.3})])
+    drafter = text_lm(drafter_vocab, [(b"", {b" theory": 1.0, b" the": 0.2})])
+    pair = make_pair(target, drafter)
+    case = cross_case(pair, SLRS, SamplingConfig(1.0), 8, 3)
+    population = run_and_check_law(case)
+    assert population.counts.fallbacks == 0 and population.counts.rejected < population.counts.rounds
+    calls = direct_calls(pair, case)
+    assert len(run_requests(case, calls, range(20))) == 20  # through run_round: no request fails

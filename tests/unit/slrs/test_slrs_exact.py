@@ -6,6 +6,7 @@ through the product's round is tested in ``tests/unit/crossvocab``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -81,3 +82,18 @@ def test_special_drafter_token_stops_the_process() -> None:
     decided = proposer.propose([], leftover=b"ba")
     assert [p.target_token for p in decided.proposals] == [3]
     assert decided.proposals[0].psi_probs == (1.0,)
+
+
+def test_a_byte_the_target_cannot_spell_stops_the_proposals() -> None:
+    """Drafted text 'ac': 'a' is proposed, then the leftover 'c' is decided but no target token spells it.
+    The process stops there (decided from drafted bytes alone) instead of proposing no token (-1)."""
+    drafter_vocab = [*DRAFTER_VOCAB, b"ac", b"c"]
+    ac, c = len(DRAFTER_VOCAB), len(DRAFTER_VOCAB) + 1
+    proposer = SlrsProposer(TokenTrie(TARGET_VOCAB), drafter_vocab, max_proposals=4)
+    result = proposer.propose([DrafterStep(ac, [ac, 0, 1], [0.5, 0.3, 0.2]), DrafterStep(0, [0], [1.0])])
+    assert [p.target_token for p in result.proposals] == [0]
+    assert result.proposals[0].psi_ids == (0, 1) and result.leftover == b"c"
+    assert proposer.propose([DrafterStep(c, [c, 0], [0.5, 0.5])]).proposals == ()  # no prefix at all
+    for steps in itertools.product([ac, c, 0, 1, 2], repeat=3):
+        drafted = proposer.propose([DrafterStep(t, [t], [1.0]) for t in steps])
+        assert all(p.target_token >= 0 for p in drafted.proposals), steps
