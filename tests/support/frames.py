@@ -47,13 +47,19 @@ def toy_endpoint(
 
 
 def aligned_pair(
-    target_tokenizer: Any, drafter_tokenizer: Any, *, target_eos: Collection[int] = ()
+    target_tokenizer: Any,
+    drafter_tokenizer: Any,
+    *,
+    target_eos: Collection[int] = (),
+    drafter_eos: Collection[int] = (),
 ) -> ModelPair:
     """Two toy tokenizers aligned as the coordinator aligns its pair at start-up (``align_pair``)."""
     target = toy_endpoint(
         "target", target_tokenizer.get_vocab_size(), eos=target_eos, tokenizer=target_tokenizer
     )
-    drafter = toy_endpoint("drafter", drafter_tokenizer.get_vocab_size(), tokenizer=drafter_tokenizer)
+    drafter = toy_endpoint(
+        "drafter", drafter_tokenizer.get_vocab_size(), eos=drafter_eos, tokenizer=drafter_tokenizer
+    )
     pair = align_pair(target, drafter)
     assert pair.cross_vocabulary, pair.alignment_error
     return pair

@@ -94,8 +94,9 @@ def word_lm(seed: int, *, scale: float = 2.5, noise: float = 0.0, noise_seed: in
     return TableLM(full)
 
 
-# A rule: (suffix the context's bytes end with, None for the empty context; logits by token bytes).
-RuleSpec = tuple[bytes | None, Mapping[bytes, float]]
+# A rule: (suffix the context's bytes end with, None for the empty context; logits by token bytes, or by
+# id for a token without text such as an end of sequence).
+RuleSpec = tuple[bytes | None, Mapping[bytes | int, float]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,8 +129,12 @@ class TextLM:
 
 
 def text_lm(vocab: CanonicalVocab, rules: Sequence[RuleSpec]) -> TextLM:
-    """A TextLM from rules written with token bytes (each must be a token of ``vocab``)."""
-    ids = {data: vocab.representative[data] for _, row in rules for data in row}
+    """A TextLM from rules written with token bytes (each must be a token of ``vocab``) or ids."""
+    ids = {
+        data: data if isinstance(data, int) else vocab.representative[data]
+        for _, row in rules
+        for data in row
+    }
     support = tuple(sorted(set(ids.values())))
     built = []
     for suffix, row in rules:

@@ -69,6 +69,20 @@ MULTIBYTE_DRAFTER_RULES: tuple[RuleSpec, ...] = (
     (b"", {b" ": 0.8, b"\xe2": 0.4, b"\xc3": 0.3}),
 )
 
+# The drafter of DRAFTER_RULES that also ends texts: its end of sequence (</s>, no bytes) has mass; it is a
+# stop token of the drafter (kept as a draft's last token), never proposable by SLRS, outside TLI's mask.
+DRAFTER_EOS = "</s>"
+
+
+def drafter_rules_with_eos(eos_id: int) -> tuple[RuleSpec, ...]:
+    return (
+        (None, {b" the": 1.0, b" hello": 0.8, b" he": 0.6, b" ": 0.5, eos_id: 0.7}),
+        (b" he", {b"llo": 2.0, eos_id: 0.5}),
+        *DRAFTER_RULES[2:-1],
+        (b"", {b" the": 0.5, b" there": 0.3, b" hello": 0.6, b" ": 0.2, b" he": 0.4, eos_id: 0.9}),
+    )
+
+
 DISJOINT_DRAFTER_RULES: tuple[RuleSpec, ...] = (
     (None, {b" zebra": 0.5, b" quokka": 0.0, b" yak": -0.5}),
     (b"", {b" gnu": 0.3, b" zebra": 0.0, b" yak": 0.2}),
@@ -105,7 +119,9 @@ class CrossPair:
         return self.drafter.vocab
 
 
-def make_pair(target: TextLM, drafter: TextLM, *, checked: bool = True) -> CrossPair:
+def make_pair(
+    target: TextLM, drafter: TextLM, *, checked: bool = True, drafter_eos: tuple[int, ...] = ()
+) -> CrossPair:
     """The pair of two TextLMs aligned by ``align_pair``, as the coordinator aligns its pair at start-up.
 
     ``checked=False`` builds the alignment without ``align_pair``'s end-to-end decode check (which reads
@@ -113,7 +129,8 @@ def make_pair(target: TextLM, drafter: TextLM, *, checked: bool = True) -> Cross
     vocabularies, with every text token mapped to itself (the coordinator itself would run sd there).
     """
     if checked and target.vocab.tokenizer is not drafter.vocab.tokenizer:
-        return CrossPair(target, drafter, aligned_pair(target.vocab.tokenizer, drafter.vocab.tokenizer))
+        aligned = aligned_pair(target.vocab.tokenizer, drafter.vocab.tokenizer, drafter_eos=drafter_eos)
+        return CrossPair(target, drafter, aligned)
     return CrossPair(target, drafter, _unchecked_pair(target.vocab, drafter.vocab))
 
 

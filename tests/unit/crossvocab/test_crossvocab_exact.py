@@ -21,12 +21,14 @@ from tests.support.laws import assert_law, assert_rate, exact_law, greedy_output
 from tests.support.population import LawCase, Population, PopulationRun, run_requests
 from tests.support.toy_lm import text_lm
 from tests.unit.crossvocab.crossvocab_cases import (
+    DRAFTER_EOS,
     DRAFTER_RULES,
     OUTPUT_TOKENS,
     TARGET_RULES,
     CrossPair,
     cross_case,
     direct_calls,
+    drafter_rules_with_eos,
     first_acceptance,
     make_pair,
     tli_first_acceptance,
@@ -96,6 +98,22 @@ def test_first_position_acceptance_matches_the_oracle(
     oracle = first_acceptance(pair, algorithm, config, max_support, min(k, OUTPUT_TOKENS - 1))
     assert 0.05 < oracle < 0.95, "an oracle that tells something"
     assert_rate(int((population.first_accepted >= 1).sum()), NUM_TRIALS, oracle)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=IDS)
+def test_drafter_stop_tokens_inside_drafts(
+    target_vocab: CanonicalVocab, drafter_vocab: CanonicalVocab, algorithm: AlgorithmName
+) -> None:
+    """The drafter's end of sequence has mass: drafts end with it (kept), SLRS cannot propose it (psi is
+    renormalised over what it can propose), TLI's mask leaves it out; the law stays the target's."""
+    eos = drafter_vocab.tokenizer.token_to_id(DRAFTER_EOS)
+    target, drafter = text_lm(target_vocab, TARGET_RULES), text_lm(drafter_vocab, drafter_rules_with_eos(eos))
+    pair = make_pair(target, drafter, drafter_eos=(eos,))
+    case = cross_case(pair, algorithm, SamplingConfig(1.0), 16, 3)
+    population = PopulationRun(case).run(NUM_TRIALS, seed=40 + ALGORITHMS.index(algorithm))
+    assert_law(population.outputs, exact_law(target, SamplingConfig(1.0), OUTPUT_TOKENS))
+    if algorithm is not TLI:
+        assert population.counts.short_drafts > 0.05 * population.counts.rounds, "drafts ended at EOS"
 
 
 def test_tli_oracle_is_min_of_target_and_q_over_z(pair: CrossPair) -> None:
