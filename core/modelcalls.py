@@ -1,4 +1,6 @@
-"""The model service's domain types: calls the engine serves and what they return (no protobuf)."""
+"""The model-service calls as domain types (no protobuf): what the coordinator's client sends and gets back,
+and what the model service's engine serves; each side converts them to and from ``polyspec.v1`` in its
+own wire module (``coordinator.wire``, ``services.model.wire``)."""
 
 from __future__ import annotations
 
