@@ -1,5 +1,7 @@
 """The polyspec coordinator: runs the speculation loop between drafter and target services.
 
 ``coordinator.verify`` and ``coordinator.vocab`` hold the pure math (no grpc, asyncio or protobuf);
-the rest drives the services and serves ``polyspec.v1.CoordinatorService``.
+``coordinator.loop`` runs requests on domain types (``coordinator.request``, ``core.modelcalls``; one round
+in ``coordinator.loop.round``); ``coordinator.wire`` converts them to and from protobuf for the servicer
+and the model-service client.
 """

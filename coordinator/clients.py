@@ -1,10 +1,12 @@
-"""Async client of one model service (drafter or target) over its own gRPC channel.
+"""Async client of one model service (drafter or target) over its own gRPC channel, on domain types.
 
-The client sends context deltas: it remembers, per sequence, the tokens the server holds after the
+Calls go in and answers come out as ``core.modelcalls`` types (``coordinator.wire`` converts them). The
+client sends context deltas: it remembers, per sequence, the tokens the server holds after the
 last successful call (context + draft tokens after Draft, context + candidates after Score) and sends
 only what follows their longest common prefix with the new context, plus a checksum of that prefix.
 On a context miss (FAILED_PRECONDITION: evicted, restarted, another replica) it resends the whole
-context once. RPC failures become ``core.errors`` exceptions naming the service.
+context once. A call names its whole context (``ContextRef.whole``); the client shortens it to the delta.
+RPC failures become ``core.errors`` exceptions naming the service.
 
 FAILED_PRECONDITION has two causes, told apart by the reason in the status details
 (``google.rpc.ErrorInfo``, see ``core.serving.status``): an unknown token mask
@@ -18,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
+from coordinator import wire
 from core.checksum import prefix_checksum
 from core.errors import (
     ContextMissError,
@@ -35,12 +38,13 @@ from core.errors import (
     UnavailableError,
     UnknownTokenMaskError,
 )
+from core.modelcalls import ContextRef, DraftCall, DraftOutcome, EngineInfo, ScoreCall, ScoreOutcome
 from core.serving.server import MiB
 from core.serving.status import error_reason
 from core.serving.tls import ClientTLS, open_channel
 
-_Request = TypeVar("_Request", bound=Message)
-_Response = TypeVar("_Response", bound=Message)
+_Call = TypeVar("_Call", DraftCall, ScoreCall)
+_Outcome = TypeVar("_Outcome", DraftOutcome, ScoreOutcome)
 
 
 class CallObserver(Protocol):
@@ -121,14 +125,15 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 @dataclass(frozen=True)
-class _ContextCall(Generic[_Request, _Response]):
-    """One Draft or Score call: how to build the request around a context and what the server holds after."""
+class _ContextCall(Generic[_Call, _Outcome]):
+    """One Draft or Score call: its wire forms and what the server holds after it."""
 
-    sequence_id: str
-    context: Sequence[int]
-    with_context: Callable[[model_pb2.TokenContext], _Request]
-    invoke: Callable[..., Awaitable[_Response]]  # the stub method: (request, timeout=...)
-    held_after: Callable[[_Response], list[int]]
+    method: str
+    call: _Call  # names its whole context
+    encode: Callable[[_Call], Message]
+    invoke: Callable[..., Awaitable[Any]]  # the stub method: (request, timeout=...)
+    decode: Callable[[Any], _Outcome]
+    held_after: Callable[[_Outcome], list[int]]
 
 
 class ModelServiceClient:
@@ -162,7 +167,7 @@ class ModelServiceClient:
     async def close(self, grace: float | None = None) -> None:
         await self._channel.close(grace)
 
-    async def info(self, *, timeout: float, wait_for_ready: bool = False) -> model_pb2.InfoResponse:
+    async def info(self, *, timeout: float, wait_for_ready: bool = False) -> EngineInfo:
         """The service's identity, limits and tokenizer."""
         start = time.monotonic()
         try:
@@ -173,54 +178,31 @@ class ModelServiceClient:
             self._observe("Info", start, ok=False)
             raise map_rpc_error(exc, self.role, self.address) from None
         self._observe("Info", start, ok=True)
-        return response
+        return wire.engine_info(response)
 
-    async def draft(
-        self,
-        sequence_id: str,
-        context: Sequence[int],
-        request: model_pb2.DraftRequest,
-        scope: CallScope,
-    ) -> model_pb2.DraftResponse:
-        """Draft from ``context``; ``request`` carries everything but the context."""
+    async def draft(self, call: DraftCall, scope: CallScope) -> DraftOutcome:
+        """Drafts after ``call.context`` (whole); the server then holds the context and the draft tokens."""
+        context = call.context.tokens
 
-        def with_context(token_context: model_pb2.TokenContext) -> model_pb2.DraftRequest:
-            full = model_pb2.DraftRequest()
-            full.CopyFrom(request)
-            full.context.CopyFrom(token_context)
-            return full
+        def held_after(outcome: DraftOutcome) -> list[int]:
+            return [*context, *outcome.draft_tokens]
 
-        def held_after(response: model_pb2.DraftResponse) -> list[int]:
-            return [*context, *response.draft_tokens]
+        request = _ContextCall(
+            "Draft", call, wire.draft_request, self._stub.Draft, wire.draft_outcome, held_after
+        )
+        return await self._context_call(request, scope)
 
-        call = _ContextCall(sequence_id, context, with_context, self._stub.Draft, held_after)
-        return await self._context_call("Draft", call, scope)
+    async def score(self, call: ScoreCall, scope: CallScope) -> ScoreOutcome:
+        """Scores ``call.candidate_tokens`` after ``call.context`` (whole)."""
+        held = [*call.context.tokens, *call.candidate_tokens]
+        request = _ContextCall(
+            "Score", call, wire.score_request, self._stub.Score, wire.score_outcome, lambda _: held
+        )
+        return await self._context_call(request, scope)
 
-    async def score(
-        self,
-        sequence_id: str,
-        context: Sequence[int],
-        request: model_pb2.ScoreRequest,
-        scope: CallScope,
-    ) -> model_pb2.ScoreResponse:
-        """Score ``request.candidate_tokens`` after ``context``; ``request`` carries all but the context."""
-
-        def with_context(token_context: model_pb2.TokenContext) -> model_pb2.ScoreRequest:
-            full = model_pb2.ScoreRequest()
-            full.CopyFrom(request)
-            full.context.CopyFrom(token_context)
-            return full
-
-        def held_after(_: model_pb2.ScoreResponse) -> list[int]:
-            return [*context, *request.candidate_tokens]
-
-        call = _ContextCall(sequence_id, context, with_context, self._stub.Score, held_after)
-        return await self._context_call("Score", call, scope)
-
-    async def set_token_mask(
-        self, mask_id: str, allowed_bitmap: bytes, scope: CallScope
-    ) -> model_pb2.SetTokenMaskResponse:
-        """Registers a bitmap of allowed token ids under ``mask_id`` (Draft then names it)."""
+    async def set_token_mask(self, mask_id: str, allowed_bitmap: bytes, scope: CallScope) -> int:
+        """Registers a bitmap of allowed token ids under ``mask_id`` (Draft then names it); returns how many
+        ids it allows."""
         request = model_pb2.SetTokenMaskRequest(mask_id=mask_id, allowed_bitmap=allowed_bitmap)
         timeout = scope.deadline.call_timeout(scope.timeout_cap)
         scope.traffic.bytes_sent += request.ByteSize()
@@ -232,7 +214,7 @@ class ModelServiceClient:
             raise map_rpc_error(exc, self.role, self.address) from None
         self._observe("SetTokenMask", start, ok=True)
         scope.traffic.bytes_received += response.ByteSize()
-        return response
+        return response.allowed_tokens
 
     async def release(self, sequence_ids: Sequence[str], *, timeout: float) -> int:
         """Drops the sequences' caches on the service; forgets them here either way."""
@@ -259,54 +241,45 @@ class ModelServiceClient:
         """Tokens of ``context`` the next call on the sequence sends: what the server must catch up on."""
         return len(context) - self._cached_prefix(sequence_id, context)
 
-    def _token_context(self, sequence_id: str, context: Sequence[int]) -> model_pb2.TokenContext:
+    def _context_ref(self, sequence_id: str, context: Sequence[int]) -> ContextRef:
         cached = self._cached_prefix(sequence_id, context)
-        return model_pb2.TokenContext(
+        return ContextRef(
             sequence_id=sequence_id,
             cached_prefix_len=cached,
             cached_prefix_checksum=prefix_checksum(context[:cached]) if cached else 0,
-            tokens=list(context[cached:]),
+            tokens=tuple(context[cached:]),
         )
 
-    async def _context_call(
-        self,
-        method: str,
-        call: _ContextCall[_Request, _Response],
-        scope: CallScope,
-    ) -> _Response:
-        token_context = self._token_context(call.sequence_id, call.context)
-        self._held[call.sequence_id] = []  # touched; the server's state is unknown until it answers
+    async def _context_call(self, request: _ContextCall[_Call, _Outcome], scope: CallScope) -> _Outcome:
+        whole = request.call.context
+        assert whole.cached_prefix_len == 0, "a call names its whole context; the client sends the delta"
+        delta = self._context_ref(whole.sequence_id, whole.tokens)
+        self._held[whole.sequence_id] = []  # touched; the server's state is unknown until it answers
         try:
-            response = await self._timed(method, call, call.with_context(token_context), scope)
+            outcome = await self._timed(request, replace(request.call, context=delta), scope)
         except ContextMissError:
-            if token_context.cached_prefix_len == 0:
+            if delta.cached_prefix_len == 0:
                 raise RuntimeError(f"{self.name} refused a whole context as a context miss") from None
-            whole = model_pb2.TokenContext(sequence_id=call.sequence_id, tokens=list(call.context))
-            response = await self._timed(method, call, call.with_context(whole), scope)
-        self._held[call.sequence_id] = call.held_after(response)
-        return response
+            outcome = await self._timed(request, request.call, scope)
+        self._held[whole.sequence_id] = request.held_after(outcome)
+        return outcome
 
-    async def _timed(
-        self,
-        method: str,
-        call: _ContextCall[_Request, _Response],
-        request: _Request,
-        scope: CallScope,
-    ) -> _Response:
+    async def _timed(self, request: _ContextCall[_Call, _Outcome], call: _Call, scope: CallScope) -> _Outcome:
+        message = request.encode(call)
         timeout = scope.deadline.call_timeout(scope.timeout_cap)
-        scope.traffic.bytes_sent += request.ByteSize()
+        scope.traffic.bytes_sent += message.ByteSize()
         start = time.monotonic()
         try:
-            response = await call.invoke(request, timeout=timeout)
+            response = await request.invoke(message, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            self._observe(method, start, ok=False)
+            self._observe(request.method, start, ok=False)
             raise map_rpc_error(exc, self.role, self.address) from None
         except asyncio.CancelledError:
-            self._observe(method, start, ok=False)
+            self._observe(request.method, start, ok=False)
             raise
-        self._observe(method, start, ok=True)
+        self._observe(request.method, start, ok=True)
         scope.traffic.bytes_received += response.ByteSize()
-        return response
+        return request.decode(response)
 
     def _observe(self, method: str, start: float, *, ok: bool) -> None:
         if self._observer is not None:

@@ -1,8 +1,9 @@
 """What the coordinator knows about its drafter and target: endpoints built from Info, and pair checks.
 
-Tokenizers come from the services (``InfoResponse.tokenizer.files``), never from configuration, so
-the coordinator always detokenizes and formats prompts with what the services really run. A declared
-fingerprint that differs from the one a service reports refuses start-up: no silent mismatch.
+Tokenizers come from the services (``EngineInfo.tokenizer_files``, from their Info answer), never from
+configuration, so the coordinator always detokenizes and formats prompts with what the services really
+run. A declared fingerprint that differs from the one a service reports refuses start-up: no silent
+mismatch.
 
 Pair alignment (``align_pair``, run once at start-up, off the event loop): equal fingerprints mean the
 same tokenizer at once. Otherwise both tokenizers' canonical vocabularies are built and compared
@@ -29,7 +30,6 @@ from typing import Any
 import numpy as np
 import structlog
 import torch
-from polyspec.v1 import model_pb2
 
 from coordinator.verify.slrs import TokenTrie
 from coordinator.vocab import (
@@ -43,6 +43,7 @@ from coordinator.vocab import (
     compare_vocabularies,
 )
 from core.errors import ErrorReason, InvalidArgumentError, PolyspecError
+from core.modelcalls import EngineInfo, FimTokens
 from core.restrict import validate_drafter_to_target
 
 log = structlog.get_logger(__name__)
@@ -196,8 +197,8 @@ def build_tokenizer(files: Mapping[str, bytes]) -> Tokenizer:
         return AutoTokenizer.from_pretrained(str(root), local_files_only=True)
 
 
-def _fim_token_ids(tokenizer: Tokenizer, fim: model_pb2.FimTokens) -> FimTokenIds | None:
-    if not (fim.prefix and fim.suffix and fim.middle):
+def _fim_token_ids(tokenizer: Tokenizer, fim: FimTokens | None) -> FimTokenIds | None:
+    if fim is None or not (fim.prefix and fim.suffix and fim.middle):
         return None
     ids = [tokenizer.convert_tokens_to_ids(token) for token in (fim.prefix, fim.suffix, fim.middle)]
     if any(i is None or i == tokenizer.unk_token_id for i in ids):
@@ -207,22 +208,21 @@ def _fim_token_ids(tokenizer: Tokenizer, fim: model_pb2.FimTokens) -> FimTokenId
     return FimTokenIds(prefix=ids[0], suffix=ids[1], middle=ids[2])
 
 
-def endpoint_from_info(role: str, address: str, info: model_pb2.InfoResponse) -> ModelEndpoint:
+def endpoint_from_info(role: str, address: str, info: EngineInfo) -> ModelEndpoint:
     """Builds the endpoint description (and its tokenizer) from a service's Info answer."""
-    tokenizer = build_tokenizer(info.tokenizer.files)
-    fim = _fim_token_ids(tokenizer, info.tokenizer.fim) if info.tokenizer.HasField("fim") else None
+    tokenizer = build_tokenizer(info.tokenizer_files)
     return ModelEndpoint(
         role=role,
         address=address,
         model_name=info.model_name,
         model_type=info.model_type,
         tokenizer=tokenizer,
-        fingerprint=info.tokenizer.fingerprint.lower(),
+        fingerprint=info.tokenizer_fingerprint.lower(),
         eos_token_ids=frozenset(info.eos_token_ids),
         vocab_size=info.vocab_size,
         max_context_tokens=info.max_context_tokens,
         max_draft_tokens=info.max_draft_tokens,
-        fim=fim,
+        fim=_fim_token_ids(tokenizer, info.fim),
         emulated_forward_seconds=info.emulated_forward_seconds,
     )
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from coordinator.pair import ModelEndpoint, Tokenizer
-from coordinator.validation import ChatInput, FimInput, PromptInput, TextInput
+from coordinator.request import ChatInput, FimInput, PromptInput, TextInput
 from core.errors import InvalidArgumentError
 
 REPLACEMENT_CHARACTER = "\ufffd"  # what a decoder yields for an incomplete UTF-8 sequence

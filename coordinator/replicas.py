@@ -156,7 +156,7 @@ class ReplicaPool:
     async def _verify(self, replica: Replica) -> None:
         """Checks a new replica's tokenizer against the pool's before its first call."""
         info = await replica.client.info(timeout=self._info_timeout)
-        fingerprint = info.tokenizer.fingerprint.lower()
+        fingerprint = info.tokenizer_fingerprint.lower()
         if self.expected_fingerprint is not None and fingerprint != self.expected_fingerprint:
             replica.quarantined = True
             log.error(

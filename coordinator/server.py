@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 import structlog
-from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc, model_pb2
+from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.clients import ModelServiceClient
 from coordinator.config import CoordinatorSettings
@@ -38,6 +38,7 @@ from coordinator.pair import (
 from coordinator.replicas import ReplicaPool
 from coordinator.servicer import CoordinatorServicer
 from core.errors import DeadlineExceededError, PolyspecError, UnavailableError
+from core.modelcalls import EngineInfo
 from core.serving.auth import BearerTokenInterceptor, load_token
 from core.serving.interceptor import AcceptanceInterceptor
 from core.serving.metrics import MetricsEndpoint
@@ -82,7 +83,7 @@ async def _first_endpoint(pool: ReplicaPool, declared: str | None, timeout: floa
     """Describes a role from the first of its replicas that answers Info; checks the declared tokenizer."""
     addresses = pool.addresses
 
-    async def info(address: str) -> tuple[str, model_pb2.InfoResponse]:
+    async def info(address: str) -> tuple[str, EngineInfo]:
         return address, await pool.replica(address).client.info(timeout=timeout, wait_for_ready=True)
 
     calls = [asyncio.ensure_future(info(a)) for a in addresses]

@@ -1,4 +1,4 @@
-"""polyspec.v1.CoordinatorService: validate -> run the generation loop -> convert to protos (thin)."""
+"""polyspec.v1.CoordinatorService: protos in and out through ``coordinator.wire``, the loop between."""
 
 from __future__ import annotations
 
@@ -11,42 +11,13 @@ import grpc
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.clients import Deadline
-from coordinator.loop import FinishEvent, FinishReason, LoopServices, RequestStats, TokensEvent, generate
+from coordinator.loop import FinishEvent, LoopServices, TokensEvent, generate
 from coordinator.prompting import IncrementalDetokenizer, decode_output, text_token_ids
-from coordinator.validation import GenerationParams, params_from_proto
+from coordinator.request import GenerationParams
+from coordinator.wire import FINISH_REASONS, params_from_proto, stats_message
 from core.errors import PolyspecError
 
 _Context = grpc.aio.ServicerContext[Any, Any]
-
-_FINISH_REASONS = {
-    FinishReason.LENGTH: coordinator_pb2.FINISH_REASON_LENGTH,
-    FinishReason.STOP: coordinator_pb2.FINISH_REASON_STOP,
-    FinishReason.CONTEXT: coordinator_pb2.FINISH_REASON_CONTEXT,
-}
-
-
-def stats_message(stats: RequestStats) -> coordinator_pb2.GenerationStats:
-    """The wire form of a request's statistics."""
-    return coordinator_pb2.GenerationStats(
-        algorithm=stats.algorithm.to_proto(),
-        lookahead=stats.lookahead,
-        prompt_tokens=stats.prompt_tokens,
-        output_tokens=stats.output_tokens,
-        draft_tokens=stats.draft_tokens,
-        accepted_tokens=stats.accepted_tokens,
-        acceptance_rate=stats.acceptance_rate,
-        target_forwards=stats.target_forwards,
-        drafter_forwards=stats.drafter_forwards,
-        rounds=stats.rounds,
-        time_to_first_token_seconds=stats.time_to_first_token_seconds,
-        total_seconds=stats.total_seconds,
-        tokens_per_second=stats.tokens_per_second,
-        bytes_sent=stats.bytes_sent,
-        bytes_received=stats.bytes_received,
-        emulated_latency=stats.emulated_latency,
-        fallback_reason=stats.fallback_reason,
-        seed=stats.seed,
-    )
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
@@ -78,7 +49,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return coordinator_pb2.GenerateResponse(
             text=decode_output(target.tokenizer, text_ids),
             token_ids=token_ids,
-            finish_reason=_FINISH_REASONS[finish.reason],
+            finish_reason=FINISH_REASONS[finish.reason],
             stats=stats_message(finish.stats),
             request_id=params.request_id,
         )
@@ -103,7 +74,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                     else:
                         yield coordinator_pb2.GenerateStreamResponse(
                             text_delta=detokenizer.finish(),
-                            finish_reason=_FINISH_REASONS[event.reason],
+                            finish_reason=FINISH_REASONS[event.reason],
                             stats=stats_message(event.stats),
                             request_id=params.request_id,
                         )

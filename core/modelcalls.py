@@ -1,7 +1,10 @@
-"""The model service's domain types: calls the engine serves and what they return (no protobuf)."""
+"""The model-service calls as domain types (no protobuf): what the coordinator's client sends and gets back,
+and what the model service's engine serves; each side converts them to and from ``polyspec.v1`` in its
+own wire module (``coordinator.wire``, ``services.model.wire``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.sampling import SamplingConfig
@@ -15,6 +18,11 @@ class ContextRef:
     cached_prefix_len: int
     cached_prefix_checksum: int
     tokens: tuple[int, ...]
+
+    @classmethod
+    def whole(cls, sequence_id: str, tokens: Sequence[int]) -> ContextRef:
+        """A whole context, nothing left to the server's cache (a client may shorten it to a delta)."""
+        return cls(sequence_id, 0, 0, tuple(tokens))
 
 
 @dataclass(frozen=True)

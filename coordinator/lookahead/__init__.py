@@ -28,7 +28,7 @@ Adding a policy (as a trained stop-rule classifier will be):
    ``observe``, ``describe``; the protocol is structural, there is no base class to inherit), taking
    any deployment-wide state as a constructor argument, as ``auto`` takes ``CostEstimates``;
 2. its export below;
-3. its ``LookaheadKind`` (``coordinator.validation``) mapped to it where the loop builds a request's
+3. its ``LookaheadKind`` (``coordinator.request``) mapped to it where the loop builds a request's
    policy (``coordinator.loop.plan.make_lookahead``);
 4. its tests in tests/unit/lookahead/, against the simulated deployment there.
 

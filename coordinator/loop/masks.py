@@ -9,14 +9,14 @@ once. A context miss is a different error, handled by the client itself (it rese
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
-from polyspec.v1 import model_pb2
 
 from coordinator.clients import CallScope, ModelServiceClient
 from coordinator.metrics import CoordinatorMetrics
 from core.errors import UnknownTokenMaskError
+from core.modelcalls import DraftCall, DraftOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ class TokenMaskRegistry:
     async def register(self, client: ModelServiceClient, scope: CallScope) -> None:
         """Sends the mask to one replica (idempotent on the server)."""
         try:
-            response = await client.set_token_mask(self.mask_id, self._bitmap, scope)
+            allowed_tokens = await client.set_token_mask(self.mask_id, self._bitmap, scope)
         except Exception:
             self._metrics.token_mask_registrations.labels(outcome="error").inc()
             raise
@@ -47,27 +47,18 @@ class TokenMaskRegistry:
             "token_mask_registered",
             replica=client.address,
             mask_id=self.mask_id,
-            allowed_tokens=response.allowed_tokens,
+            allowed_tokens=allowed_tokens,
         )
 
-    async def draft(
-        self,
-        client: ModelServiceClient,
-        sequence_id: str,
-        context: Sequence[int],
-        request: model_pb2.DraftRequest,
-        scope: CallScope,
-    ) -> model_pb2.DraftResponse:
+    async def draft(self, client: ModelServiceClient, call: DraftCall, scope: CallScope) -> DraftOutcome:
         """A Draft restricted to the mask, registering it first where needed and again if it was lost."""
-        masked = model_pb2.DraftRequest()
-        masked.CopyFrom(request)
-        masked.token_mask_id = self.mask_id
+        masked = replace(call, token_mask_id=self.mask_id)
         if not self.holds(client.address):
             await self.register(client, scope)
         try:
-            return await client.draft(sequence_id, context, masked, scope)
+            return await client.draft(masked, scope)
         except UnknownTokenMaskError:
             self._registered.discard(client.address)
             log.info("token_mask_lost", replica=client.address, mask_id=self.mask_id)
             await self.register(client, scope)
-            return await client.draft(sequence_id, context, masked, scope)
+            return await client.draft(masked, scope)

@@ -31,8 +31,8 @@ from coordinator.lookahead import (
 )
 from coordinator.pair import ModelPair
 from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt
+from coordinator.request import AlgorithmName, GenerationParams, LookaheadKind, LookaheadRequest
 from coordinator.seeds import new_request_seed
-from coordinator.validation import AlgorithmName, GenerationParams, LookaheadKind, LookaheadRequest
 from core.errors import InvalidArgumentError
 
 CROSS_VOCABULARY = (AlgorithmName.TLI, AlgorithmName.SLEM, AlgorithmName.SLRS)

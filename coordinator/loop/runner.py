@@ -1,8 +1,10 @@
-"""The SI generation loop: rounds of draft -> verify -> commit until a stop condition, as events.
+"""The SI generation loop: rounds until a stop condition, as events.
 
-Each round drafts with the request's algorithm (``crossvocab.propose``: sd, tli, slem or slrs), verifies
-the candidates on the target, commits, and re-syncs a cross-vocabulary drafter's view to the committed
-text. The lookahead policy chooses the number of drafter tokens per round and observes every round.
+Before each round the lookahead policy chooses the number of draft tokens; the round itself runs on a
+frozen snapshot of the request (``coordinator.loop.round``: draft -> candidates -> score -> decide ->
+commit, for sd, tli, slem and slrs); its result is then applied here: the output, the counters and
+metrics, a fallback, and a cross-vocabulary drafter's view re-synced to the committed text. The lookahead
+observes every round.
 
 Failure handling:
 - a drafter failure (unavailable, over capacity, refused, malformed answer, per-call timeout) switches
@@ -27,11 +29,20 @@ import structlog
 
 from coordinator.clients import Deadline
 from coordinator.lookahead import LookaheadDecision, RoundObservation
-from coordinator.loop import crossvocab, rounds
-from coordinator.loop.events import FinishEvent, FinishReason, GenerationEvent, TokensEvent
+from coordinator.loop.events import FinishEvent, GenerationEvent, TokensEvent
 from coordinator.loop.plan import plan_request
+from coordinator.loop.round import (
+    Committed,
+    RoundResult,
+    Verified,
+    draft_budget,
+    drafter_window_full,
+    next_view,
+    run_round,
+)
+from coordinator.loop.snapshot import RoundSnapshot
 from coordinator.loop.state import LoopServices, RequestRun
-from coordinator.validation import GenerationParams
+from coordinator.request import AlgorithmName, FinishReason, GenerationParams
 
 log = structlog.get_logger(__name__)
 
@@ -50,12 +61,12 @@ async def generate(
     structlog.contextvars.bind_contextvars(request_id=params.request_id)
     try:
         while True:
-            committed, finish = await _round(run)
-            if committed:
-                _observe_tokens(run, len(committed))
-                yield TokensEvent(committed)
-            if finish is not None:
-                yield _finish(run, finish)
+            committed = await _round(run)
+            if committed.tokens:
+                _observe_tokens(run, len(committed.tokens))
+                yield TokensEvent(committed.tokens)
+            if committed.finish is not None:
+                yield _finish(run, committed.finish)
                 return
     finally:
         services.metrics.requests_in_flight.dec()
@@ -63,43 +74,31 @@ async def generate(
         await _release(run)
 
 
-def _draft_budget(run: RequestRun) -> int:
-    """The most draft tokens this round may verify (0: a plain target step), within every limit."""
-    drafter = run.services.pair.drafter
-    if not run.drafting or drafter is None:
-        return 0
-    drafter_room = drafter.max_context_tokens - len(run.drafter_context())
-    if drafter_room <= 0:
+def _decide(run: RequestRun, snapshot: RoundSnapshot) -> LookaheadDecision:
+    """The round's number of draft tokens and confidence threshold (k = 0: a plain target step)."""
+    if drafter_window_full(snapshot):
         run.fall_back("the drafter's context window is full")
-        return 0
-    remaining = run.params.max_new_tokens - len(run.output)
-    target_room = run.target.max_context_tokens - len(run.target_context())
-    return max(0, min(remaining - 1, target_room - 1, drafter_room, drafter.max_draft_tokens))
-
-
-def _decide(run: RequestRun) -> LookaheadDecision:
-    budget = _draft_budget(run)
+        return LookaheadDecision(k=0)
+    budget = draft_budget(snapshot)
     if budget == 0 or run.plan.lookahead is None:
         return LookaheadDecision(k=0)
-    decision = run.plan.lookahead.decide(run.params.max_new_tokens - len(run.output), run.drafter_lag())
+    lag = run.calls.drafter_lag(run.frame.drafter_sequence_id, snapshot.drafter_context)
+    decision = run.plan.lookahead.decide(snapshot.remaining, lag)
     run.services.metrics.lookahead_tokens.observe(min(decision.k, budget))
     return LookaheadDecision(min(decision.k, budget), decision.confidence_threshold)
 
 
-async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]:
-    """One round: draft (when the lookahead says so), verify or plain step, commit."""
+async def _round(run: RequestRun) -> Committed:
+    """One round on a snapshot of the request, then its result applied to the run."""
     started = time.monotonic()
-    decision = _decide(run)
-    drafted = await crossvocab.propose(run, decision.k, decision.confidence_threshold) if decision.k else None
-    if drafted is not None and drafted.tokens:
-        verified = await rounds.verify(run, drafted)
-        _observe_speculation(run, len(drafted.tokens), verified)
-    else:
-        verified = await rounds.target_step(run)
-    committed, finish = rounds.commit(run, verified.output)
-    if finish is None and run.drafting:
-        crossvocab.resync(run, committed)
-    observation = _observation(decision.k, drafted, verified, time.monotonic() - started)
+    snapshot = run.snapshot()
+    decision = _decide(run, snapshot)
+    snapshot = dataclasses.replace(snapshot, drafting=run.drafting)
+    if decision.k and snapshot.algorithm is AlgorithmName.SLRS and run.frame.alignment is not None:
+        await asyncio.to_thread(run.frame.alignment.target_trie)  # built on first use: seconds when large
+    result = await run_round(snapshot, decision.k, decision.confidence_threshold, run.calls)
+    _apply(run, snapshot, result)
+    observation = _observation(decision.k, result, time.monotonic() - started)
     if run.plan.lookahead is not None and run.drafting:
         run.plan.lookahead.observe(observation)
         if log.is_enabled_for(logging.DEBUG):  # the fields are built only where they are logged
@@ -108,28 +107,49 @@ async def _round(run: RequestRun) -> tuple[tuple[int, ...], FinishReason | None]
         run.services.estimates.observe(observation)
     run.counters.rounds += 1
     run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
-    return committed, finish
+    return result.committed
 
 
-def _observation(
-    requested: int, drafted: rounds.Drafted | None, verified: rounds.Verified, seconds: float
-) -> RoundObservation:
-    drafted_count = 0 if drafted is None else len(drafted.tokens)
-    draft_stats = None if drafted is None else drafted.stats
+def _apply(run: RequestRun, snapshot: RoundSnapshot, result: RoundResult) -> None:
+    """Applies one round to the request: counters, metrics, a fallback, the output and the drafter's view."""
+    counters, proposed = run.counters, result.candidates
+    if result.drafted is not None:
+        counters.drafter_forwards += result.drafted.stats.forwards
+        counters.emulated_latency |= result.drafted.stats.emulated_latency
+    counters.target_forwards += result.scored.stats.forwards
+    counters.emulated_latency |= result.scored.stats.emulated_latency
+    counters.draft_tokens += len(proposed.tokens)
+    counters.accepted_tokens += result.verified.accepted
+    if proposed.slrs_over_budget:
+        run.services.metrics.slrs_over_budget_rounds.inc()
+        log.info("slrs_over_budget", enumerated=proposed.slrs_enumerated, round=counters.rounds)
+    if result.fallback:
+        run.fall_back(result.fallback)
+    if proposed.tokens:
+        _observe_speculation(run, len(proposed.tokens), result.verified)
+    committed = result.committed
+    run.output.extend(committed.tokens)
+    if committed.finish is None and run.drafting:
+        run.view = next_view(snapshot, result.drafted, committed.tokens)
+
+
+def _observation(requested: int, result: RoundResult, seconds: float) -> RoundObservation:
+    draft_stats = None if result.drafted is None or result.fallback else result.drafted.stats
+    verify_stats = result.scored.stats
     return RoundObservation(
-        drafted=drafted_count,
-        accepted=verified.accepted,
+        drafted=len(result.candidates.tokens),
+        accepted=result.verified.accepted,
         draft_seconds=0.0 if draft_stats is None else draft_stats.compute_seconds,
         draft_forwards=0 if draft_stats is None else draft_stats.forwards,
         draft_computed_tokens=0 if draft_stats is None else draft_stats.computed_tokens,
-        verify_seconds=verified.stats.compute_seconds,
-        verify_tokens=verified.stats.computed_tokens,
+        verify_seconds=verify_stats.compute_seconds,
+        verify_tokens=verify_stats.computed_tokens,
         round_seconds=seconds,
         requested=requested,
     )
 
 
-def _observe_speculation(run: RequestRun, drafted: int, verified: rounds.Verified) -> None:
+def _observe_speculation(run: RequestRun, drafted: int, verified: Verified) -> None:
     metrics = run.services.metrics
     metrics.num_drafts.inc()
     metrics.num_draft_tokens.inc(drafted)
@@ -174,7 +194,7 @@ async def _release(run: RequestRun) -> None:
 async def _release_sequences(run: RequestRun) -> None:
     services = run.services
     timeout = services.settings.release_timeout_seconds
-    releases = [services.targets.release([run.target_sequence_id], timeout)]
+    releases = [services.targets.release([run.frame.target_sequence_id], timeout)]
     if services.drafters is not None:
-        releases.append(services.drafters.release([run.drafter_sequence_id], timeout))
+        releases.append(services.drafters.release([run.frame.drafter_sequence_id], timeout))
     await asyncio.gather(*releases)

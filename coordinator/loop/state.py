@@ -1,24 +1,34 @@
-"""The services a loop runs against, and the mutable state of one running request."""
+"""The services a loop runs against, one request's link to them, and the mutable state of a running request.
+
+``RequestRun`` is what the runner changes as rounds finish; ``RequestRun.snapshot`` freezes it for a round
+(``coordinator.loop.snapshot``). ``ServiceCalls`` makes a round's two model-service calls for one request:
+replica choice with cache affinity, TLI's token mask, and drafting failures turned into
+``DrafterFailedError`` (the round becomes a plain target step; the request's own deadline still fails it).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from coordinator.clients import CallScope, Deadline, Traffic
+from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic
 from coordinator.config import CoordinatorSettings
 from coordinator.lookahead import CostEstimates
-from coordinator.loop.events import RequestStats
 from coordinator.loop.masks import TokenMaskRegistry
 from coordinator.loop.plan import RequestPlan
+from coordinator.loop.round import DrafterFailedError
+from coordinator.loop.snapshot import DrafterView, RequestFrame, RoundSnapshot
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import ModelEndpoint, ModelPair
 from coordinator.replicas import ReplicaPool
-from coordinator.validation import GenerationParams
+from coordinator.request import GenerationParams, RequestStats
+from core.errors import DeadlineExceededError, PolyspecError
+from core.modelcalls import DraftCall, DraftOutcome, ScoreCall, ScoreOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +57,54 @@ class LoopServices:
         task.add_done_callback(self.background.discard)
 
 
+class ServiceCalls:
+    """The model-service calls of one request (a ``coordinator.loop.round.ModelCalls``)."""
+
+    def __init__(self, services: LoopServices, scope: CallScope) -> None:
+        self._services = services
+        self._scope = scope
+        self.target_replica: str | None = None  # the replica that served the last call (cache affinity)
+        self.drafter_replica: str | None = None
+
+    async def draft(self, call: DraftCall) -> DraftOutcome:
+        """One Draft (restricted to TLI's mask when it names one); any failure but the request's own
+        deadline raises ``DrafterFailedError``."""
+        drafters = self._services.drafters
+        assert drafters is not None
+        masks = self._services.token_masks
+        if call.token_mask_id and masks is None:
+            raise DrafterFailedError("no token mask is set up for this pair")
+
+        def invoke(client: ModelServiceClient) -> Awaitable[DraftOutcome]:
+            if call.token_mask_id and masks is not None:
+                return masks.draft(client, call, self._scope)
+            return client.draft(call, self._scope)
+
+        try:
+            outcome, self.drafter_replica = await drafters.call(invoke, prefer=self.drafter_replica)
+        except DeadlineExceededError:
+            if self._scope.deadline.expired():
+                raise
+            raise DrafterFailedError("the drafter did not answer in time") from None
+        except (PolyspecError, RuntimeError) as exc:  # unavailable, over capacity, refused, malformed
+            raise DrafterFailedError(str(exc)) from exc
+        return outcome
+
+    async def score(self, call: ScoreCall) -> ScoreOutcome:
+        """One Score on a target replica (another one when it fails)."""
+        outcome, self.target_replica = await self._services.targets.call(
+            lambda client: client.score(call, self._scope), prefer=self.target_replica
+        )
+        return outcome
+
+    def drafter_lag(self, sequence_id: str, context: Sequence[int]) -> int:
+        """Tokens of the drafter's context its next call sends: what its cache must catch up on (the
+        whole context before the first call, or on a replica it has not called yet)."""
+        drafters = self._services.drafters
+        client = None if drafters is None else drafters.client(self.drafter_replica)
+        return len(context) if client is None else client.uncached_tokens(sequence_id, context)
+
+
 @dataclass
 class RoundCounters:
     """Work done so far by one request."""
@@ -60,24 +118,8 @@ class RoundCounters:
 
 
 @dataclass
-class DrafterView:
-    """The drafter's own tokens after its prompt in a cross-vocabulary run.
-
-    After every commit they are re-synced to the committed text (``coordinator.vocab.resync_drafter``):
-    ``canonical bytes(generated) + pending == committed_text``, where ``committed_text`` is the canonical
-    bytes of the target's output tokens and ``pending`` the end of it the drafter cannot see yet (an
-    incomplete character). Tokens that agree are kept, so the drafter service crops its cache to the
-    longest common prefix instead of rebuilding it.
-    """
-
-    generated: list[int] = field(default_factory=list)
-    pending: bytes = b""
-    committed_text: bytearray = field(default_factory=bytearray)
-
-
-@dataclass
 class RequestRun:
-    """One request while it runs: its plan, both models' views of the sequence and its counters.
+    """One request while it runs: what stays fixed (``frame``), its output and drafter view, its counters.
 
     The target sees its prompt ids followed by the output ids. A same-vocabulary drafter sees its prompt
     ids followed by the same output ids; a cross-vocabulary drafter its prompt ids followed by its own
@@ -85,16 +127,12 @@ class RequestRun:
     """
 
     services: LoopServices
-    params: GenerationParams
-    plan: RequestPlan
+    frame: RequestFrame
     scope: CallScope
-    target_sequence_id: str
-    drafter_sequence_id: str
+    calls: ServiceCalls
     output: list[int] = field(default_factory=list)
     counters: RoundCounters = field(default_factory=RoundCounters)
     fallback_reason: str = ""
-    target_replica: str | None = None  # the replica that served the last call (cache affinity)
-    drafter_replica: str | None = None
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     last_token_at: float = 0.0
@@ -106,44 +144,44 @@ class RequestRun:
     ) -> RequestRun:
         nonce = uuid.uuid4().hex[:12]
         scope = CallScope(deadline, Traffic(), services.settings.call_timeout_seconds)
-        run = cls(
-            services,
-            params,
-            plan,
-            scope,
+        pair = services.pair
+        frame = RequestFrame(
+            params=params,
+            plan=plan,
+            target=pair.target,
+            drafter=pair.drafter,
+            alignment=pair.alignment,
             target_sequence_id=f"{params.request_id}/{nonce}/target",
             drafter_sequence_id=f"{params.request_id}/{nonce}/drafter",
-            fallback_reason=plan.fallback_reason,
+            max_support=services.settings.max_support,
+            slrs_enumeration_budget=services.slrs_enumeration_budget,
         )
-        run.counters.emulated_latency = services.pair.emulated_latency
+        run = cls(services, frame, scope, ServiceCalls(services, scope), fallback_reason=plan.fallback_reason)
+        run.counters.emulated_latency = pair.emulated_latency
         if plan.cross_vocabulary:
             run.view = DrafterView()
         return run
 
     @property
+    def params(self) -> GenerationParams:
+        return self.frame.params
+
+    @property
+    def plan(self) -> RequestPlan:
+        return self.frame.plan
+
+    @property
     def target(self) -> ModelEndpoint:
-        return self.services.pair.target
+        return self.frame.target
 
     @property
     def drafting(self) -> bool:
         """Whether rounds still draft (a speculative plan that has not fallen back)."""
         return self.plan.drafter_prompt is not None and not self.fallback_reason
 
-    def target_context(self) -> list[int]:
-        return [*self.plan.target_prompt, *self.output]
-
-    def drafter_context(self) -> list[int]:
-        assert self.plan.drafter_prompt is not None
-        generated = self.output if self.view is None else self.view.generated
-        return [*self.plan.drafter_prompt, *generated]
-
-    def drafter_lag(self) -> int:
-        """Tokens of the drafter's context its next call sends: what its cache must catch up on (the
-        whole context before the first call, or on a replica it has not called yet)."""
-        context = self.drafter_context()
-        drafters = self.services.drafters
-        client = None if drafters is None else drafters.client(self.drafter_replica)
-        return len(context) if client is None else client.uncached_tokens(self.drafter_sequence_id, context)
+    def snapshot(self) -> RoundSnapshot:
+        """The request frozen at the start of its next round."""
+        return RoundSnapshot(self.frame, self.counters.rounds, tuple(self.output), self.view, self.drafting)
 
     def fall_back(self, reason: str) -> None:
         """Stops drafting for the rest of the request (target-only decoding stays lossless)."""

@@ -1,8 +1,13 @@
-"""Drafts across vocabularies: what a round sends the target for TLI, SLEM and SLRS (pure functions).
+"""A round's candidates from its draft, per algorithm: what the target verifies (pure functions).
 
-Timor et al., "Accelerating LLM Inference with Lossless Speculative Decoding Algorithms for
-Heterogeneous Vocabularies", ICML 2025 (arXiv 2502.05202). The drafter drafts in its own ids; the
-target verifies **candidates** in target ids:
+- SD (Leviathan et al., arXiv 2211.17192): the draft tokens themselves with the exact proposal each was
+  sampled from, cut before the first proposal that reaches outside the target's vocabulary (padding rows
+  of a wider drafter head). That proposal is fixed by the earlier tokens alone, before its own token is
+  drawn, so the cut is a lookahead decision and the round stays lossless.
+
+Across vocabularies (Timor et al., "Accelerating LLM Inference with Lossless Speculative Decoding
+Algorithms for Heterogeneous Vocabularies", ICML 2025, arXiv 2502.05202) the drafter drafts in its own ids;
+the target verifies **candidates** in target ids:
 
 - TLI (Alg. 4): the drafter drafted under the intersection mask, so every draft token and every
   positive-probability entry of its sparse proposal maps to a target id (``drafter_to_target``); the
@@ -38,6 +43,7 @@ from coordinator.vocab import (
     retokenize_continuation,
 )
 from coordinator.vocab.utf8 import MAX_CHAR_BYTES
+from core.modelcalls import SparseProbs
 
 # Committed target tokens handed to re-tokenization: enough for its look-behind window and for a
 # character that started up to MAX_CHAR_BYTES byte tokens back.
@@ -45,28 +51,30 @@ LOOK_BEHIND_TOKENS = DEFAULT_WINDOW_TOKENS + 2 * MAX_CHAR_BYTES
 
 
 class UnusableDraftError(ValueError):
-    """A draft breaks what its algorithm guarantees (e.g. a TLI token outside the intersection)."""
-
-
-@dataclass(frozen=True)
-class SparseProposal:
-    """An exact sparse distribution over target ids."""
-
-    token_ids: tuple[int, ...]
-    probs: tuple[float, ...]
+    """A draft breaks the protocol or what its algorithm guarantees (e.g. a TLI token outside the
+    intersection): the round verifies nothing of it and the request goes on target-only."""
 
 
 @dataclass(frozen=True)
 class Candidates:
     """Target-id candidates of one round and how to verify them.
 
-    ``proposals`` is None for exact-match verification; otherwise one exact proposal per candidate,
-    and ``candidate_draft_probs[i]`` is ``proposals[i]`` at ``tokens[i]`` (as float32, the wire's width).
+    ``proposals`` is None for exact-match verification; otherwise one exact proposal per candidate, and
+    ``candidate_draft_probs[i]`` is ``proposals[i]`` at ``tokens[i]`` (float32 values, the wire's width, so
+    the target scores the proposal the coordinator accepts with). ``slrs_over_budget`` marks an SLRS round
+    verified as SLEM because its enumeration went over budget (``slrs_enumerated`` entries).
     """
 
     tokens: tuple[int, ...]
-    proposals: tuple[SparseProposal, ...] | None
+    proposals: tuple[SparseProbs, ...] | None
     candidate_draft_probs: tuple[float, ...]
+    slrs_over_budget: bool = False
+    slrs_enumerated: int = 0
+
+    def truncated(self, count: int) -> Candidates:
+        """The first ``count`` candidates (a count fixed before the round keeps every algorithm lossless)."""
+        proposals = None if self.proposals is None else self.proposals[:count]
+        return Candidates(self.tokens[:count], proposals, self.candidate_draft_probs[:count])
 
 
 EMPTY = Candidates((), None, ())
@@ -101,6 +109,22 @@ def look_behind(vocab: CanonicalVocab, context: Sequence[int]) -> list[int]:
     return tail
 
 
+def sd_candidates(
+    draft_tokens: Sequence[int], draft_probs: Sequence[SparseProbs], target_vocab_size: int
+) -> Candidates:
+    """The draft tokens the target can score, with each one's proposal and draft probability (SD)."""
+    probs_at: list[float] = []
+    for token, proposal in zip(draft_tokens, draft_probs, strict=True):
+        if any(i >= target_vocab_size for i in proposal.token_ids):
+            break
+        prob = sum(p for i, p in zip(proposal.token_ids, proposal.probs, strict=True) if i == token)
+        if not prob > 0:
+            raise UnusableDraftError(f"the drafter sent draft token {token} with probability {prob}")
+        probs_at.append(prob)
+    n = len(probs_at)
+    return Candidates(tuple(draft_tokens[:n]), tuple(draft_probs[:n]), tuple(probs_at))
+
+
 def tli_candidates(
     draft_tokens: Sequence[int],
     supports: Sequence[tuple[Sequence[int], Sequence[float]]],  # per draft token: (drafter ids, probs)
@@ -111,7 +135,7 @@ def tli_candidates(
         raise UnusableDraftError(f"{len(draft_tokens)} draft tokens but {len(supports)} distributions")
     rows = drafter_to_target.shape[0]
     tokens: list[int] = []
-    proposals: list[SparseProposal] = []
+    proposals: list[SparseProbs] = []
     probs_at: list[float] = []
     for token, (ids, probs) in zip(draft_tokens, supports, strict=True):
         mapped_ids: list[int] = []
@@ -132,7 +156,7 @@ def tli_candidates(
         if not token_prob > 0:
             raise UnusableDraftError(f"draft token {token} has probability {token_prob} in its distribution")
         tokens.append(int(drafter_to_target[token]))
-        proposals.append(SparseProposal(tuple(mapped_ids), tuple(mapped_probs)))
+        proposals.append(SparseProbs(tuple(mapped_ids), tuple(mapped_probs)))
         probs_at.append(token_prob)
     return Candidates(tuple(tokens), tuple(proposals), tuple(probs_at))
 
@@ -198,12 +222,12 @@ def slrs_candidates(
     if result.over_budget:
         return SlrsCandidates(EMPTY, over_budget=True, enumerated=result.enumerated)
     tokens: list[int] = []
-    proposals: list[SparseProposal] = []
+    proposals: list[SparseProbs] = []
     probs_at: list[float] = []
     for proposal in result.proposals:
         psi = [_float32(p) for p in proposal.psi_probs]
         tokens.append(proposal.target_token)
-        proposals.append(SparseProposal(proposal.psi_ids, tuple(psi)))
+        proposals.append(SparseProbs(proposal.psi_ids, tuple(psi)))
         probs_at.append(psi[proposal.psi_ids.index(proposal.target_token)])
     candidates = Candidates(tuple(tokens), tuple(proposals), tuple(probs_at))
     return SlrsCandidates(candidates, over_budget=False, enumerated=result.enumerated)

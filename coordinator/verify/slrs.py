@@ -10,7 +10,9 @@ a finite sum over the drafter's (exact, sparse) proposal at one drafter step:
 Process (state: ``leftover``, the drafted bytes not yet turned into target tokens; empty after re-sync):
   1. While ``leftover`` is *decided* — non-empty and no target token has it as a proper prefix, so no
      further byte can change its longest target-token prefix — propose t = LTP(leftover) with
-     psi = point mass, and drop t's bytes from ``leftover``.
+     psi = point mass, and drop t's bytes from ``leftover``. If no target token spells its first byte
+     (LTP is empty), the process ends: that is read off drafter-side bytes already drawn, before the
+     draw at the next position.
   2. Otherwise take the next drafter step: the drafter sampled d from its sparse proposal q. If d is a
      stop token (special, empty, or leaving no target-token prefix) the process ends. Else propose
      t = LTP(leftover + bytes(d)) with
@@ -166,6 +168,8 @@ class SlrsProposer:
         while len(proposals) < self._max_proposals:
             if self._trie.is_decided(leftover):
                 token, length = self._trie.longest_prefix(leftover)
+                if token == NO_TOKEN:  # the target cannot spell the leftover's first byte: stop here
+                    break
                 proposals.append(SlrsProposal(token, (token,), (1.0,), used))
                 leftover = leftover[length:]
                 continue

@@ -10,8 +10,8 @@ own acceptance uniforms, so the decision needs only O(k) scalars:
 - exact-match mode: accept candidate i iff the target's own sample at i equals it; at the first mismatch
   output that target sample (lossless for any drafter; greedy verification at temperature 0).
 
-The ``*_batch`` functions take any leading batch dims; the scalar functions wrap them.
-``speculative_sample_reference`` is a slow, plainly written oracle for tests.
+A round has at most a few dozen candidates, so the rule runs on Python floats (float64, as the ratios and
+uniforms are). ``speculative_sample_reference`` is a slow, plainly written oracle for tests.
 """
 
 from __future__ import annotations
@@ -29,85 +29,47 @@ def acceptance_uniforms(k: int, generator: torch.Generator) -> Tensor:  # [k] fl
     return torch.rand(k, generator=generator, dtype=torch.float64, device=generator.device)
 
 
-def _leading_true(accepted: Tensor) -> Tensor:  # [..., k] bool -> [...] int64
-    return torch.cumprod(accepted.to(torch.int64), dim=-1).sum(dim=-1)
-
-
-def count_accepted_speculative(
-    candidate_target_probs: Tensor,  # [..., k]
-    candidate_draft_probs: Tensor,  # [..., k], all > 0
-    uniforms: Tensor,  # [..., k]
-) -> Tensor:  # [...] int64
-    """Number of leading candidates with ``u_i < min(1, target_prob_i / draft_prob_i)`` (float64)."""
-    assert candidate_target_probs.shape == candidate_draft_probs.shape == uniforms.shape, (
-        "candidate_target_probs, candidate_draft_probs and uniforms must share one shape [..., k], got "
-        f"{tuple(candidate_target_probs.shape)}, {tuple(candidate_draft_probs.shape)}, "
-        f"{tuple(uniforms.shape)}"
-    )
-    ratio = candidate_target_probs.to(torch.float64) / candidate_draft_probs.to(torch.float64)
-    return _leading_true(uniforms.to(torch.float64) < ratio.clamp(max=1.0))
-
-
 def accept_speculative(
-    candidate_target_probs: Tensor,  # [k]
-    candidate_draft_probs: Tensor,  # [k]
-    uniforms: Tensor,  # [k] float64
+    candidate_target_probs: Sequence[float],  # [k]
+    candidate_draft_probs: Sequence[float],  # [k], all > 0
+    uniforms: Sequence[float],  # [k]
 ) -> int:
-    """Number of leading candidates accepted by the speculative-sampling rule.
+    """Number of leading candidates with ``u_i < min(1, target_prob_i / draft_prob_i)`` (float64).
 
     A draft token was sampled from its proposal, so its draft probability must be positive; a
     non-positive one raises ``ValueError``.
     """
-    assert candidate_target_probs.dim() == 1, (
-        f"candidate_target_probs must be [k], got {tuple(candidate_target_probs.shape)}"
-    )
-    if bool((candidate_draft_probs <= 0).any()):
+    if not len(candidate_target_probs) == len(candidate_draft_probs) == len(uniforms):
+        raise ValueError(
+            "candidate_target_probs, candidate_draft_probs and uniforms: must have one length k, got "
+            f"{len(candidate_target_probs)}, {len(candidate_draft_probs)} and {len(uniforms)}"
+        )
+    if any(draft_prob <= 0 for draft_prob in candidate_draft_probs):
         raise ValueError("candidate_draft_probs: must all be > 0 (each draft token was sampled from them)")
-    return int(count_accepted_speculative(candidate_target_probs, candidate_draft_probs, uniforms).item())
-
-
-def count_accepted_exact_match(
-    candidate_tokens: Tensor,  # [..., k]
-    target_samples: Tensor,  # [..., k+1] (or [..., k])
-) -> Tensor:  # [...] int64
-    """Number of leading candidates equal to the target's sample at the same position."""
-    k = candidate_tokens.shape[-1]
-    assert target_samples.shape[:-1] == candidate_tokens.shape[:-1] and target_samples.shape[-1] >= k, (
-        f"target_samples must be [..., k+1] for candidate_tokens {tuple(candidate_tokens.shape)}, "
-        f"got {tuple(target_samples.shape)}"
-    )
-    return _leading_true(candidate_tokens.to(torch.int64) == target_samples[..., :k].to(torch.int64))
+    accepted = 0
+    for target_prob, draft_prob, uniform in zip(
+        candidate_target_probs, candidate_draft_probs, uniforms, strict=True
+    ):
+        if not float(uniform) < min(1.0, float(target_prob) / float(draft_prob)):
+            break
+        accepted += 1
+    return accepted
 
 
 def accept_exact_match(
-    candidate_tokens: Tensor,  # [k]
-    target_samples: Tensor,  # [k+1]
+    candidate_tokens: Sequence[int],  # [k]
+    target_samples: Sequence[int],  # [k+1] (or [k])
 ) -> int:
-    """Number of leading candidates accepted by exact match against the target's samples."""
-    assert candidate_tokens.dim() == 1, f"candidate_tokens must be [k], got {tuple(candidate_tokens.shape)}"
-    return int(count_accepted_exact_match(candidate_tokens, target_samples).item())
-
-
-def correction_tokens_batch(
-    num_accepted: Tensor,  # [...] int64, each in [0, k]
-    target_samples: Tensor,  # [..., k+1]
-    recovered_tokens: Tensor | None,  # [..., k]; None in exact-match mode
-) -> Tensor:  # [...] int64
-    """The token output after the accepted ones: recovered (or target sample) at a rejection, else bonus."""
-    k = target_samples.shape[-1] - 1
-    assert target_samples.shape[:-1] == num_accepted.shape, (
-        f"target_samples must be [..., k+1] over num_accepted {tuple(num_accepted.shape)}, "
-        f"got {tuple(target_samples.shape)}"
-    )
-    index = num_accepted.to(torch.int64).unsqueeze(-1)
-    at_stop = target_samples.to(torch.int64).gather(-1, index).squeeze(-1)
-    if recovered_tokens is None or k == 0:
-        return at_stop
-    assert recovered_tokens.shape == (*num_accepted.shape, k), (
-        f"recovered_tokens must be [..., k] = {(*num_accepted.shape, k)}, got {tuple(recovered_tokens.shape)}"
-    )
-    recovered = recovered_tokens.to(torch.int64).gather(-1, index.clamp(max=k - 1)).squeeze(-1)
-    return torch.where(num_accepted < k, recovered, at_stop)
+    """Number of leading candidates equal to the target's sample at the same position."""
+    k = len(candidate_tokens)
+    if len(target_samples) < k:
+        raise ValueError(f"target_samples: must have at least k = {k} entries, got {len(target_samples)}")
+    accepted = 0
+    for candidate, sample in zip(candidate_tokens, target_samples, strict=False):
+        if int(candidate) != int(sample):
+            break
+        accepted += 1
+    return accepted
 
 
 def output_tokens(

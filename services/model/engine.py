@@ -2,9 +2,9 @@
 
 Methods are synchronous and run on the model worker thread (see ``services.model.worker``), except
 the housekeeping ones, which are thread-safe and need no worker turn: ``set_token_mask``, ``release``
-and ``expire_idle``. Forwards feed only the tokens not already cached; the sampling math
-is ``core.sampling`` (restricted to a token mask with ``core.restrict``, see
-``services.model.masks``).
+and ``expire_idle``. Forwards feed only the tokens not already cached; the sampling math is
+``core.sampling``, and Draft runs the drafter's loop and stop rule of ``core.drafting`` (restricted to a
+token mask with ``core.restrict``, see ``services.model.masks``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache
 
 from core.checksum import prefix_checksum
+from core.drafting import DraftRule, Drafts, draft_rows
 from core.errors import ContextMissError, InvalidArgumentError
 from core.modelcalls import (
     ContextRef,
@@ -31,7 +32,7 @@ from core.modelcalls import (
     ScoreOutcome,
     SparseProbs,
 )
-from core.sampling import DraftedToken, score_candidates, sparse_to_dense, top2_logit_margins
+from core.sampling import score_candidates, sparse_to_dense, top2_logit_margins
 from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
 from services.model.identity import (
     dtype_name,
@@ -42,7 +43,7 @@ from services.model.identity import (
     tokenizer_fingerprint,
 )
 from services.model.kernels import apply_linear_kernel
-from services.model.masks import RegisteredMask, TokenMaskStore, draft_token_within
+from services.model.masks import RegisteredMask, TokenMaskStore
 from services.model.settings import ModelServiceSettings
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -205,11 +206,11 @@ class ModelEngine:
             stats.reused_tokens = prepared.reused_tokens
             session = prepared.session
             with self._dropped_on_failure(session.sequence_id):
-                drafted = self._draft_loop(session, prepared.feed_tokens, call, count, stats, mask=mask)
-                tokens = context + [token for token, _ in drafted]
+                drafts = self._draft_loop(session, prepared.feed_tokens, call, count, stats, mask=mask)
+                draft_tokens, draft_probs = drafts.row(0)
                 # Fed: all but the last draft token, or every one when drafting ran out of mask mass.
-                self.cache.commit(session, tokens, kv_len=session.kv_len)
-        return DraftOutcome(tuple(token for token, _ in drafted), tuple(probs for _, probs in drafted), stats)
+                self.cache.commit(session, context + list(draft_tokens), kv_len=session.kv_len)
+        return DraftOutcome(draft_tokens, draft_probs, stats)
 
     def _draft_loop(
         self,
@@ -220,22 +221,19 @@ class ModelEngine:
         stats: ForwardStats,
         *,
         mask: torch.Tensor | None,  # [vocab] bool on SAMPLING_DEVICE
-    ) -> list[tuple[int, SparseProbs]]:
+    ) -> Drafts:
+        """One row of ``core.drafting.draft_rows``: a forward per draft token but the last."""
         generator = torch.Generator(device=SAMPLING_DEVICE).manual_seed(call.seed)
-        max_support = call.max_support or self._settings.default_max_support
-        drafted: list[tuple[int, SparseProbs]] = []
-        logits = self._forward(session, feed_tokens, 1, stats)[-1]  # [vocab]
-        while True:
-            token = draft_token_within(logits, mask, call.sampling, max_support, generator)
-            if token is None:  # the mask leaves no drafter mass here
-                return drafted
-            drafted.append((token.token, _sparse_probs(token)))
-            stop = token.token in call.stop_token_ids or (
-                call.confidence_threshold > 0 and token.confidence < call.confidence_threshold
-            )
-            if stop or len(drafted) == count:
-                return drafted
-            logits = self._forward(session, [token.token], 1, stats)[-1]
+        rule = DraftRule(count, call.stop_token_ids, call.confidence_threshold)
+        first = self._forward(session, feed_tokens, 1, stats)  # [1, vocab]
+
+        def advance(rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:  # [1, vocab]
+            return self._forward(session, [int(tokens[0])], 1, stats)
+
+        support = call.max_support or self._settings.default_max_support
+        return draft_rows(
+            first, advance, rule, config=call.sampling, max_support=support, generator=generator, mask=mask
+        )
 
     def score(self, call: ScoreCall) -> ScoreOutcome:
         """One forward over context + candidates; target samples, candidate probs and recovered tokens."""
@@ -324,11 +322,3 @@ class ModelEngine:
         except BaseException:
             self.cache.release([sequence_id])
             raise
-
-
-def _sparse_probs(token: DraftedToken) -> SparseProbs:
-    """A draft token's exact proposal as plain values."""
-    return SparseProbs(
-        tuple(int(t) for t in token.support_ids.tolist()),
-        tuple(float(p) for p in token.support_probs.tolist()),
-    )

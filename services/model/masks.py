@@ -9,8 +9,8 @@ beyond the bitmap are not allowed. A mask with no allowed id is valid: drafting 
 
 Drafting with a mask sets the logits outside it to -inf *before* the warpers (temperature, top-k, top-p)
 and the support truncation, so each draft token is sampled from the drafter's distribution renormalised on
-the mask, and the shipped ``draft_probs`` are exactly that distribution (``core.restrict``'s
-``restrict_logits`` followed by ``core.sampling.draft_token``).
+the mask, and the shipped ``draft_probs`` are exactly that distribution (``core.drafting``:
+``core.restrict``'s ``restrict_logits`` followed by ``core.sampling.draft_tokens_batch``).
 
 ``TokenMaskStore`` keeps the most recently used masks up to a fixed count. It is guarded by a lock, since
 SetTokenMask registers masks on the event loop while Draft reads them on the model worker thread; stored
@@ -30,8 +30,6 @@ import torch
 from torch import Tensor
 
 from core.errors import UnknownTokenMaskError
-from core.restrict import has_intersection_mass, restrict_logits
-from core.sampling import DraftedToken, SamplingConfig, draft_token
 
 log = structlog.get_logger(__name__)
 
@@ -54,27 +52,6 @@ def mask_from_bitmap(bitmap: bytes, vocab_size: int, device: torch.device) -> Te
     width = min(vocab_size, bits.shape[0])
     allowed[:width] = bits[:width].astype(np.bool_)
     return torch.from_numpy(allowed).to(device)
-
-
-def draft_token_within(
-    logits: Tensor,  # [vocab]
-    mask: Tensor | None,  # [vocab] bool; None = no restriction
-    config: SamplingConfig,
-    max_support: int,
-    generator: torch.Generator,
-) -> DraftedToken | None:
-    """``draft_token`` on the logits restricted to ``mask`` (masked before the warpers).
-
-    Returns None, drawing nothing, when the mask leaves no finite logit (e.g. a mask with no allowed id).
-    Greedy picks the argmax within the mask; the confidence is measured on the restricted, renormalised
-    distribution (temperature 1 when greedy).
-    """
-    if mask is None:
-        return draft_token(logits, config, max_support, generator)
-    restricted = restrict_logits(logits, mask)
-    if not bool(has_intersection_mass(restricted).item()):
-        return None
-    return draft_token(restricted, config, max_support, generator)
 
 
 class MaskRegistration(enum.Enum):

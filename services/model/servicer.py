@@ -18,7 +18,7 @@ import grpc
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
 from core.errors import ContextMissError, UnknownTokenMaskError
-from services.model import convert
+from services.model import wire
 from services.model.engine import ModelEngine
 from services.model.metrics import ModelMetrics
 from services.model.validation import (
@@ -43,7 +43,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self._metrics = metrics
         info = engine.info
         self._limits = RequestLimits(info.vocab_size, info.max_context_tokens, info.max_draft_tokens)
-        self._info = convert.info_response(info)
+        self._info = wire.info_response(info)
 
     async def Info(  # noqa: N802 (gRPC method name)
         self, request: model_pb2.InfoRequest, context: _Context
@@ -56,20 +56,20 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     ) -> model_pb2.DraftResponse:
         with self._metrics.timed("Draft"):
             check_draft_request(request, self._limits)
-            call = convert.draft_call(request)
+            call = wire.draft_call(request)
             outcome = await self._run(lambda: self._engine.draft(call))
             self._metrics.record_stats(outcome.stats)
-            return convert.draft_response(outcome)
+            return wire.draft_response(outcome)
 
     async def Score(  # noqa: N802 (gRPC method name)
         self, request: model_pb2.ScoreRequest, context: _Context
     ) -> model_pb2.ScoreResponse:
         with self._metrics.timed("Score"):
             check_score_request(request, self._limits)
-            call = convert.score_call(request)
+            call = wire.score_call(request)
             outcome = await self._run(lambda: self._engine.score(call))
             self._metrics.record_stats(outcome.stats)
-            return convert.score_response(outcome)
+            return wire.score_response(outcome)
 
     async def Release(  # noqa: N802 (gRPC method name)
         self, request: model_pb2.ReleaseRequest, context: _Context

@@ -122,7 +122,6 @@ def test_imports_point_down(rule: str) -> None:
     assert _violations(files, forbidden, allowed) == []
 
 
-@pytest.mark.xfail(strict=True, reason="domain types for the loop pending")
 def test_loop_and_lookahead_import_no_protobuf() -> None:
     """Protobuf is converted at the servicer and at the model-service client, nowhere else."""
     files = _files("coordinator/loop", "coordinator/lookahead")

@@ -12,21 +12,16 @@ from polyspec.v1 import coordinator_pb2_grpc
 from coordinator.config import CoordinatorSettings
 from coordinator.server import CoordinatorServer, start_coordinator
 from core.serving.server import GrpcServerSettings
-from tests.unit.coordinator.toy_service import (
-    TableLM,
-    ToyLM,
-    ToyModelServicer,
-    ToyServer,
-    build_toy_tokenizer,
-    start_toy_server,
-)
+from tests.support.toy_lm import ToyLM, word_lm
+from tests.support.toy_service import ToyModel, ToyServer, start_toy_server, toy_info
+from tests.support.toy_tokenizers import word_level_toy
 
 TARGET_SEED = 7
 
 
 @pytest.fixture(scope="session")
 def toy_tokenizer() -> Any:
-    return build_toy_tokenizer()
+    return word_level_toy()
 
 
 @pytest.fixture
@@ -35,13 +30,10 @@ async def start_toy(toy_tokenizer: Any) -> AsyncIterator[Callable[..., Awaitable
     started: list[ToyServer] = []
 
     async def start(lm: ToyLM | None = None, *, tokenizer: Any = None, **kwargs: Any) -> ToyServer:
-        servicer = ToyModelServicer(
-            lm or TableLM(TARGET_SEED),
-            tokenizer or toy_tokenizer,
-            model_name=kwargs.pop("model_name", "toy"),
-            **kwargs,
-        )
-        server = await start_toy_server(servicer)
+        lm = lm or word_lm(TARGET_SEED)
+        max_support = kwargs.pop("max_support", 8)
+        info = toy_info(lm, tokenizer or toy_tokenizer, model_name=kwargs.pop("model_name", "toy"), **kwargs)
+        server = await start_toy_server(ToyModel(lm, info, max_support=max_support))
         started.append(server)
         return server
 

@@ -15,7 +15,7 @@ from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.pair import ModelPair, endpoint_from_info
 from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt, template_roles
-from coordinator.validation import ChatInput, ChatTurn
+from coordinator.request import ChatInput, ChatTurn
 from core.errors import InvalidArgumentError
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
 from tests.unit.coordinator.toy_service import TableLM, ToyModelServicer, build_toy_tokenizer

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from polyspec.v1 import common_pb2, model_pb2
 
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic, common_prefix_len
 from coordinator.replicas import ReplicaPool
@@ -16,9 +15,13 @@ from core.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from tests.unit.coordinator.toy_service import BOS, TableLM, ToyServer, build_toy_tokenizer
+from core.modelcalls import ContextRef, DraftCall, ScoreCall
+from core.sampling import SamplingConfig
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyServer
+from tests.support.toy_tokenizers import BOS, word_level_toy
 
-GREEDY = common_pb2.SamplingParams(temperature=0.0)
+GREEDY = SamplingConfig(temperature=0.0)
 StartToy = Callable[..., Awaitable[ToyServer]]
 MakeClient = Callable[..., ModelServiceClient]
 
@@ -27,8 +30,8 @@ def scope(seconds: float | None = 10.0) -> CallScope:
     return CallScope(Deadline(seconds), Traffic(), timeout_cap=10.0)
 
 
-def score_request(candidates: list[int] | None = None) -> model_pb2.ScoreRequest:
-    return model_pb2.ScoreRequest(candidate_tokens=candidates or [], sampling=GREEDY, seed=1)
+def score_call(sequence_id: str, context: list[int], candidates: list[int] | None = None) -> ScoreCall:
+    return ScoreCall(ContextRef.whole(sequence_id, context), tuple(candidates or ()), None, GREEDY, seed=1)
 
 
 @pytest.fixture
@@ -56,16 +59,16 @@ async def test_context_deltas_send_only_new_tokens(start_toy: StartToy, client_f
     client = client_factory(toy.address)
     call_scope = scope()
     context = [BOS, 9, 10, 11]
-    draft = model_pb2.DraftRequest(max_draft_tokens=3, sampling=GREEDY, seed=3)
+    draft = DraftCall(ContextRef.whole("s", context), 3, GREEDY, seed=3)
     assert client.uncached_tokens("s", context) == 4  # nothing cached yet
-    drafted = await client.draft("s", context, draft, call_scope)
+    drafted = await client.draft(draft, call_scope)
     assert len(drafted.draft_tokens) == 3
     # The server holds context + drafts; one accepted draft and a correction follow.
     context = [*context, drafted.draft_tokens[0], 12]
     assert client.uncached_tokens("s", context) == 1
-    await client.score("s", context, score_request([13]), call_scope)
+    await client.score(score_call("s", context, [13]), call_scope)
     assert client.uncached_tokens("s", [*context, 13, 14]) == 1
-    await client.score("s", [*context, 13, 14], score_request(), call_scope)
+    await client.score(score_call("s", [*context, 13, 14]), call_scope)
     assert toy.state.calls == [("Draft", "s", 0, 4), ("Score", "s", 5, 1), ("Score", "s", 7, 1)]
     assert toy.state.contexts[-1] == [*context, 13, 14]
     assert call_scope.traffic.bytes_sent > 0 and call_scope.traffic.bytes_received > 0
@@ -78,9 +81,9 @@ async def test_context_miss_resends_the_whole_context(
     toy = await start_toy()
     client = client_factory(toy.address)
     context = [BOS, 9, 10]
-    first = await client.score("s", context, score_request(), scope())
+    first = await client.score(score_call("s", context), scope())
     toy.state.held.clear()  # the server evicted the sequence
-    second = await client.score("s", context, score_request(), scope())
+    second = await client.score(score_call("s", context), scope())
     assert first.target_samples == second.target_samples
     assert toy.state.calls == [("Score", "s", 0, 3), ("Score", "s", 2, 1), ("Score", "s", 0, 3)]
 
@@ -92,13 +95,13 @@ async def test_errors_name_the_service(start_toy: StartToy, client_factory: Make
     with pytest.raises(
         ResourceExhaustedError, match=f"^drafter at {toy.address} is over capacity: queue full"
     ):
-        await client.score("s", [BOS], score_request(), scope())
+        await client.score(score_call("s", [BOS]), scope())
     toy.state.fail_next.append(ContextMissError("gone"))  # a miss on a whole context is a protocol error
     with pytest.raises(RuntimeError, match="whole context"):
-        await client.score("t", [BOS], score_request(), scope())
+        await client.score(score_call("t", [BOS]), scope())
     await toy.stop()
     with pytest.raises(UnavailableError, match=f"^drafter at {toy.address} is unavailable"):
-        await client.score("s", [BOS], score_request(), scope())
+        await client.score(score_call("s", [BOS]), scope())
 
 
 async def test_deadline_bounds_calls(start_toy: StartToy, client_factory: MakeClient) -> None:
@@ -106,9 +109,9 @@ async def test_deadline_bounds_calls(start_toy: StartToy, client_factory: MakeCl
     client = client_factory(toy.address)
     toy.state.delay_seconds = 5.0
     with pytest.raises(DeadlineExceededError, match=f"target at {toy.address} did not answer in time"):
-        await client.score("s", [BOS], score_request(), scope(0.2))
+        await client.score(score_call("s", [BOS]), scope(0.2))
     with pytest.raises(DeadlineExceededError, match="deadline passed"):
-        await client.score("s", [BOS], score_request(), scope(-1.0))
+        await client.score(score_call("s", [BOS]), scope(-1.0))
 
 
 def _pool(addresses: list[str]) -> ReplicaPool:
@@ -123,10 +126,10 @@ async def test_pool_redispatches_to_a_healthy_replica(start_toy: StartToy) -> No
     try:
         context = [BOS, 9, 10]
         response, used = await pool.call(
-            lambda c: c.score("s", context, score_request([11]), scope()), prefer=down.address
+            lambda c: c.score(score_call("s", context, [11]), scope()), prefer=down.address
         )
         assert used == up.address
-        expected = await pool.replica(up.address).client.score("x", context, score_request([11]), scope())
+        expected = await pool.replica(up.address).client.score(score_call("x", context, [11]), scope())
         assert response.target_samples == expected.target_samples
         # The failed replica is tried last for a while, even when preferred.
         assert pool.pick(prefer=down.address).address == up.address  # type: ignore[union-attr]
@@ -143,10 +146,10 @@ async def test_pool_with_every_replica_down_raises_the_last_error(start_toy: Sta
     pool = _pool([address])
     try:
         with pytest.raises(UnavailableError, match=f"^target at {address} is unavailable"):
-            await pool.call(lambda c: c.score("s", [BOS], score_request(), scope()))
+            await pool.call(lambda c: c.score(score_call("s", [BOS]), scope()))
         pool.update([])
         with pytest.raises(UnavailableError, match="no usable replica"):
-            await pool.call(lambda c: c.score("s", [BOS], score_request(), scope()))
+            await pool.call(lambda c: c.score(score_call("s", [BOS]), scope()))
     finally:
         await pool.close()
 
@@ -157,22 +160,20 @@ async def test_pool_update_adds_and_removes_replicas_live(start_toy: StartToy) -
     try:
         pool.expected_fingerprint = (
             await pool.replica(a.address).client.info(timeout=5)
-        ).tokenizer.fingerprint
+        ).tokenizer_fingerprint
         b.state.delay_seconds = 0.3
         pool.update([a.address, b.address])
         assert pool.addresses == (a.address, b.address)
         # A call in flight on a replica being removed still returns its (valid) result.
         in_flight = asyncio.ensure_future(
-            pool.call(lambda c: c.score("s", [BOS, 9], score_request(), scope()), prefer=b.address)
+            pool.call(lambda c: c.score(score_call("s", [BOS, 9]), scope()), prefer=b.address)
         )
         await asyncio.sleep(0.1)
         pool.update([a.address])
         response, used = await in_flight
         assert used == b.address and len(response.target_samples) == 1
         assert list(pool.addresses) == [a.address]
-        _, used = await pool.call(
-            lambda c: c.score("s", [BOS, 9], score_request(), scope()), prefer=b.address
-        )
+        _, used = await pool.call(lambda c: c.score(score_call("s", [BOS, 9]), scope()), prefer=b.address)
         assert used == a.address
     finally:
         await pool.close()
@@ -180,17 +181,15 @@ async def test_pool_update_adds_and_removes_replicas_live(start_toy: StartToy) -
 
 async def test_pool_quarantines_a_replica_with_another_tokenizer(start_toy: StartToy) -> None:
     good = await start_toy()
-    other = await start_toy(TableLM(7), tokenizer=build_toy_tokenizer(fim=False))
+    other = await start_toy(word_lm(7), tokenizer=word_level_toy(fim=False))
     pool = _pool([good.address])
     try:
         pool.expected_fingerprint = (
             await pool.replica(good.address).client.info(timeout=5)
-        ).tokenizer.fingerprint
+        ).tokenizer_fingerprint
         pool.mark_verified(good.address)
         pool.update([other.address, good.address])
-        _, used = await pool.call(
-            lambda c: c.score("s", [BOS], score_request(), scope()), prefer=other.address
-        )
+        _, used = await pool.call(lambda c: c.score(score_call("s", [BOS]), scope()), prefer=other.address)
         assert used == good.address
         assert pool.replica(other.address).quarantined
         assert not any(method in ("Score", "Draft") for method, *_ in other.state.calls)

@@ -1,9 +1,9 @@
 """TLI, SLEM and SLRS through a real coordinator over toy services with two different vocabularies.
 
 The target runs a byte-level BPE, the drafter a SentencePiece-style BPE with a dummy prefix and byte
-fallback (``toy_crossvocab``); both toy LMs like to write one reference text, so drafts are accepted
-often and rejected often. Checked: algorithm selection and the reported algorithm, greedy identity
-with ``ar``, seeded reproducibility, the sampled output law, TLI's token mask (registered once per
+fallback (``tests.support.toy_tokenizers``); both toy LMs like to write one reference text, so drafts
+are accepted often and rejected often. Checked: algorithm selection and the reported algorithm, greedy
+identity with ``ar``, seeded reproducibility, the sampled output law, TLI's token mask (registered once per
 replica, again after it was lost, told apart from a context miss), the drafter's re-sync to the
 committed text with its cache cropped rather than rebuilt, and SLRS's over-budget rounds.
 """
@@ -28,15 +28,11 @@ from coordinator.vocab import CanonicalVocab, build_intersection
 from core.errors import ContextMissError, PolyspecError, UnknownTokenMaskError
 from core.sampling import SamplingConfig
 from core.serving.status import status_for
+from tests.support.laws import assert_law, exact_law
+from tests.support.toy_lm import ReferenceLM
+from tests.support.toy_service import ToyServer
+from tests.support.toy_tokenizers import byte_level_transformers, sentencepiece_transformers
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.laws import exact_two_token_law, pooled_chi_square
-from tests.unit.coordinator.toy_crossvocab import (
-    REFERENCE,
-    TextLM,
-    byte_level_tokenizer,
-    sentencepiece_tokenizer,
-)
-from tests.unit.coordinator.toy_service import ToyServer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
 StartCoord = Callable[..., Awaitable[CoordinatorServer]]
@@ -47,6 +43,11 @@ TLI, SLEM, SLRS = common_pb2.ALGORITHM_TLI, common_pb2.ALGORITHM_SLEM, common_pb
 CROSS = (TLI, SLEM, SLRS)
 AUTO = common_pb2.ALGORITHM_AUTO
 GREEDY = common_pb2.SamplingParams(temperature=0.0)
+# The text the toy models like to write; prompts are prefixes of it.
+REFERENCE = (
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+    "\n\ndef add(a, b):\n    return a + b\n"
+)
 PROMPTS = [
     "def fibonacci(n):\n",
     "def fibonacci(n):\n    if n < 2:\n        return",
@@ -73,17 +74,17 @@ class CrossPair:
     coordinator: CoordinatorServer
     target: ToyServer
     drafter: ToyServer
-    target_lm: TextLM
+    target_lm: ReferenceLM
 
 
 @pytest.fixture(scope="session")
 def target_tokenizer() -> Any:
-    return byte_level_tokenizer()
+    return byte_level_transformers()
 
 
 @pytest.fixture(scope="session")
 def drafter_tokenizer() -> Any:
-    return sentencepiece_tokenizer()
+    return sentencepiece_transformers()
 
 
 @pytest.fixture
@@ -95,8 +96,8 @@ async def cross(
     drafter_tokenizer: Any,
 ) -> CrossPair:
     """A coordinator over a byte-level target and a SentencePiece drafter that often disagree."""
-    target_lm = TextLM(target_tokenizer, seed=TARGET_SEED, bonus=6.0)
-    drafter_lm = TextLM(drafter_tokenizer, seed=TARGET_SEED + 1, bonus=4.0)
+    target_lm = ReferenceLM(target_tokenizer, seed=TARGET_SEED, reference=REFERENCE, bonus=6.0)
+    drafter_lm = ReferenceLM(drafter_tokenizer, seed=TARGET_SEED + 1, reference=REFERENCE, bonus=4.0)
     target = await start_toy(
         target_lm, tokenizer=target_tokenizer, eos_token_ids=[target_lm.eos], model_name="toy-bpe"
     )
@@ -195,7 +196,7 @@ async def test_token_mask_is_registered_once_per_replica(cross: CrossPair) -> No
     await cross.stub.Generate(gen_request(PROMPTS[0], SLEM, lookahead=static(3)))
     assert drafter.state.mask_registrations == 1 and drafter.state.mask_misses == 0
     (mask_id,) = drafter.state.masks
-    assert {r.token_mask_id for r in drafter.state.draft_requests} == {mask_id, ""}
+    assert {c.token_mask_id for c in drafter.state.draft_calls} == {mask_id, ""}
     # The replica restarts: its masks and caches are gone. The unknown mask is registered again and
     # the context resent whole: two different FAILED_PRECONDITION causes, both recovered.
     drafter.state.masks.clear()
@@ -276,14 +277,14 @@ async def test_same_vocabulary_pairs_run_sd(
     start_toy: StartToy, start_coord: StartCoord, channels: Any, target_tokenizer: Any
 ) -> None:
     # A drafter whose tokenizer only adds placeholder tokens: different fingerprint, same vocabulary.
-    padded = byte_level_tokenizer()
+    padded = byte_level_transformers()
     padded.add_special_tokens({"additional_special_tokens": ["<|extra_0|>", "<|extra_1|>"]})
-    target_lm = TextLM(target_tokenizer, seed=TARGET_SEED)
-    drafter_lm = TextLM(padded, seed=TARGET_SEED + 2, bonus=4.0)
+    target_lm = ReferenceLM(target_tokenizer, seed=TARGET_SEED, reference=REFERENCE)
+    drafter_lm = ReferenceLM(padded, seed=TARGET_SEED + 2, reference=REFERENCE, bonus=4.0)
     target = await start_toy(target_lm, tokenizer=target_tokenizer, eos_token_ids=[target_lm.eos])
     drafter = await start_toy(drafter_lm, tokenizer=padded, eos_token_ids=[drafter_lm.eos])
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
-    assert target.servicer.info.tokenizer.fingerprint != drafter.servicer.info.tokenizer.fingerprint
+    assert target.info.tokenizer_fingerprint != drafter.info.tokenizer_fingerprint
     assert coordinator.services.pair.same_tokenizer
     stub = channels(coordinator.port)
     ar = await stub.Generate(gen_request(PROMPTS[1], AR))
@@ -306,7 +307,7 @@ async def test_sampled_output_follows_the_target_law(
     samples = 400
     config = SamplingConfig(temperature=1.0, top_k=6)
     prompt = "def fibonacci(n):\n    if"
-    law = exact_two_token_law(cross.target_lm, target_tokenizer(prompt)["input_ids"], config)
+    law = exact_law(cross.target_lm, config, 2, prompt=target_tokenizer(prompt)["input_ids"])
 
     accepted: list[int] = []
 
@@ -326,10 +327,8 @@ async def test_sampled_output_follows_the_target_law(
         accepted.append(response.stats.accepted_tokens)
         return response.token_ids[0], response.token_ids[1]
 
-    counts: Counter[tuple[int, int]] = Counter()
+    outputs: list[tuple[int, ...]] = []
     for start in range(0, samples, 50):
-        counts.update(await asyncio.gather(*(one(5000 + s) for s in range(start, start + 50))))
-    assert set(counts) <= set(law)
+        outputs.extend(await asyncio.gather(*(one(5000 + s) for s in range(start, start + 50))))
     assert sum(accepted) > samples // 10, sum(accepted)  # the drafter's proposals were used
-    _, p_value = pooled_chi_square(law, counts)
-    assert p_value > 1e-3, (p_value, counts.most_common(5))
+    assert_law(outputs, law, alpha=1e-3)

@@ -1,7 +1,7 @@
 """The generation loop through a real coordinator server over toy model services (real gRPC, loopback).
 
-The toy services' "models" are explicit tables (``toy_service.TableLM``), so greedy outputs can be
-compared token for token and the sampled output law can be compared with the exact target law.
+The toy services' "models" are explicit tables (``tests.support.toy_lm.word_lm``), so greedy outputs can
+be compared token for token and the sampled output law can be compared with the exact target law.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -20,9 +19,11 @@ from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from coordinator.server import CoordinatorServer
 from core.errors import UnavailableError
 from core.sampling import SamplingConfig
+from tests.support.laws import assert_law, exact_law
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyServer
+from tests.support.toy_tokenizers import BOS, EOS, WORDS, word_level_toy
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.laws import exact_two_token_law, pooled_chi_square
-from tests.unit.coordinator.toy_service import BOS, EOS, WORDS, TableLM, ToyServer, build_toy_tokenizer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
 StartCoord = Callable[..., Awaitable[CoordinatorServer]]
@@ -56,8 +57,8 @@ async def pair(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> tuple[Stub, ToyServer, ToyServer]:
     """A coordinator over a toy target and a noisy toy drafter (same tokenizer, frequent rejections)."""
-    target = await start_toy(TableLM(TARGET_SEED), model_name="toy-target")
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=2.5), model_name="toy-drafter")
+    target = await start_toy(word_lm(TARGET_SEED), model_name="toy-target")
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=2.5), model_name="toy-drafter")
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     return channels(coordinator.port), target, drafter
 
@@ -84,7 +85,7 @@ async def test_greedy_sd_equals_ar_token_for_token(pair: tuple[Stub, ToyServer, 
 async def test_a_drafter_equal_to_the_target_is_always_accepted(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED))
+    target = await start_toy(word_lm(TARGET_SEED))
     coordinator = await start_coord(coordinator_settings(target.address, target.address))
     stub = channels(coordinator.port)
     # top_k 8 fits the drafter's support cap (8), so the shipped draft distribution is the target's own.
@@ -119,8 +120,8 @@ async def test_eos_inside_accepted_tokens_truncates(pair: tuple[Stub, ToyServer,
 
 
 async def test_eos_inside_a_draft(start_toy: StartToy, start_coord: StartCoord, channels: Any) -> None:
-    target = await start_toy(TableLM(TARGET_SEED))
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=0.5))
+    target = await start_toy(word_lm(TARGET_SEED))
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=0.5))
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(coordinator.port)
     found = 0
@@ -168,8 +169,8 @@ async def test_max_new_tokens_boundaries(
 async def test_context_window_finishes_with_context(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED), max_context_tokens=12)
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=1.0), max_context_tokens=10)
+    target = await start_toy(word_lm(TARGET_SEED), max_context_tokens=12)
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=1.0), max_context_tokens=10)
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(coordinator.port)
     ar = await stub.Generate(gen_request("alpha beta", sampling=GREEDY, algorithm=AR, ignore_eos=True))
@@ -224,7 +225,8 @@ async def test_sampled_output_follows_the_target_law(
     config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     sampling = common_pb2.SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     prompt = "gamma delta"
-    law = exact_two_token_law(TableLM(TARGET_SEED), [BOS, WORDS.index("gamma"), WORDS.index("delta")], config)
+    prompt_ids = [BOS, WORDS.index("gamma"), WORDS.index("delta")]
+    law = exact_law(word_lm(TARGET_SEED), config, 2, prompt=prompt_ids)
 
     async def one(seed: int) -> tuple[int, int]:
         response = await stub.Generate(
@@ -240,19 +242,17 @@ async def test_sampled_output_follows_the_target_law(
         )
         return response.token_ids[0], response.token_ids[1]
 
-    counts: Counter[tuple[int, int]] = Counter()
+    outputs: list[tuple[int, ...]] = []
     for start in range(0, samples, 50):
-        counts.update(await asyncio.gather(*(one(1000 + s) for s in range(start, start + 50))))
-    assert set(counts) <= set(law)
-    chi2, p_value = pooled_chi_square(law, counts)
-    assert p_value > 1e-3, (chi2, p_value)
+        outputs.extend(await asyncio.gather(*(one(1000 + s) for s in range(start, start + 50))))
+    assert_law(outputs, law, alpha=1e-3)
 
 
 async def test_drafter_down_from_the_start_falls_back(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED))
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=1.0))
+    target = await start_toy(word_lm(TARGET_SEED))
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=1.0))
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(coordinator.port)
     ar = await stub.Generate(gen_request(sampling=GREEDY, algorithm=AR))
@@ -294,8 +294,8 @@ async def test_drafter_failure_mid_request_keeps_the_output(pair: tuple[Stub, To
 async def test_target_replica_failure_redispatches(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    first, second = await start_toy(TableLM(TARGET_SEED)), await start_toy(TableLM(TARGET_SEED))
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=2.0))
+    first, second = await start_toy(word_lm(TARGET_SEED)), await start_toy(word_lm(TARGET_SEED))
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=2.0))
     coordinator = await start_coord(coordinator_settings([first.address, second.address], drafter.address))
     stub = channels(coordinator.port)
     baseline = await stub.Generate(gen_request(sampling=GREEDY, algorithm=SD, lookahead=static(3)))
@@ -361,8 +361,8 @@ async def test_stream_deltas_add_up_to_the_text(pair: tuple[Stub, ToyServer, Toy
 async def test_chat_and_fim_use_each_models_format(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED))
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=1.0), advertise_fim=False)
+    target = await start_toy(word_lm(TARGET_SEED))
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=1.0), advertise_fim=False)
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(coordinator.port)
     vocab = {w: i for i, w in enumerate(WORDS)}
@@ -395,8 +395,8 @@ async def test_chat_and_fim_use_each_models_format(
 async def test_pairs_with_different_tokenizers(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED), tokenizer=build_toy_tokenizer(fim=False))
-    drafter = await start_toy(TableLM(TARGET_SEED))
+    target = await start_toy(word_lm(TARGET_SEED), tokenizer=word_level_toy(fim=False))
+    drafter = await start_toy(word_lm(TARGET_SEED))
     coordinator = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(coordinator.port)
     # Word-level toy tokenizers have no byte-level or SentencePiece decoder: they cannot be aligned.

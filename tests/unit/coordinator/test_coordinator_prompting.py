@@ -21,25 +21,22 @@ from coordinator.prompting import (
     encode_target_prompt,
     text_token_ids,
 )
-from coordinator.validation import ChatInput, ChatTurn, FimInput, TextInput
+from coordinator.request import ChatInput, ChatTurn, FimInput, TextInput
 from core.errors import InvalidArgumentError
-from tests.unit.coordinator.toy_service import (
-    BOS,
-    EOS,
-    TableLM,
-    ToyModelServicer,
-    build_toy_tokenizer,
-)
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import toy_info
+from tests.support.toy_tokenizers import BOS, EOS, word_level_toy
 
 
 def endpoint(tokenizer: Any, role: str = "target", **kwargs: Any) -> Any:
-    servicer = ToyModelServicer(TableLM(1), tokenizer, model_name=f"toy-{role}", **kwargs)
-    return endpoint_from_info(role, "127.0.0.1:1", servicer.info)
+    return endpoint_from_info(
+        role, "127.0.0.1:1", toy_info(word_lm(1), tokenizer, model_name=f"toy-{role}", **kwargs)
+    )
 
 
 @pytest.fixture(scope="module")
 def toy_endpoint() -> Any:
-    return endpoint(build_toy_tokenizer())
+    return endpoint(word_level_toy())
 
 
 def ids(tokenizer: Any, text: str) -> list[int]:
@@ -56,8 +53,8 @@ def test_endpoint_from_info(toy_endpoint: Any) -> None:
 
 
 def test_same_tokenizer_is_fingerprint_equality(toy_endpoint: Any) -> None:
-    same = endpoint(build_toy_tokenizer(), "drafter")
-    other = endpoint(build_toy_tokenizer(fim=False), "drafter")
+    same = endpoint(word_level_toy(), "drafter")
+    other = endpoint(word_level_toy(fim=False), "drafter")
     assert ModelPair(toy_endpoint, same).same_tokenizer
     assert not ModelPair(toy_endpoint, other).same_tokenizer
     assert not ModelPair(toy_endpoint, None).same_tokenizer
@@ -88,7 +85,7 @@ def test_chat_uses_the_models_template(toy_endpoint: Any) -> None:
 
 
 def test_chat_without_template_is_refused_for_the_target() -> None:
-    plain = endpoint(build_toy_tokenizer(chat=False))
+    plain = endpoint(word_level_toy(chat=False))
     chat = ChatInput((ChatTurn("user", "alpha"),))
     with pytest.raises(PromptFormatError):
         encode_prompt(plain, chat)
@@ -111,7 +108,7 @@ def test_fim_is_psm_with_the_models_tokens(toy_endpoint: Any) -> None:
 
 
 def test_fim_without_fim_tokens() -> None:
-    plain = endpoint(build_toy_tokenizer(), advertise_fim=False)
+    plain = endpoint(word_level_toy(), advertise_fim=False)
     prompt = FimInput(prefix="alpha beta", suffix="gamma")
     assert encode_prompt(plain, prompt) == [
         BOS,
@@ -122,7 +119,7 @@ def test_fim_without_fim_tokens() -> None:
 
 
 def test_prompt_must_leave_room_in_the_context() -> None:
-    small = endpoint(build_toy_tokenizer(), max_context_tokens=4)
+    small = endpoint(word_level_toy(), max_context_tokens=4)
     assert len(encode_target_prompt(small, TextInput("alpha beta"))) == 3
     with pytest.raises(
         InvalidArgumentError, match=r"^prompt: is 4 tokens long; the target's context window is 4"

@@ -14,9 +14,10 @@ from polyspec.v1 import common_pb2, coordinator_pb2
 from coordinator.pair import PairMismatchError
 from coordinator.server import SERVICE_NAME, CoordinatorServer, start_coordinator
 from core.errors import UnavailableError
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyServer
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.test_coordinator_validation import BAD_REQUESTS
-from tests.unit.coordinator.toy_service import TableLM, ToyServer
+from tests.unit.coordinator.test_coordinator_wire import BAD_REQUESTS
 
 StartToy = Callable[..., Awaitable[ToyServer]]
 StartCoord = Callable[..., Awaitable[CoordinatorServer]]
@@ -24,7 +25,7 @@ StartCoord = Callable[..., Awaitable[CoordinatorServer]]
 
 async def test_declared_fingerprints_must_match(start_toy: StartToy, start_coord: StartCoord) -> None:
     target = await start_toy()
-    fingerprint = target.servicer.info.tokenizer.fingerprint
+    fingerprint = target.info.tokenizer_fingerprint
     server = await start_coord(coordinator_settings(target.address, target_tokenizer_fingerprint=fingerprint))
     assert server.services.pair.target.fingerprint == fingerprint
     with pytest.raises(
@@ -59,8 +60,8 @@ async def test_start_uses_the_first_replica_that_answers(
 async def test_health_metrics_and_bad_requests(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED))
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=1.0))
+    target = await start_toy(word_lm(TARGET_SEED))
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=1.0))
     server = await start_coord(
         coordinator_settings(
             target.address, drafter.address, metrics_port=0, max_new_tokens_cap=100, max_lookahead_k=8

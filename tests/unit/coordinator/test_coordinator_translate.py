@@ -18,12 +18,12 @@ from coordinator.loop.translate import (
 )
 from coordinator.verify.slrs import TokenTrie
 from coordinator.vocab import CanonicalVocab
-from tests.unit.coordinator.toy_crossvocab import byte_level_tokenizer, sentencepiece_tokenizer
+from tests.support.toy_tokenizers import byte_level_transformers, sentencepiece_transformers
 
 
 @pytest.fixture(scope="module")
 def vocabs() -> tuple[Any, CanonicalVocab, Any, CanonicalVocab]:
-    target, drafter = byte_level_tokenizer(), sentencepiece_tokenizer()
+    target, drafter = byte_level_transformers(), sentencepiece_transformers()
     return (
         target,
         CanonicalVocab.from_tokenizer(target, target.all_special_ids),

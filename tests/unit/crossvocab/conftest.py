@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from coordinator.vocab.canonical import CanonicalVocab
-from tests.unit.vocab.vocab_toys import byte_level_toy, sentencepiece_toy
+from tests.support.fixtures import single_torch_thread
+from tests.support.toy_tokenizers import byte_level_toy, sentencepiece_toy
 
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    """Runs each test with one intra-op thread: the toy tensors are small, and thread wake-ups dominate."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+__all__ = ["drafter_vocab", "single_torch_thread", "target_vocab"]
 
 
 @pytest.fixture(scope="session")

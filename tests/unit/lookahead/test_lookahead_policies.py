@@ -20,7 +20,7 @@ from coordinator.lookahead import (
     expected_output_tokens,
 )
 from coordinator.loop.plan import Regime, make_lookahead
-from coordinator.validation import AlgorithmName, LookaheadKind, LookaheadRequest
+from coordinator.request import AlgorithmName, LookaheadKind, LookaheadRequest
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,12 @@
-"""Token masks without gRPC: bitmap layout, the bounded store, drafting within a mask."""
+"""Token masks without gRPC: bitmap layout and the bounded store (drafting within a mask: core.drafting)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 
 from core.errors import UnknownTokenMaskError
-from core.sampling import SamplingConfig, draft_token
-from services.model.masks import (
-    MaskRegistration,
-    TokenMaskStore,
-    bitmap_bytes,
-    draft_token_within,
-    mask_from_bitmap,
-)
+from services.model.masks import MaskRegistration, TokenMaskStore, bitmap_bytes, mask_from_bitmap
 
 CPU = torch.device("cpu")
 
@@ -68,45 +59,3 @@ def test_the_store_drops_the_least_recently_used_mask_beyond_its_capacity() -> N
         store.get("b")
     assert info.value.kind.value == "FAILED_PRECONDITION"
     assert "'b'" in info.value.message
-
-
-def test_an_all_zero_mask_is_stored_and_drafts_nothing_without_drawing() -> None:
-    store = TokenMaskStore(capacity=1, vocab_size=16, device=CPU)
-    assert store.register("empty", bytes(2)).allowed_tokens == 0
-    generator = torch.Generator().manual_seed(3)
-    state = generator.get_state()
-    logits = torch.randn(16, generator=torch.Generator().manual_seed(0))
-    for config in (SamplingConfig(), SamplingConfig(0.0)):
-        assert draft_token_within(logits, store.get("empty"), config, 4, generator) is None
-    assert torch.equal(generator.get_state(), state)
-
-
-def test_drafting_within_a_mask_samples_the_renormalised_distribution() -> None:
-    logits = torch.randn(32, generator=torch.Generator().manual_seed(1))
-    mask = torch.zeros(32, dtype=torch.bool)
-    mask[[3, 7, 8, 20, 31]] = True
-    config = SamplingConfig(temperature=0.8, top_k=3)
-    drafted = draft_token_within(logits, mask, config, 8, torch.Generator().manual_seed(4))
-    assert drafted is not None
-    masked = logits.masked_fill(~mask, -math.inf)
-    expected = draft_token(masked, config, 8, torch.Generator().manual_seed(4))
-    assert drafted.token == expected.token
-    assert torch.equal(drafted.support_ids, expected.support_ids)
-    assert torch.equal(drafted.support_probs, expected.support_probs)
-    # top-k applies after the mask: three allowed tokens, the three best of the allowed logits.
-    best_allowed = sorted([3, 7, 8, 20, 31], key=lambda i: -float(logits[i]))[:3]
-    assert sorted(drafted.support_ids.tolist()) == sorted(best_allowed)
-    assert float(drafted.support_probs.sum()) == pytest.approx(1.0, abs=1e-6)
-
-
-def test_greedy_within_a_mask_is_the_masked_argmax_with_renormalised_confidence() -> None:
-    logits = torch.tensor([5.0, 1.0, 2.0, 0.0])
-    mask = torch.tensor([False, True, True, False])
-    drafted = draft_token_within(logits, mask, SamplingConfig(0.0), 4, torch.Generator())
-    assert drafted is not None
-    assert drafted.token == 2
-    assert drafted.support_ids.tolist() == [2]
-    assert drafted.support_probs.tolist() == [1.0]
-    assert drafted.confidence == pytest.approx(math.exp(2) / (math.exp(1) + math.exp(2)))
-    unmasked = draft_token_within(logits, None, SamplingConfig(0.0), 4, torch.Generator())
-    assert unmasked is not None and unmasked.token == 0

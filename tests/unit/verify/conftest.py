@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.support.fixtures import single_torch_thread
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    """Runs each test with one intra-op thread: the toy tensors are tiny, and thread wake-ups dominate."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+__all__ = ["single_torch_thread"]

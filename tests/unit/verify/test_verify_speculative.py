@@ -9,8 +9,6 @@ from coordinator.verify.speculative import (
     accept_exact_match,
     accept_speculative,
     acceptance_uniforms,
-    correction_tokens_batch,
-    count_accepted_speculative,
     output_tokens,
     speculative_sample_reference,
 )
@@ -21,10 +19,6 @@ from core.sampling import (
     truncate_support,
     warp_probs,
 )
-
-
-def f64(values: list[float] | list[list[float]]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64)
 
 
 def test_acceptance_uniforms_are_seeded_float64() -> None:
@@ -39,34 +33,47 @@ def test_acceptance_uniforms_are_seeded_float64() -> None:
 
 
 def test_accept_speculative_stops_at_first_rejection() -> None:
-    target, draft = f64([0.9, 0.1, 0.8]), f64([0.3, 0.5, 0.2])
-    assert accept_speculative(target, draft, f64([0.99, 0.1, 0.0])) == 3
-    assert accept_speculative(target, draft, f64([0.99, 0.3, 0.0])) == 1, "0.3 >= 0.1 / 0.5 rejects"
-    assert accept_speculative(target, draft, f64([0.5, 0.19, 0.99])) == 3
-    assert accept_speculative(f64([0.0, 1.0]), f64([0.5, 0.5]), f64([0.0, 0.0])) == 0
-    assert accept_speculative(f64([]), f64([]), f64([])) == 0
+    target, draft = [0.9, 0.1, 0.8], [0.3, 0.5, 0.2]
+    assert accept_speculative(target, draft, [0.99, 0.1, 0.0]) == 3
+    assert accept_speculative(target, draft, [0.99, 0.3, 0.0]) == 1, "0.3 >= 0.1 / 0.5 rejects"
+    assert accept_speculative(target, draft, [0.5, 0.19, 0.99]) == 3
+    assert accept_speculative([0.0, 1.0], [0.5, 0.5], [0.0, 0.0]) == 0
+    assert accept_speculative([], [], []) == 0
 
 
 def test_accept_speculative_boundary_is_strict() -> None:
-    assert accept_speculative(f64([0.3]), f64([0.6]), f64([0.5])) == 0
-    assert accept_speculative(f64([0.3]), f64([0.6]), f64([0.5 - 2**-50])) == 1
+    assert accept_speculative([0.3], [0.6], [0.5]) == 0
+    assert accept_speculative([0.3], [0.6], [0.5 - 2**-50]) == 1
 
 
-def test_accept_speculative_rejects_non_positive_draft_probs() -> None:
+def test_accept_speculative_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match=r"^candidate_draft_probs: "):
-        accept_speculative(f64([0.5]), f64([0.0]), f64([0.1]))
+        accept_speculative([0.5], [0.0], [0.1])
+    with pytest.raises(ValueError, match="one length k"):
+        accept_speculative([0.5, 0.1], [0.5], [0.1])
 
 
-def test_count_accepted_speculative_batches() -> None:
-    target = f64([[0.9, 0.1], [0.2, 0.2]])
-    draft = f64([[0.3, 0.5], [0.1, 0.4]])
-    assert count_accepted_speculative(target, draft, f64([[0.5, 0.1], [0.9, 0.6]])).tolist() == [2, 1]
+def test_accept_speculative_equals_the_float64_tensor_rule() -> None:
+    """The rule on Python floats decides as ``u < min(1, target / draft)`` on float64 tensors."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2000):
+        k = int(torch.randint(0, 6, (1,), generator=generator))
+        target = torch.rand(k, generator=generator, dtype=torch.float64) * (
+            torch.rand(k, generator=generator) < 0.9
+        )
+        draft = torch.rand(k, generator=generator, dtype=torch.float64).clamp(min=1e-6)
+        uniforms = acceptance_uniforms(k, generator)
+        leading = int(torch.cumprod((uniforms < (target / draft).clamp(max=1.0)).long(), 0).sum())
+        assert accept_speculative(target.tolist(), draft.tolist(), uniforms.tolist()) == leading
 
 
 def test_accept_exact_match() -> None:
-    assert accept_exact_match(torch.tensor([3, 1, 4]), torch.tensor([3, 1, 5, 9])) == 2
-    assert accept_exact_match(torch.tensor([3, 1, 4]), torch.tensor([3, 1, 4, 9])) == 3
-    assert accept_exact_match(torch.tensor([2]), torch.tensor([3, 1])) == 0
+    assert accept_exact_match([3, 1, 4], [3, 1, 5, 9]) == 2
+    assert accept_exact_match([3, 1, 4], [3, 1, 4, 9]) == 3
+    assert accept_exact_match([2], [3, 1]) == 0
+    assert accept_exact_match([], [7]) == 0
+    with pytest.raises(ValueError, match=r"^target_samples: "):
+        accept_exact_match([3, 1], [3])
 
 
 def test_output_tokens() -> None:
@@ -91,26 +98,6 @@ def test_output_tokens_validates(
         output_tokens(*args)
 
 
-def test_correction_tokens_batch_matches_output_tokens() -> None:
-    generator = torch.Generator().manual_seed(0)
-    k, b = 4, 200
-    candidates = torch.randint(0, 9, (b, k), generator=generator)
-    samples = torch.randint(0, 9, (b, k + 1), generator=generator)
-    recovered = torch.randint(0, 9, (b, k), generator=generator)
-    num_accepted = torch.randint(0, k + 1, (b,), generator=generator)
-    for mode_recovered in (recovered, None):
-        corrections = correction_tokens_batch(num_accepted, samples, mode_recovered)
-        for row in range(b):
-            n = int(num_accepted[row])
-            expected = output_tokens(
-                candidates[row].tolist(),
-                n,
-                samples[row].tolist(),
-                None if mode_recovered is None else mode_recovered[row].tolist(),
-            )
-            assert expected == [*candidates[row, :n].tolist(), int(corrections[row])]
-
-
 def _fast_round(
     target_logits: torch.Tensor,  # [k+1, vocab]
     candidates: list[int],
@@ -122,11 +109,11 @@ def _fast_round(
         target_logits, torch.tensor(candidates), draft_probs, config, torch.Generator().manual_seed(seed)
     )
     if draft_probs is None or score.recovered_tokens is None:
-        num_accepted = accept_exact_match(torch.tensor(candidates), score.target_samples)
+        num_accepted = accept_exact_match(candidates, score.target_samples.tolist())
         return output_tokens(candidates, num_accepted, score.target_samples.tolist(), None)
-    uniforms = acceptance_uniforms(len(candidates), torch.Generator().manual_seed(seed + 1))
-    candidate_draft_probs = draft_probs[torch.arange(len(candidates)), candidates]
-    num_accepted = accept_speculative(score.candidate_target_probs, candidate_draft_probs, uniforms)
+    uniforms = acceptance_uniforms(len(candidates), torch.Generator().manual_seed(seed + 1)).tolist()
+    candidate_draft_probs = draft_probs[torch.arange(len(candidates)), candidates].tolist()
+    num_accepted = accept_speculative(score.candidate_target_probs.tolist(), candidate_draft_probs, uniforms)
     recovered = score.recovered_tokens.tolist()
     return output_tokens(candidates, num_accepted, score.target_samples.tolist(), recovered)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from coordinator.vocab.canonical import CanonicalVocab
-from tests.unit.vocab.vocab_toys import byte_level_toy, prepend_toy, sentencepiece_toy
+from tests.support.toy_tokenizers import byte_level_toy, prepend_toy, sentencepiece_toy
 
 TOY_BUILDERS = {"byte_level": byte_level_toy, "sentencepiece": sentencepiece_toy, "prepend": prepend_toy}
 

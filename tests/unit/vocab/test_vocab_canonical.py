@@ -91,7 +91,7 @@ def test_encoded_ids_spell_the_text_and_decode_like_their_bytes(
 
 
 def test_added_tokens_decode_to_their_content_and_special_ones_to_nothing() -> None:
-    from tests.unit.vocab.vocab_toys import byte_level_toy, piece_id
+    from tests.support.toy_tokenizers import byte_level_toy, piece_id
 
     tokenizer = byte_level_toy()
     tokenizer.add_tokens([AddedToken("<tool_call>", special=False), AddedToken("\n\n\n", special=False)])

@@ -9,8 +9,8 @@ from tokenizers import AddedToken, Tokenizer
 
 from coordinator.vocab.canonical import CanonicalVocab
 from coordinator.vocab.identity import compare_vocabularies
+from tests.support.toy_tokenizers import byte_level_toy
 from tests.unit.vocab.conftest import NamedVocabs
-from tests.unit.vocab.vocab_toys import byte_level_toy
 
 
 def _edited(tokenizer: Any, edit: Any) -> CanonicalVocab:

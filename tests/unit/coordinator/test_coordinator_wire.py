@@ -9,7 +9,8 @@ import pytest
 from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.config import CoordinatorSettings
-from coordinator.validation import AlgorithmName, LookaheadKind, TextInput, params_from_proto
+from coordinator.request import AlgorithmName, LookaheadKind, TextInput
+from coordinator.wire import params_from_proto
 from core.errors import InvalidArgumentError
 
 SETTINGS = CoordinatorSettings(target_addresses=("127.0.0.1:1",), max_new_tokens_cap=100, max_lookahead_k=8)

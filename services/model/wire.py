@@ -1,4 +1,4 @@
-"""Conversion between polyspec.v1 messages and the model service's domain types (one place)."""
+"""polyspec.v1 <-> the model service's domain types: the one place the model service converts protobuf."""
 
 from __future__ import annotations
 

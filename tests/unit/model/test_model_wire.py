@@ -8,13 +8,13 @@ from polyspec.v1 import common_pb2, model_pb2
 from core.errors import InvalidArgumentError
 from core.modelcalls import EngineInfo, FimTokens, ForwardStats, ScoreOutcome
 from core.sampling import SamplingConfig
-from services.model import convert
+from services.model import wire
 
 
 def test_unset_temperature_and_top_p_mean_one() -> None:
-    assert convert.sampling_config(common_pb2.SamplingParams()) == SamplingConfig(1.0, 0, 1.0)
+    assert wire.sampling_config(common_pb2.SamplingParams()) == SamplingConfig(1.0, 0, 1.0)
     greedy = common_pb2.SamplingParams(temperature=0.0, top_k=5, top_p=0.5)
-    assert convert.sampling_config(greedy) == SamplingConfig(0.0, 5, 0.5)
+    assert wire.sampling_config(greedy) == SamplingConfig(0.0, 5, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_bad_sampling_values_are_invalid_arguments_naming_the_field(
     params: common_pb2.SamplingParams, field: str
 ) -> None:
     with pytest.raises(InvalidArgumentError) as info:
-        convert.sampling_config(params)
+        wire.sampling_config(params)
     assert info.value.field == field
     assert info.value.message.startswith(f"{field}: must ")
 
@@ -43,9 +43,9 @@ def test_a_draft_request_carries_its_token_mask_id() -> None:
     request = model_pb2.DraftRequest(
         context=model_pb2.TokenContext(sequence_id="s", tokens=[1]), max_draft_tokens=2
     )
-    assert convert.draft_call(request).token_mask_id == ""
+    assert wire.draft_call(request).token_mask_id == ""
     request.token_mask_id = "pair-1"
-    assert convert.draft_call(request).token_mask_id == "pair-1"
+    assert wire.draft_call(request).token_mask_id == "pair-1"
 
 
 def test_empty_draft_probs_select_exact_match_mode() -> None:
@@ -56,21 +56,21 @@ def test_empty_draft_probs_select_exact_match_mode() -> None:
         candidate_tokens=[4, 5],
         seed=2**64 - 1,
     )
-    call = convert.score_call(request)
+    call = wire.score_call(request)
     assert call.draft_probs is None
     assert call.candidate_tokens == (4, 5)
     assert (call.context.cached_prefix_len, call.context.cached_prefix_checksum) == (3, 7)
     assert call.seed == 2**64 - 1
     request.draft_probs.add(token_ids=[4, 6], probs=[0.75, 0.25])
     request.draft_probs.add(token_ids=[5], probs=[1.0])
-    probs = convert.score_call(request).draft_probs
+    probs = wire.score_call(request).draft_probs
     assert probs is not None
     assert [(d.token_ids, d.probs) for d in probs] == [((4, 6), (0.75, 0.25)), ((5,), (1.0,))]
 
 
 def test_outcomes_and_info_to_messages() -> None:
     stats = ForwardStats(computed_tokens=3, reused_tokens=20, forwards=1, compute_seconds=0.5)
-    response = convert.score_response(ScoreOutcome((), (7, 8), (), stats))
+    response = wire.score_response(ScoreOutcome((), (7, 8), (), stats))
     assert list(response.target_samples) == [7, 8]
     assert list(response.candidate_target_probs) == []
     assert (response.stats.computed_tokens, response.stats.reused_tokens) == (3, 20)
@@ -88,8 +88,8 @@ def test_outcomes_and_info_to_messages() -> None:
         emulated_forward_seconds=0.0,
         max_draft_tokens=16,
     )
-    message = convert.info_response(info)
+    message = wire.info_response(info)
     assert not message.tokenizer.HasField("fim")
     assert dict(message.tokenizer.files) == {"tokenizer.json": b"{}"}
-    with_fim = convert.info_response(EngineInfo(**{**info.__dict__, "fim": FimTokens("<p>", "<s>", "<m>")}))
+    with_fim = wire.info_response(EngineInfo(**{**info.__dict__, "fim": FimTokens("<p>", "<s>", "<m>")}))
     assert with_fim.tokenizer.fim.suffix == "<s>"

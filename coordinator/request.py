@@ -1,0 +1,126 @@
+"""A generation request as the coordinator works with it, and what it reports: frozen domain types.
+
+``coordinator.wire`` builds ``GenerationParams`` from a ``GenerateRequest``, naming every bad field, and
+writes ``FinishReason`` and ``RequestStats`` into the response (no protobuf here); checks that need the
+models (prompt length against the context window, FIM tokens, chat templates) happen when the prompt is
+tokenized (``coordinator.prompting``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from core.sampling import SamplingConfig
+
+
+class AlgorithmName(enum.Enum):
+    """Verification algorithm asked for (``AUTO``) or run (the others)."""
+
+    AUTO = "auto"
+    AR = "ar"
+    SD = "sd"
+    SLEM = "slem"
+    SLRS = "slrs"
+    TLI = "tli"
+
+
+class LookaheadKind(enum.Enum):
+    """Lookahead policy asked for."""
+
+    AUTO = "auto"
+    STATIC = "static"
+    CONFIDENCE = "confidence"
+    DISCO = "disco"
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """A raw prompt, tokenized the way each model's tokenizer does by default."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    """A conversation, formatted with each model's own chat template."""
+
+    messages: tuple[ChatTurn, ...]
+
+
+@dataclass(frozen=True)
+class FimInput:
+    """Fill-in-the-middle: generate what goes between ``prefix`` and ``suffix``."""
+
+    prefix: str
+    suffix: str
+
+
+PromptInput = TextInput | ChatInput | FimInput
+
+
+@dataclass(frozen=True)
+class LookaheadRequest:
+    """The lookahead asked for; ``None`` fields take the coordinator's defaults."""
+
+    kind: LookaheadKind
+    k: int | None
+    confidence_threshold: float | None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """A validated GenerateRequest."""
+
+    input: PromptInput
+    max_new_tokens: int
+    sampling: SamplingConfig
+    seed: int | None
+    algorithm: AlgorithmName
+    lookahead: LookaheadRequest
+    ignore_eos: bool
+    request_id: str
+
+
+class FinishReason(enum.Enum):
+    """Why a generation ended."""
+
+    LENGTH = "length"  # max_new_tokens reached
+    STOP = "stop"  # the target produced an end-of-sequence token
+    CONTEXT = "context"  # the target's context window is full
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """Per-request statistics (every field of ``polyspec.v1.GenerationStats``)."""
+
+    algorithm: AlgorithmName
+    lookahead: str
+    prompt_tokens: int
+    output_tokens: int
+    draft_tokens: int
+    accepted_tokens: int
+    target_forwards: int
+    drafter_forwards: int
+    rounds: int
+    time_to_first_token_seconds: float
+    total_seconds: float
+    bytes_sent: int
+    bytes_received: int
+    emulated_latency: bool
+    fallback_reason: str
+    seed: int
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.output_tokens / self.total_seconds if self.total_seconds > 0 else 0.0
