@@ -34,6 +34,7 @@ class SettingsFlag:
     group: Group
     grpc: bool = False
     help: str | None = None  # None: the field's description
+    unset: str = "off"  # what an unset field (default None) means, in --help
 
     @property
     def dest(self) -> str:
@@ -86,6 +87,13 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
     ),
     SettingsFlag("--max-support", "max_support", "N", "request defaults and limits"),
     SettingsFlag("--max-new-tokens-cap", "max_new_tokens_cap", "N", "request defaults and limits"),
+    SettingsFlag(
+        "--near-tie-logit-margin",
+        "near_tie_logit_margin",
+        "LOGITS",
+        "request defaults and limits",
+        unset="by the target's precision",
+    ),
     SettingsFlag("--call-timeout", "call_timeout_seconds", "S", "request defaults and limits"),
     SettingsFlag("--startup-timeout", "startup_timeout_seconds", "S", "request defaults and limits"),
 )
@@ -140,11 +148,13 @@ def register_serve(roles: argparse._SubParsersAction[argparse.ArgumentParser]) -
     for spec in SETTINGS_FLAGS:
         model: type[BaseModel] = GrpcServerSettings if spec.grpc else CoordinatorSettings
         info = model.model_fields[spec.field]
-        groups[spec.group].add_argument(spec.flag, metavar=spec.metavar, **field_flag(info, spec.help))
+        groups[spec.group].add_argument(
+            spec.flag, metavar=spec.metavar, **field_flag(info, spec.help, spec.unset)
+        )
     parser.set_defaults(handler=_serve_coordinator)
 
 
-def field_flag(info: FieldInfo, help_text: str | None = None) -> dict[str, Any]:
+def field_flag(info: FieldInfo, help_text: str | None = None, unset: str = "off") -> dict[str, Any]:
     """``add_argument`` keywords for a flag that sets a pydantic field.
 
     The help is ``help_text`` (else the field's description) with the field's default; the type (or the
@@ -156,7 +166,7 @@ def field_flag(info: FieldInfo, help_text: str | None = None) -> dict[str, Any]:
         raise TypeError(f"field {info!r}: a flag needs a description and a plain default")
     if help_text is None and text[1:2].islower():  # "Draft tokens ..." -> "draft tokens ..." as elsewhere
         text = text[0].lower() + text[1:]
-    shown = "off" if info.default is None else info.default
+    shown = unset if info.default is None else info.default
     help_line = f"{text.rstrip('.')} (default: {shown})".replace("%", "%%")
     return {"help": help_line, "default": None, **_value_type(info.annotation)}
 

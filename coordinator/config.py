@@ -67,6 +67,13 @@ class CoordinatorSettings(BaseModel):
     max_support: int = Field(
         0, ge=0, description="Support cap of each shipped draft distribution; 0 = the drafter's default."
     )
+    near_tie_logit_margin: float | None = Field(
+        None,
+        ge=0.0,
+        description="Greedy requests: record an output token as a near-tie when the target's top-2 "
+        "logit margin is below this; unset, it follows the target's precision: float32 0.01, "
+        "bfloat16 0.5, float16 0.25.",
+    )
     max_new_tokens_cap: int = Field(4096, ge=1, description="Largest max_new_tokens a request may ask for.")
     call_timeout_seconds: float = Field(
         60.0, gt=0.0, description="Upper bound of one model-service call (the client deadline may cut it)."

@@ -87,6 +87,7 @@ class ModelEndpoint:
     max_draft_tokens: int
     fim: FimTokenIds | None
     emulated_forward_seconds: float
+    dtype: str = "float32"  # the precision the service computes in (its Info)
 
     @property
     def label(self) -> str:
@@ -224,6 +225,7 @@ def endpoint_from_info(role: str, address: str, info: EngineInfo) -> ModelEndpoi
         max_draft_tokens=info.max_draft_tokens,
         fim=_fim_token_ids(tokenizer, info.fim),
         emulated_forward_seconds=info.emulated_forward_seconds,
+        dtype=info.dtype,
     )
 
 

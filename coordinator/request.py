@@ -116,6 +116,7 @@ class RequestStats:
     emulated_latency: bool
     fallback_reason: str
     seed: int
+    near_tie_positions: tuple[int, ...] = ()  # greedy: output positions decided at a near-tie
 
     @property
     def acceptance_rate(self) -> float:

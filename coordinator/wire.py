@@ -194,6 +194,7 @@ def stats_message(stats: RequestStats) -> coordinator_pb2.GenerationStats:
         emulated_latency=stats.emulated_latency,
         fallback_reason=stats.fallback_reason,
         seed=stats.seed,
+        near_tie_positions=stats.near_tie_positions,
     )
 
 
@@ -269,6 +270,7 @@ def score_outcome(response: model_pb2.ScoreResponse) -> ScoreOutcome:
         target_samples=tuple(response.target_samples),
         recovered_tokens=tuple(response.recovered_tokens),
         stats=forward_stats(response.stats),
+        top2_logit_margins=tuple(response.top2_logit_margins),
     )
 
 

@@ -276,3 +276,17 @@ def next_view(
     text = view.committed_text + text_bytes(alignment.target, committed)
     resync = resync_drafter(alignment.drafter, list(generated), text)
     return DrafterView((*generated[: resync.keep], *resync.append), resync.pending, text)
+
+
+def near_tie_offsets(snapshot: RoundSnapshot, scored: ScoreOutcome, committed: Committed) -> tuple[int, ...]:
+    """Indices into ``committed.tokens`` decided by a greedy target argmax under the near-tie margin.
+
+    Committed token j is the target's sample at scored position j (the accepted candidates, then the
+    recovered or bonus token), so its margin is ``scored.top2_logit_margins[j]``. Only there may another
+    forward shape (a one-token decode against a multi-token verification) round to another token.
+    """
+    margins = scored.top2_logit_margins
+    limit = snapshot.frame.near_tie_logit_margin
+    if not snapshot.sampling.is_greedy or not margins:
+        return ()
+    return tuple(j for j in range(min(len(committed.tokens), len(margins))) if margins[j] < limit)

@@ -37,6 +37,7 @@ from coordinator.loop.round import (
     Verified,
     draft_budget,
     drafter_window_full,
+    near_tie_offsets,
     next_view,
     run_round,
 )
@@ -128,9 +129,18 @@ def _apply(run: RequestRun, snapshot: RoundSnapshot, result: RoundResult) -> Non
     if proposed.tokens:
         _observe_speculation(run, len(proposed.tokens), result.verified)
     committed = result.committed
+    _record_near_ties(run, near_tie_offsets(snapshot, result.scored, committed))
     run.output.extend(committed.tokens)
     if committed.finish is None and run.drafting:
         run.view = next_view(snapshot, result.drafted, committed.tokens)
+
+
+def _record_near_ties(run: RequestRun, offsets: tuple[int, ...]) -> None:
+    """Records the output positions this round decided at a near-tie (before its tokens are appended)."""
+    for offset in offsets:
+        position = len(run.output) + offset
+        run.near_ties.append(position)
+        log.info("near_tie", position=position, margin_below=run.frame.near_tie_logit_margin)
 
 
 def _observation(requested: int, result: RoundResult, seconds: float) -> RoundObservation:

@@ -49,6 +49,7 @@ class RequestFrame:
     drafter_sequence_id: str
     max_support: int  # the most proposal entries a Draft may ship per token (0: the drafter's default)
     slrs_enumeration_budget: int
+    near_tie_logit_margin: float = 0.0  # greedy: a committed token decided under this top-2 margin
 
 
 @dataclass(frozen=True)

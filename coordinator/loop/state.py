@@ -137,6 +137,7 @@ class RequestRun:
     first_token_at: float | None = None
     last_token_at: float = 0.0
     view: DrafterView | None = None  # cross-vocabulary algorithms only
+    near_ties: list[int] = field(default_factory=list)  # output positions decided at a near-tie
 
     @classmethod
     def start(
@@ -155,6 +156,7 @@ class RequestRun:
             drafter_sequence_id=f"{params.request_id}/{nonce}/drafter",
             max_support=services.settings.max_support,
             slrs_enumeration_budget=services.slrs_enumeration_budget,
+            near_tie_logit_margin=near_tie_margin(services.settings.near_tie_logit_margin, pair.target.dtype),
         )
         run = cls(services, frame, scope, ServiceCalls(services, scope), fallback_reason=plan.fallback_reason)
         run.counters.emulated_latency = pair.emulated_latency
@@ -210,7 +212,20 @@ class RequestRun:
             emulated_latency=counters.emulated_latency,
             fallback_reason="; ".join(r for r in (self.plan.note, self.fallback_reason) if r),
             seed=self.plan.seed,
+            near_tie_positions=tuple(self.near_ties),
         )
+
+
+# Default near-tie margins by the target's precision: well above the rounding difference between a
+# one-token decode and a multi-token verification forward, well below a typical top-2 gap.
+NEAR_TIE_MARGINS = {"float32": 0.01, "float64": 1e-6, "bfloat16": 0.5, "float16": 0.25}
+
+
+def near_tie_margin(configured: float | None, target_dtype: str) -> float:
+    """The top-2 logit margin under which a greedy output token is recorded as a near-tie."""
+    if configured is not None:
+        return configured
+    return NEAR_TIE_MARGINS.get(target_dtype.removeprefix("torch."), NEAR_TIE_MARGINS["float32"])
 
 
 def _reason_label(reason: str) -> str:

