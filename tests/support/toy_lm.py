@@ -173,6 +173,14 @@ def token_texts(tokenizer: Any) -> list[str | None]:
     return texts
 
 
+# A text the cross-vocabulary toys (``byte_level_transformers``, ``sentencepiece_transformers``) can both
+# spell, for ``ReferenceLM``'s ``reference``; prompts are prefixes of it.
+CODE_REFERENCE = (
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+    "\n\ndef add(a, b):\n    return a + b\n"
+)
+
+
 @dataclass
 class ReferenceLM:
     """Seeded random logits plus a ``bonus`` for the longest token that continues ``reference``.

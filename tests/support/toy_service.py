@@ -295,15 +295,15 @@ class ToyServer:
         await self.running.stop(0)
 
 
-async def start_toy_server(model: ToyModel) -> ToyServer:
+async def start_toy_server(model: ToyModel, settings: GrpcServerSettings | None = None) -> ToyServer:
+    """Serves ``model`` on loopback (``settings``: another transport, e.g. TLS; port 0 by default)."""
     servicer = ToyModelServicer(model)
 
     def register(server: grpc.aio.Server) -> None:
         model_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
 
-    running = await start_server(
-        GrpcServerSettings(port=0, shutdown_grace_seconds=0.0), [register], ["polyspec.v1.ModelService"]
-    )
+    settings = settings or GrpcServerSettings(port=0, shutdown_grace_seconds=0.0)
+    running = await start_server(settings, [register], ["polyspec.v1.ModelService"])
     return ToyServer(servicer, running)
 
 

@@ -17,8 +17,10 @@ from coordinator.pair import ModelPair, endpoint_from_info
 from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt, template_roles
 from coordinator.request import ChatInput, ChatTurn
 from core.errors import InvalidArgumentError
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import toy_info
+from tests.support.toy_tokenizers import word_level_toy
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.toy_service import TableLM, ToyModelServicer, build_toy_tokenizer
 
 # The role handling of Qwen2.5's chat template (its tool-call and tools branches left out).
 QWEN_LIKE = (
@@ -52,14 +54,14 @@ ALTERNATING = (
 
 
 def templated_tokenizer(template: str) -> Any:
-    tokenizer = build_toy_tokenizer()
+    tokenizer = word_level_toy()
     tokenizer.chat_template = template
     return tokenizer
 
 
 def endpoint(template: str, role: str = "target") -> Any:
-    servicer = ToyModelServicer(TableLM(1), templated_tokenizer(template), model_name=f"toy-{role}")
-    return endpoint_from_info(role, "127.0.0.1:1", servicer.info)
+    info = toy_info(word_lm(1), templated_tokenizer(template), model_name=f"toy-{role}")
+    return endpoint_from_info(role, "127.0.0.1:1", info)
 
 
 def chat(*turns: tuple[str, str]) -> ChatInput:
@@ -113,8 +115,8 @@ def test_the_drafter_falls_back_instead_of_failing() -> None:
 async def test_over_grpc_a_dropped_role_or_a_raising_template_is_invalid_argument(
     start_toy: Any, start_coord: Any, channels: Any
 ) -> None:
-    qwen = await start_toy(TableLM(TARGET_SEED), tokenizer=templated_tokenizer(QWEN_LIKE))
-    alternating = await start_toy(TableLM(TARGET_SEED), tokenizer=templated_tokenizer(ALTERNATING))
+    qwen = await start_toy(word_lm(TARGET_SEED), tokenizer=templated_tokenizer(QWEN_LIKE))
+    alternating = await start_toy(word_lm(TARGET_SEED), tokenizer=templated_tokenizer(ALTERNATING))
     for target, turns, expected in (
         (qwen, [("user", "alpha"), ("wizard", "beta")], "chat.messages[1].role: "),
         (alternating, [("user", "alpha"), ("user", "beta")], "chat: the chat template of target"),

@@ -16,8 +16,9 @@ from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.server import CoordinatorServer
 from core.sampling import MIN_TEMPERATURE
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyServer
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.toy_service import TableLM, ToyServer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
 StartCoord = Callable[..., Awaitable[CoordinatorServer]]
@@ -37,8 +38,8 @@ BAD_SAMPLING: list[tuple[str, common_pb2.SamplingParams, str]] = [
 async def test_bad_sampling_values_are_invalid_argument_naming_the_field(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED))
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=1.0))
+    target = await start_toy(word_lm(TARGET_SEED))
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=1.0))
     server = await start_coord(coordinator_settings(target.address, drafter.address))
     stub = channels(server.port)
     for field, sampling, allowed in BAD_SAMPLING:

@@ -19,8 +19,9 @@ from core.serving.auth import TokenError
 from core.serving.server import GrpcServerSettings
 from core.serving.tls import ClientTLS, ServerTLS
 from tests.support.certs import SERVER_NAME, Pki, make_test_pki
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyModel, ToyServer, start_toy_server, toy_info
 from tests.unit.coordinator.conftest import TARGET_SEED
-from tests.unit.coordinator.toy_service import TableLM, ToyModelServicer, ToyServer, start_toy_server
 from tools.main import build_parser
 
 TOKEN = "coordinator-token-1"
@@ -50,8 +51,9 @@ async def tls_toys(pki: Pki, toy_tokenizer: Any) -> AsyncIterator[Callable[[], A
     started: list[ToyServer] = []
 
     async def start() -> ToyServer:
-        servicer = ToyModelServicer(TableLM(TARGET_SEED), toy_tokenizer, model_name="toy")
-        server = await start_toy_server(servicer, grpc_settings(tls=mutual_tls(pki)))
+        lm = word_lm(TARGET_SEED)
+        model = ToyModel(lm, toy_info(lm, toy_tokenizer, model_name="toy"))
+        server = await start_toy_server(model, grpc_settings(tls=mutual_tls(pki)))
         started.append(server)
         return server
 

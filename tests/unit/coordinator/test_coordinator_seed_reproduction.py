@@ -13,8 +13,9 @@ from typing import Any
 from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.server import CoordinatorServer
+from tests.support.toy_lm import word_lm
+from tests.support.toy_service import ToyServer
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.toy_service import TableLM, ToyServer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
 StartCoord = Callable[..., Awaitable[CoordinatorServer]]
@@ -45,8 +46,8 @@ def request(
 async def test_a_seed_reproduces_a_sampled_output_under_a_deterministic_lookahead(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED), model_name="toy-target")
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=2.5), model_name="toy-drafter")
+    target = await start_toy(word_lm(TARGET_SEED), model_name="toy-target")
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=2.5), model_name="toy-drafter")
     first = channels((await start_coord(coordinator_settings(target.address, drafter.address))).port)
     second = channels((await start_coord(coordinator_settings(target.address, drafter.address))).port)
     for lookahead in (STATIC, CONFIDENCE):
@@ -66,8 +67,8 @@ async def test_a_seed_reproduces_a_sampled_output_under_a_deterministic_lookahea
 async def test_a_greedy_output_does_not_depend_on_the_seed_or_the_lookahead(
     start_toy: StartToy, start_coord: StartCoord, channels: Any
 ) -> None:
-    target = await start_toy(TableLM(TARGET_SEED), model_name="toy-target")
-    drafter = await start_toy(TableLM(TARGET_SEED, noise=2.5), model_name="toy-drafter")
+    target = await start_toy(word_lm(TARGET_SEED), model_name="toy-target")
+    drafter = await start_toy(word_lm(TARGET_SEED, noise=2.5), model_name="toy-drafter")
     stub = channels((await start_coord(coordinator_settings(target.address, drafter.address))).port)
     outputs = {
         tuple((await stub.Generate(request(GREEDY, lookahead, seed))).token_ids)

@@ -17,9 +17,10 @@ from polyspec.v1 import common_pb2, coordinator_pb2
 import coordinator.pair
 from coordinator.server import CoordinatorServer
 from coordinator.vocab import IntersectionMap, build_intersection
+from tests.support.toy_lm import CODE_REFERENCE, ReferenceLM
+from tests.support.toy_service import ToyServer
+from tests.support.toy_tokenizers import byte_level_transformers, sentencepiece_transformers
 from tests.unit.coordinator.conftest import TARGET_SEED, coordinator_settings
-from tests.unit.coordinator.toy_crossvocab import TextLM, byte_level_tokenizer, sentencepiece_tokenizer
-from tests.unit.coordinator.toy_service import ToyServer
 
 StartToy = Callable[..., Awaitable[ToyServer]]
 StartCoord = Callable[..., Awaitable[CoordinatorServer]]
@@ -66,9 +67,9 @@ async def test_a_non_injective_intersection_map_refuses_tli_for_the_pair(
     monkeypatch.setattr(coordinator.pair, "DECODE_CHECK_MAX_PAIRS", 0)
     log = ErrorLog()
     monkeypatch.setattr(coordinator.pair, "log", log)
-    target_tokenizer, drafter_tokenizer = byte_level_tokenizer(), sentencepiece_tokenizer()
-    target_lm = TextLM(target_tokenizer, seed=TARGET_SEED, bonus=6.0)
-    drafter_lm = TextLM(drafter_tokenizer, seed=TARGET_SEED + 1, bonus=4.0)
+    target_tokenizer, drafter_tokenizer = byte_level_transformers(), sentencepiece_transformers()
+    target_lm = ReferenceLM(target_tokenizer, seed=TARGET_SEED, reference=CODE_REFERENCE, bonus=6.0)
+    drafter_lm = ReferenceLM(drafter_tokenizer, seed=TARGET_SEED + 1, reference=CODE_REFERENCE, bonus=4.0)
     target = await start_toy(target_lm, tokenizer=target_tokenizer, eos_token_ids=[target_lm.eos])
     drafter = await start_toy(drafter_lm, tokenizer=drafter_tokenizer, eos_token_ids=[drafter_lm.eos])
     server = await start_coord(coordinator_settings(target.address, drafter.address))
@@ -96,9 +97,9 @@ async def test_a_non_injective_intersection_map_refuses_tli_for_the_pair(
 
 
 async def test_a_valid_map_leaves_tli_available(start_toy: StartToy, start_coord: StartCoord) -> None:
-    target_tokenizer, drafter_tokenizer = byte_level_tokenizer(), sentencepiece_tokenizer()
-    target_lm = TextLM(target_tokenizer, seed=TARGET_SEED)
-    drafter_lm = TextLM(drafter_tokenizer, seed=TARGET_SEED + 1)
+    target_tokenizer, drafter_tokenizer = byte_level_transformers(), sentencepiece_transformers()
+    target_lm = ReferenceLM(target_tokenizer, seed=TARGET_SEED, reference=CODE_REFERENCE)
+    drafter_lm = ReferenceLM(drafter_tokenizer, seed=TARGET_SEED + 1, reference=CODE_REFERENCE)
     target = await start_toy(target_lm, tokenizer=target_tokenizer, eos_token_ids=[target_lm.eos])
     drafter = await start_toy(drafter_lm, tokenizer=drafter_tokenizer, eos_token_ids=[drafter_lm.eos])
     server = await start_coord(coordinator_settings(target.address, drafter.address))
