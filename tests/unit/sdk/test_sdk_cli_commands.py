@@ -57,7 +57,7 @@ def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) ->
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for spec in cli.SETTINGS_FLAGS:
         default = _settings_model(spec).model_fields[spec.field].default
-        shown = "off" if default is None else default
+        shown = spec.unset if default is None else default
         assert f"{spec.flag} {spec.metavar} " in text
         assert f"(default: {shown})" in text.split(f"{spec.flag} {spec.metavar} ", 1)[1].split(" --", 1)[0]
     assert "draft tokens per round when a request sets none (default: 5)" in text
@@ -89,6 +89,7 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--auto-confidence-threshold": ("0.5", 0.5),
         "--max-support": ("32", 32),
         "--max-new-tokens-cap": ("99", 99),
+        "--near-tie-logit-margin": ("0.05", 0.05),
         "--call-timeout": ("7.5", 7.5),
         "--startup-timeout": ("30", 30.0),
     }
