@@ -34,7 +34,7 @@ import grpc
 
 from polyspec.convert import LookaheadSpec, StreamAssembler, build_request, result_from_proto
 from polyspec.errors import InvalidArgumentError, error_from_rpc
-from polyspec.retry import CallBudget, RetryPolicy, accepted_by_server
+from polyspec.retry import ACCEPTED_HEADER, CallBudget, RetryPolicy, accepted_by_server
 from polyspec.types import AlgorithmName, ChatInput, GenerationResult
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
@@ -373,7 +373,7 @@ class AsyncGenerationStream:
                 break
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc)
-                accepted = accepted_by_server(exc)
+                accepted = accepted_by_server(exc) or await _stream_accepted(call)
                 delay = None if self._assembler.received else self._budget.backoff(error, accepted=accepted)
                 if delay is None:
                     raise error from None
@@ -518,3 +518,19 @@ class AsyncClient(_ClientBase):
             return self._stub.GenerateStream(stream_request, timeout=attempt_timeout, metadata=self._metadata)
 
         return AsyncGenerationStream(start, self._budget(timeout), self._sleep)
+
+
+async def _stream_accepted(call: object) -> bool:
+    """Whether a failed asyncio stream had received the accepted header.
+
+    A status that follows the headers at once may reach the error before the headers do; the call's own
+    initial metadata holds them once they arrived.
+    """
+    initial_metadata = getattr(call, "initial_metadata", None)
+    if not callable(initial_metadata):
+        return False
+    try:
+        metadata = await initial_metadata()
+    except Exception:  # a call that cannot report its headers: treat as not accepted
+        return False
+    return any(key == ACCEPTED_HEADER for key, _ in metadata or ())

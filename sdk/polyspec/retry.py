@@ -33,13 +33,20 @@ ACCEPTED_HEADER = "polyspec-accepted"
 
 
 def accepted_by_server(error: object) -> bool:
-    """Whether a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``) carries the header."""
-    initial_metadata = getattr(error, "initial_metadata", None)
-    if not callable(initial_metadata):
+    """Whether a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``) carries the header.
+
+    A status that follows the headers at once may travel as a trailers-only response, with the header
+    among the trailers: both are read.
+    """
+    return any(_has_header(getattr(error, name, None)) for name in ("initial_metadata", "trailing_metadata"))
+
+
+def _has_header(read: object) -> bool:
+    if not callable(read):
         return False
     try:
-        metadata: Iterable[tuple[str, str | bytes]] | None = initial_metadata()
-    except Exception:  # a call object that cannot report its headers: treat as not accepted
+        metadata: Iterable[tuple[str, str | bytes]] | None = read()
+    except Exception:  # a call object that cannot report its metadata: treat as not accepted
         return False
     return any(key == ACCEPTED_HEADER for key, _ in metadata or ())
 

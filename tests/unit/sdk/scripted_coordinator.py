@@ -18,6 +18,9 @@ import grpc
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 BLOCK_LIMIT_SECONDS = 30.0
+# An accepted call that fails gives its headers this long to leave before the status: a status sent right
+# behind them can overtake them on this synchronous test server, and the client then never sees them.
+HEADER_FLUSH_SECONDS = 0.05
 ACCEPTED = (("polyspec-accepted", "1"),)
 
 
@@ -56,6 +59,8 @@ class ScriptedCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         reply = self.replies.popleft()
         if reply.accepted:
             context.send_initial_metadata(ACCEPTED)
+            if reply.code is not None:
+                seen.ended.wait(HEADER_FLUSH_SECONDS)
         return reply, seen
 
     def Generate(  # noqa: N802 - gRPC method name
