@@ -87,6 +87,8 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
     ),
     SettingsFlag("--max-support", "max_support", "N", "request defaults and limits"),
     SettingsFlag("--max-new-tokens-cap", "max_new_tokens_cap", "N", "request defaults and limits"),
+    SettingsFlag("--max-prompt-bytes", "max_prompt_bytes", "N", "request defaults and limits"),
+    SettingsFlag("--max-prompt-tokens", "max_prompt_tokens", "N", "request defaults and limits"),
     SettingsFlag(
         "--near-tie-logit-margin",
         "near_tie_logit_margin",

@@ -75,6 +75,21 @@ class CoordinatorSettings(BaseModel):
         "bfloat16 0.5, float16 0.25.",
     )
     max_new_tokens_cap: int = Field(4096, ge=1, description="Largest max_new_tokens a request may ask for.")
+    max_prompt_bytes: int = Field(
+        MiB,
+        ge=1,
+        description="Largest prompt a request may send, in UTF-8 bytes (the prompt, the chat messages' "
+        "roles and contents, or the FIM prefix and suffix), refused before any tokenization. "
+        "Tokenizing costs a few hundred bytes of memory per prompt byte (a 1 MB prompt of code "
+        "grows a Qwen2.5 tokenizer's process by about 0.3 GB), so 1 MiB keeps two prompts being "
+        "tokenized at once well inside a 3 GiB coordinator.",
+    )
+    max_prompt_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Largest prompt a request may send, in the target's tokens, refused after "
+        "tokenization and before any model call (the target's context window bounds it too).",
+    )
     call_timeout_seconds: float = Field(
         60.0, gt=0.0, description="Upper bound of one model-service call (the client deadline may cut it)."
     )

@@ -65,6 +65,19 @@ class FimInput:
 PromptInput = TextInput | ChatInput | FimInput
 
 
+def prompt_bytes(prompt: PromptInput) -> int:
+    """The UTF-8 size of a prompt's text: the prompt, the chat roles and contents, or FIM prefix + suffix."""
+    if isinstance(prompt, TextInput):
+        return _utf8_size(prompt.text)
+    if isinstance(prompt, ChatInput):
+        return sum(_utf8_size(turn.role) + _utf8_size(turn.content) for turn in prompt.messages)
+    return _utf8_size(prompt.prefix) + _utf8_size(prompt.suffix)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", errors="surrogatepass"))
+
+
 @dataclass(frozen=True)
 class LookaheadRequest:
     """The lookahead asked for; ``None`` fields take the coordinator's defaults."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,10 @@ from core.serving.server import RunningServer, serve_until_signal, start_server
 
 log = structlog.get_logger(__name__)
 
+# Threads that tokenize and template prompts. Each holds one prompt's tokenization at a time (a few
+# hundred bytes of memory per prompt byte: ``CoordinatorSettings.max_prompt_bytes``), so this and the
+# byte cap bound that memory; more requests wait for a thread instead of blocking the event loop.
+PROMPT_WORKERS = 2
 SERVICE_NAME = coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 
 
@@ -74,7 +79,7 @@ class CoordinatorServer:
         await self.running.stop(grace)
         if self.services.background:  # Release calls of requests cancelled by the stop
             await asyncio.gather(*self.services.background, return_exceptions=True)
-        await _close_services(self.services.targets, self.services.drafters)
+        await _close_services(self.services)
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
 
@@ -171,14 +176,20 @@ async def connect(
             drafter = await _first_endpoint(drafters, settings.drafter_tokenizer_fingerprint, timeout)
         pair = await asyncio.to_thread(align_pair, target, drafter)
     except BaseException:
-        await _close_services(targets, drafters)
+        await _close_pools(targets, drafters)
         raise
     _report_pair(pair, metrics)
     masks = None
     if pair.cross_vocabulary and pair.alignment is not None and pair.alignment.intersection is not None:
         masks = TokenMaskRegistry(pair.alignment.mask_id, pair.alignment.mask_bitmap, metrics)
     return LoopServices(
-        settings=settings, pair=pair, targets=targets, drafters=drafters, metrics=metrics, token_masks=masks
+        settings=settings,
+        pair=pair,
+        targets=targets,
+        drafters=drafters,
+        metrics=metrics,
+        token_masks=masks,
+        prompt_pool=ThreadPoolExecutor(PROMPT_WORKERS, thread_name_prefix="polyspec-prompt"),
     )
 
 
@@ -211,10 +222,17 @@ def _report_pair(pair: ModelPair, metrics: CoordinatorMetrics) -> None:
     )
 
 
-async def _close_services(targets: ReplicaPool, drafters: ReplicaPool | None) -> None:
+async def _close_pools(targets: ReplicaPool, drafters: ReplicaPool | None) -> None:
     await targets.close()
     if drafters is not None:
         await drafters.close()
+
+
+async def _close_services(services: LoopServices) -> None:
+    """Closes the replica pools and the prompt pool (a prompt still being tokenized is left to finish)."""
+    if services.prompt_pool is not None:
+        services.prompt_pool.shutdown(wait=False, cancel_futures=True)
+    await _close_pools(services.targets, services.drafters)
 
 
 def _interceptors(settings: CoordinatorSettings) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
@@ -243,7 +261,7 @@ async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:
     try:
         running = await start_server(settings.grpc, [register], [SERVICE_NAME], interceptors)
     except BaseException:
-        await _close_services(services.targets, services.drafters)
+        await _close_services(services)
         raise
     endpoint = None
     if settings.metrics_port is not None:

@@ -28,6 +28,7 @@ from coordinator.request import (
     PromptInput,
     RequestStats,
     TextInput,
+    prompt_bytes,
 )
 from core.errors import InvalidArgumentError
 from core.modelcalls import (
@@ -84,7 +85,7 @@ def params_from_proto(
 ) -> GenerationParams:
     """Validates a GenerateRequest against the coordinator's limits."""
     return GenerationParams(
-        input=_input(request),
+        input=_bounded(_input(request), settings.max_prompt_bytes),
         max_new_tokens=_max_new_tokens(request.max_new_tokens, settings.max_new_tokens_cap),
         sampling=_sampling(request.sampling),
         seed=request.seed if request.HasField("seed") else None,
@@ -106,6 +107,19 @@ def _input(request: coordinator_pb2.GenerateRequest) -> PromptInput:
     if which == "fim":
         return FimInput(prefix=request.fim.prefix, suffix=request.fim.suffix)
     raise InvalidArgumentError("input", "set one of prompt, chat or fim")
+
+
+_INPUT_FIELDS: dict[type, str] = {TextInput: "prompt", ChatInput: "chat.messages", FimInput: "fim"}
+
+
+def _bounded(prompt: PromptInput, cap: int) -> PromptInput:
+    """``prompt`` if its UTF-8 size is within ``cap`` bytes (checked before anything tokenizes it)."""
+    size = prompt_bytes(prompt)
+    if size > cap:
+        raise InvalidArgumentError(
+            _INPUT_FIELDS[type(prompt)], f"is {size} bytes (UTF-8); this coordinator takes at most {cap}"
+        )
+    return prompt
 
 
 def _chat(chat: coordinator_pb2.Chat) -> ChatInput:

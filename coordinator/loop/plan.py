@@ -30,7 +30,7 @@ from coordinator.lookahead import (
     StaticLookahead,
 )
 from coordinator.pair import ModelPair
-from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt
+from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt, input_field
 from coordinator.request import AlgorithmName, GenerationParams, LookaheadKind, LookaheadRequest
 from coordinator.seeds import new_request_seed
 from core.errors import InvalidArgumentError
@@ -175,6 +175,12 @@ def plan_request(
     resolved = resolve_algorithm(params.algorithm, pair, params.sampling.is_greedy)
     algorithm = resolved.algorithm
     target_prompt = tuple(encode_target_prompt(pair.target, params.input))
+    if len(target_prompt) > settings.max_prompt_tokens:
+        raise InvalidArgumentError(
+            input_field(params.input),
+            f"is {len(target_prompt)} tokens long; this coordinator takes at most "
+            f"{settings.max_prompt_tokens}",
+        )
     seed = params.seed if params.seed is not None else new_request_seed()
     if algorithm is AlgorithmName.AR or pair.drafter is None:
         return RequestPlan(AlgorithmName.AR, None, seed, target_prompt, None, "", resolved.note)

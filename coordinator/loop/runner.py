@@ -55,7 +55,11 @@ async def generate(
 
     Close the generator (``contextlib.aclosing``) when abandoning it early, so its caches are released.
     """
-    plan = plan_request(params, services.pair, services.settings, services.estimates)
+    # Tokenization and chat templating take seconds on a large prompt: off the event loop, on the
+    # server's bounded pool, so other requests go on meanwhile.
+    plan = await asyncio.get_running_loop().run_in_executor(
+        services.prompt_pool, plan_request, params, services.pair, services.settings, services.estimates
+    )
     run = RequestRun.start(services, params, plan, deadline)
     services.metrics.requests_in_flight.inc()
     services.metrics.prompt_tokens.inc(len(plan.target_prompt))

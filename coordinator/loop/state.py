@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import structlog
@@ -49,6 +50,8 @@ class LoopServices:
     estimates: CostEstimates = field(default_factory=CostEstimates)
     token_masks: TokenMaskRegistry | None = None  # TLI's mask, for a pair with different vocabularies
     slrs_enumeration_budget: int = DEFAULT_SLRS_ENUMERATION_BUDGET
+    # Where prompts are tokenized and templated (a small pool the server owns); None: the loop's default.
+    prompt_pool: Executor | None = None
     # Release calls still running after their request was cancelled (kept alive until they finish).
     background: set[asyncio.Task[None]] = field(default_factory=set)
 

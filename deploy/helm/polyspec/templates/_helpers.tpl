@@ -147,6 +147,8 @@ confidenceThreshold: --confidence-threshold
 autoConfidenceThreshold: --auto-confidence-threshold
 maxSupport: --max-support
 maxNewTokensCap: --max-new-tokens-cap
+maxPromptBytes: --max-prompt-bytes
+maxPromptTokens: --max-prompt-tokens
 callTimeoutSeconds: --call-timeout
 startupTimeoutSeconds: --startup-timeout
 shutdownGraceSeconds: --shutdown-grace
