@@ -90,6 +90,8 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--max-support": ("32", 32),
         "--max-new-tokens-cap": ("99", 99),
         "--near-tie-logit-margin": ("0.05", 0.05),
+        "--max-prompt-bytes": ("4096", 4096),
+        "--max-prompt-tokens": ("512", 512),
         "--call-timeout": ("7.5", 7.5),
         "--startup-timeout": ("30", 30.0),
     }
