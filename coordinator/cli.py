@@ -96,6 +96,8 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
         "request defaults and limits",
         unset="by the target's precision",
     ),
+    SettingsFlag("--max-concurrent-requests", "max_concurrent_requests", "N", "request defaults and limits"),
+    SettingsFlag("--max-queued-requests", "max_queued_requests", "N", "request defaults and limits"),
     SettingsFlag("--call-timeout", "call_timeout_seconds", "S", "request defaults and limits"),
     SettingsFlag("--startup-timeout", "startup_timeout_seconds", "S", "request defaults and limits"),
 )

@@ -90,6 +90,18 @@ class CoordinatorSettings(BaseModel):
         description="Largest prompt a request may send, in the target's tokens, refused after "
         "tokenization and before any model call (the target's context window bounds it too).",
     )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Generations running at once; more wait in the admission queue (admitted before any "
+        "parsing, tokenizing or model call).",
+    )
+    max_queued_requests: int = Field(
+        64,
+        ge=0,
+        description="Requests waiting for a free slot (in arrival order, each until its deadline); past "
+        "it a request is refused at once with RESOURCE_EXHAUSTED and a retry hint. 0: no waiting.",
+    )
     call_timeout_seconds: float = Field(
         60.0, gt=0.0, description="Upper bound of one model-service call (the client deadline may cut it)."
     )

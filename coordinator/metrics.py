@@ -48,6 +48,17 @@ class CoordinatorMetrics:
             "polyspec_fallbacks", "Requests that fell back to target-only decoding.", ["reason"], registry=r
         )
         self.requests_in_flight = Gauge("polyspec_requests_in_flight", "Requests running.", registry=r)
+        self.admission_running = Gauge(
+            "polyspec_admission_running_requests", "Requests holding an admission slot.", registry=r
+        )
+        self.admission_queued = Gauge(
+            "polyspec_admission_queued_requests", "Requests waiting for an admission slot.", registry=r
+        )
+        self.admission_refusals = Counter(
+            "polyspec_admission_refusals",
+            "Requests refused at admission (RESOURCE_EXHAUSTED: every slot and queue place taken).",
+            registry=r,
+        )
         self.time_to_first_token = Histogram(
             "polyspec_time_to_first_token_seconds",
             "From request start to the first output token.",

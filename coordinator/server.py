@@ -23,6 +23,7 @@ import grpc
 import structlog
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
+from coordinator.admission import AdmissionGate
 from coordinator.clients import ModelServiceClient
 from coordinator.config import CoordinatorSettings
 from coordinator.discovery import DiscoveryError, source_from_spec
@@ -188,9 +189,18 @@ async def connect(
         targets=targets,
         drafters=drafters,
         metrics=metrics,
+        admission=_admission_gate(settings, metrics),
         token_masks=masks,
         prompt_pool=ThreadPoolExecutor(PROMPT_WORKERS, thread_name_prefix="polyspec-prompt"),
     )
+
+
+def _admission_gate(settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> AdmissionGate:
+    """The gate of ``settings``' admission caps; its gauges read it at scrape time."""
+    gate = AdmissionGate(settings.max_concurrent_requests, settings.max_queued_requests)
+    metrics.admission_running.set_function(lambda: gate.running)
+    metrics.admission_queued.set_function(lambda: gate.queued)
+    return gate
 
 
 def _report_pair(pair: ModelPair, metrics: CoordinatorMetrics) -> None:

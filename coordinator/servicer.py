@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import grpc
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
+from coordinator.admission import AdmissionRefusedError
 from coordinator.clients import Deadline
 from coordinator.loop import FinishEvent, LoopServices, TokensEvent, generate
 from coordinator.prompting import IncrementalDetokenizer, decode_output, text_token_ids
@@ -34,7 +35,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.GenerateResponse:
         token_ids: list[int] = []
         finish: FinishEvent | None = None
-        with self._counting_failures():
+        async with self._serving(context):
             params = self._params(request)
             events = generate(self._services, params, Deadline(context.time_remaining()))
             async with aclosing(events):
@@ -59,7 +60,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> AsyncIterator[coordinator_pb2.GenerateStreamResponse]:
         target = self._services.pair.target
         detokenizer = IncrementalDetokenizer(target.tokenizer)
-        with self._counting_failures():
+        async with self._serving(context):
             params = self._params(request.request)
             events = generate(self._services, params, Deadline(context.time_remaining()))
             async with aclosing(events):
@@ -78,6 +79,21 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                             stats=stats_message(event.stats),
                             request_id=params.request_id,
                         )
+
+    @asynccontextmanager
+    async def _serving(self, context: _Context) -> AsyncIterator[None]:
+        """Counts a failed request; holds an admission slot for it, taken before any work."""
+        with self._counting_failures():
+            gate = self._services.admission
+            try:
+                await gate.acquire(context.time_remaining())
+            except AdmissionRefusedError:
+                self._services.metrics.admission_refusals.inc()
+                raise
+            try:
+                yield
+            finally:
+                gate.release()
 
     @contextmanager
     def _counting_failures(self) -> Iterator[None]:

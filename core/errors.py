@@ -74,10 +74,17 @@ class ContextMissError(PolyspecError):
 
 
 class ResourceExhaustedError(PolyspecError):
-    """Over a configured budget (cache memory, queue length); retry later or elsewhere."""
+    """Over a configured budget (cache memory, queue length); retry later or elsewhere.
+
+    ``retry_after_seconds``, when set, is sent as a ``google.rpc.RetryInfo`` in the status details.
+    """
 
     kind = ErrorKind.RESOURCE_EXHAUSTED
     error_reason = ErrorReason.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class UnavailableError(PolyspecError):

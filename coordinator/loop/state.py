@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from coordinator.admission import AdmissionGate
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic
 from coordinator.config import CoordinatorSettings
 from coordinator.lookahead import CostEstimates
@@ -47,6 +48,7 @@ class LoopServices:
     targets: ReplicaPool
     drafters: ReplicaPool | None
     metrics: CoordinatorMetrics
+    admission: AdmissionGate  # the cap on concurrent requests and their wait queue (the servicer holds it)
     estimates: CostEstimates = field(default_factory=CostEstimates)
     token_masks: TokenMaskRegistry | None = None  # TLI's mask, for a pair with different vocabularies
     slrs_enumeration_budget: int = DEFAULT_SLRS_ENUMERATION_BUDGET

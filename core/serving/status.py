@@ -17,7 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
 from grpc_status import rpc_status
 
-from core.errors import ERROR_DOMAIN, ErrorReason, InvalidArgumentError, PolyspecError
+from core.errors import ERROR_DOMAIN, ErrorReason, InvalidArgumentError, PolyspecError, ResourceExhaustedError
 
 # The trailer that carries a serialized google.rpc.Status (grpc_status.rpc_status's key).
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -30,26 +30,49 @@ def error_info(exc: PolyspecError) -> error_details_pb2.ErrorInfo:
 
 
 def status_for(exc: PolyspecError) -> grpc.Status:
-    """The gRPC status of a domain error: its code, its message, and its ErrorInfo in the details."""
+    """The gRPC status of a domain error: its code, its message, and its ErrorInfo in the details.
+
+    A ``ResourceExhaustedError`` with a ``retry_after_seconds`` also carries a ``google.rpc.RetryInfo``.
+    """
     code: grpc.StatusCode = getattr(grpc.StatusCode, exc.kind.value)
     detail = any_pb2.Any()
     detail.Pack(error_info(exc))
-    status = status_pb2.Status(code=code.value[0], message=exc.message, details=[detail])
+    details = [detail]
+    if isinstance(exc, ResourceExhaustedError) and exc.retry_after_seconds is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(exc.retry_after_seconds * 1e9))
+        hint = any_pb2.Any()
+        hint.Pack(retry)
+        details.append(hint)
+    status = status_pb2.Status(code=code.value[0], message=exc.message, details=details)
     return rpc_status.to_status(status)
+
+
+def retry_delay_seconds(error: grpc.aio.AioRpcError) -> float | None:
+    """The ``google.rpc.RetryInfo`` delay a failed call carries, in seconds; ``None`` without one."""
+    for detail in _status_details(error):
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry):
+            return float(retry.retry_delay.ToNanoseconds()) / 1e9
+    return None
+
+
+def _status_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
+    """The details of the ``google.rpc.Status`` a failed call carries (empty without one)."""
+    trailing = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
+    for key, value in trailing:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> ErrorReason | None:
     """The polyspec reason a failed call carries; ``None`` without one (or with one unknown here)."""
-    trailing = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
-    for key, value in trailing:
-        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
-                try:
-                    return ErrorReason(info.reason)
-                except ValueError:
-                    return None
+    for detail in _status_details(error):
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            try:
+                return ErrorReason(info.reason)
+            except ValueError:
+                return None
     return None

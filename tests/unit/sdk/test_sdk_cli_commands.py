@@ -92,6 +92,8 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--near-tie-logit-margin": ("0.05", 0.05),
         "--max-prompt-bytes": ("4096", 4096),
         "--max-prompt-tokens": ("512", 512),
+        "--max-concurrent-requests": ("3", 3),
+        "--max-queued-requests": ("0", 0),
         "--call-timeout": ("7.5", 7.5),
         "--startup-timeout": ("30", 30.0),
     }

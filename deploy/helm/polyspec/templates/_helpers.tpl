@@ -149,6 +149,8 @@ maxSupport: --max-support
 maxNewTokensCap: --max-new-tokens-cap
 maxPromptBytes: --max-prompt-bytes
 maxPromptTokens: --max-prompt-tokens
+maxConcurrentRequests: --max-concurrent-requests
+maxQueuedRequests: --max-queued-requests
 callTimeoutSeconds: --call-timeout
 startupTimeoutSeconds: --startup-timeout
 shutdownGraceSeconds: --shutdown-grace
