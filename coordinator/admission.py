@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from core.errors import DeadlineExceededError, ResourceExhaustedError
+from core.errors import DeadlineExceededError, ErrorReason, ResourceExhaustedError
 
 # The retry hint of a refusal: a client should wait about this long before trying again.
 RETRY_AFTER_SECONDS = 1.0
@@ -23,6 +23,8 @@ RETRY_AFTER_SECONDS = 1.0
 
 class AdmissionRefusedError(ResourceExhaustedError):
     """Every slot and every queue place is taken; retry after ``retry_after_seconds``."""
+
+    error_reason = ErrorReason.COORDINATOR_AT_CAPACITY
 
     def __init__(self, running: int, queued: int, retry_after_seconds: float) -> None:
         super().__init__(

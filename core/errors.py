@@ -35,6 +35,7 @@ class ErrorReason(enum.Enum):
     CONTEXT_MISS = "CONTEXT_MISS"  # resend the whole context (cached_prefix_len = 0)
     UNKNOWN_TOKEN_MASK = "UNKNOWN_TOKEN_MASK"  # register the mask with SetTokenMask, then retry
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    COORDINATOR_AT_CAPACITY = "COORDINATOR_AT_CAPACITY"  # admission refused: every slot and queue place taken
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     PAIR_MISMATCH = "PAIR_MISMATCH"  # a service is not what the configuration declares

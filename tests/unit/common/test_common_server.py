@@ -175,6 +175,7 @@ async def test_health_and_reflection(running: RunningServer) -> None:
 
 def test_every_domain_error_has_its_own_reason() -> None:
     """Each PolyspecError subclass in the product names its own ErrorInfo reason (distinct, stable)."""
+    import coordinator.admission
     import coordinator.pair
     import services.modelstore.errors
 
@@ -186,7 +187,12 @@ def test_every_domain_error_has_its_own_reason() -> None:
         for cls in subclasses(PolyspecError)
         if cls.__module__.split(".")[0] in {"core", "coordinator", "services"}
     ]
-    assert {coordinator.pair.PairMismatchError, services.modelstore.errors.UnknownModelError} <= set(product)
+    expected = {
+        coordinator.admission.AdmissionRefusedError,
+        coordinator.pair.PairMismatchError,
+        services.modelstore.errors.UnknownModelError,
+    }
+    assert expected <= set(product)
     reasons = {cls: cls.error_reason for cls in product}
     assert all("error_reason" in vars(cls) for cls in product if cls is not PolyspecError), reasons
     assert len(set(reasons.values())) == len(reasons), reasons

@@ -158,7 +158,7 @@ async def test_four_times_the_cap_refuses_exactly_the_excess(
     for _, error in refused:
         assert isinstance(error, grpc.aio.AioRpcError)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
-        assert error_reason(error) is ErrorReason.RESOURCE_EXHAUSTED
+        assert error_reason(error) is ErrorReason.COORDINATOR_AT_CAPACITY
         assert retry_delay_seconds(error) == pytest.approx(1.0)
         assert "retry after" in (error.details() or "")
     assert max(t for t, _ in refused) < min(t for t, _ in admitted)
