@@ -98,7 +98,12 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
     ),
     SettingsFlag("--max-concurrent-requests", "max_concurrent_requests", "N", "request defaults and limits"),
     SettingsFlag("--max-queued-requests", "max_queued_requests", "N", "request defaults and limits"),
-    SettingsFlag("--call-timeout", "call_timeout_seconds", "S", "request defaults and limits"),
+    SettingsFlag("--call-timeout", "call_timeout_seconds", "S", "model services"),
+    SettingsFlag("--call-timeout-factor", "call_timeout_factor", "X", "model services"),
+    SettingsFlag("--min-call-timeout", "min_call_timeout_seconds", "S", "model services"),
+    SettingsFlag("--eject-after-failures", "eject_after_failures", "N", "model services"),
+    SettingsFlag("--ejection-seconds", "ejection_seconds", "S", "model services"),
+    SettingsFlag("--call-retry", "call_retry_seconds", "S", "model services"),
     SettingsFlag("--startup-timeout", "startup_timeout_seconds", "S", "request defaults and limits"),
 )
 

@@ -93,6 +93,10 @@ class CallScope:
     traffic: Traffic
     timeout_cap: float  # the coordinator's per-call timeout
 
+    def with_timeout(self, seconds: float) -> CallScope:
+        """The same request's scope with another per-call timeout (one attempt's)."""
+        return replace(self, timeout_cap=seconds)
+
 
 def map_rpc_error(error: grpc.aio.AioRpcError, role: str, address: str) -> Exception:
     """The domain exception for a failed call to the ``role`` service at ``address``."""

@@ -103,7 +103,39 @@ class CoordinatorSettings(BaseModel):
         "it a request is refused at once with RESOURCE_EXHAUSTED and a retry hint. 0: no waiting.",
     )
     call_timeout_seconds: float = Field(
-        60.0, gt=0.0, description="Upper bound of one model-service call (the client deadline may cut it)."
+        60.0,
+        gt=0.0,
+        description="Upper bound of one model-service call, and its timeout before the service's cost is "
+        "measured (the request's deadline may cut it).",
+    )
+    call_timeout_factor: float = Field(
+        4.0,
+        ge=1.0,
+        description="A model-service call times out after this many times its expected cost (measured "
+        "per role: forwards and tokens, times the calls queued ahead on the replica), then goes to "
+        "another replica.",
+    )
+    min_call_timeout_seconds: float = Field(
+        2.0, gt=0.0, description="Shortest timeout of a model-service call (network and warm-up)."
+    )
+    eject_after_failures: int = Field(
+        2,
+        ge=1,
+        description="Eject a replica after this many failed calls in a row (timeouts, unavailable): no "
+        "calls go to it until an Info probe answers. An ejected drafter means target-only rounds.",
+    )
+    ejection_seconds: float = Field(
+        2.0,
+        gt=0.0,
+        description="Time before an ejected replica's first probe; doubles each time a reinstated "
+        "replica is ejected again (up to a minute).",
+    )
+    call_retry_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="How long a target call keeps re-sending (every replica failed: back off, try again, "
+        "ejected ones included when no other is left) before the request fails with UNAVAILABLE; the "
+        "request's deadline cuts it.",
     )
     release_timeout_seconds: float = Field(5.0, gt=0.0, description="Bound of the Release calls at the end.")
     startup_timeout_seconds: float = Field(
@@ -172,6 +204,11 @@ class CoordinatorSettings(BaseModel):
             )
         if self.drafter_address is None and self.drafter_tokenizer_fingerprint is not None:
             raise ValueError("drafter_tokenizer_fingerprint is set but no drafter_address is")
+        if self.min_call_timeout_seconds > self.call_timeout_seconds:
+            raise ValueError(
+                f"min_call_timeout_seconds ({self.min_call_timeout_seconds}) exceeds "
+                f"call_timeout_seconds ({self.call_timeout_seconds})"
+            )
         if self.auth_token_file is not None and self.auth_token_env is not None:
             raise ValueError("give the bearer token as auth_token_file or auth_token_env, not both")
         return self

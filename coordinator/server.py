@@ -24,6 +24,7 @@ import structlog
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.admission import AdmissionGate
+from coordinator.callcost import TimeoutRule
 from coordinator.clients import ModelServiceClient
 from coordinator.config import CoordinatorSettings
 from coordinator.discovery import DiscoveryError, source_from_spec
@@ -37,7 +38,7 @@ from coordinator.pair import (
     check_declared_fingerprint,
     endpoint_from_info,
 )
-from coordinator.replicas import ReplicaPool
+from coordinator.replicas import ReplicaPolicy, ReplicaPool
 from coordinator.servicer import CoordinatorServicer
 from core.errors import DeadlineExceededError, PolyspecError, UnavailableError
 from core.modelcalls import EngineInfo
@@ -104,7 +105,7 @@ async def _first_endpoint(pool: ReplicaPool, declared: str | None, timeout: floa
             endpoint = await asyncio.to_thread(endpoint_from_info, pool.role, address, answer)
             check_declared_fingerprint(endpoint, declared)
             pool.expected_fingerprint = endpoint.fingerprint
-            pool.mark_verified(address)
+            pool.mark_verified(address, capacity=answer.max_queue)
             return endpoint
     finally:
         for task in calls:
@@ -142,6 +143,22 @@ async def follow_discovery(
         stop()
 
 
+def replica_policy(settings: CoordinatorSettings, role: str) -> ReplicaPolicy:
+    """How the ``role`` pool times calls out and ejects replicas; the drafter pool never waits for one."""
+    return ReplicaPolicy(
+        timeouts=TimeoutRule(
+            factor=settings.call_timeout_factor,
+            floor=settings.min_call_timeout_seconds,
+            cap=settings.call_timeout_seconds,
+        ),
+        eject_after_failures=settings.eject_after_failures,
+        ejection_seconds=settings.ejection_seconds,
+        probe_timeout_seconds=settings.min_call_timeout_seconds,
+        persistent=role == "target",
+        retry_seconds=settings.call_retry_seconds,
+    )
+
+
 async def connect(
     settings: CoordinatorSettings,
     metrics: CoordinatorMetrics,
@@ -162,7 +179,7 @@ async def connect(
                 tls=settings.model_tls,
             )
 
-        return ReplicaPool(role, addresses, make_client)
+        return ReplicaPool(role, addresses, make_client, policy=replica_policy(settings, role))
 
     addresses = settings.target_addresses
     if updates is not None:

@@ -306,4 +306,5 @@ def engine_info(response: model_pb2.InfoResponse) -> EngineInfo:
         device=response.device,
         emulated_forward_seconds=response.emulated_forward_seconds,
         max_draft_tokens=response.max_draft_tokens,
+        max_queue=response.max_queue,
     )

@@ -115,3 +115,4 @@ class EngineInfo:
     device: str
     emulated_forward_seconds: float
     max_draft_tokens: int
+    max_queue: int = 0  # Draft and Score calls the service holds at once; 0 = not reported

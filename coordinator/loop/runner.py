@@ -11,8 +11,12 @@ Failure handling:
   the request to target-only decoding for its remaining rounds and records why in
   ``fallback_reason``. This holds when ``sd`` was asked for explicitly too: the output law is the
   target's either way, and availability wins over speed;
-- a target replica failure re-dispatches the call to another replica (``ReplicaPool.call``); with no
-  replica left the request fails with UNAVAILABLE naming the target;
+- while every drafter replica is ejected after repeated failures (``ReplicaPool``: the drafter's
+  circuit breaker), rounds are plain target steps without trying the drafter, and drafting resumes
+  once a probe lets a replica back; the statistics count those rounds;
+- a target replica that fails or hangs has its call re-sent to another replica (``ReplicaPool.call``,
+  with a timeout from the measured cost); the call backs off and retries while the request's deadline
+  and the pool's retry time allow; then the request fails with UNAVAILABLE naming the target;
 - the request deadline bounds every call; on an error, deadline or cancellation both services' caches
   of the request are released (shielded, so a cancellation does not skip it).
 """
@@ -86,6 +90,9 @@ def _decide(run: RequestRun, snapshot: RoundSnapshot) -> LookaheadDecision:
         return LookaheadDecision(k=0)
     budget = draft_budget(snapshot)
     if budget == 0 or run.plan.lookahead is None:
+        return LookaheadDecision(k=0)
+    if not run.calls.drafter_usable():  # the circuit breaker is open: target-only until a probe passes
+        run.counters.drafter_ejected_rounds += 1
         return LookaheadDecision(k=0)
     lag = run.calls.drafter_lag(run.frame.drafter_sequence_id, snapshot.drafter_context)
     decision = run.plan.lookahead.decide(snapshot.remaining, lag)

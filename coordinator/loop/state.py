@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from coordinator.admission import AdmissionGate
+from coordinator.callcost import CallWork
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic
 from coordinator.config import CoordinatorSettings
 from coordinator.lookahead import CostEstimates
@@ -80,27 +81,52 @@ class ServiceCalls:
         if call.token_mask_id and masks is None:
             raise DrafterFailedError("no token mask is set up for this pair")
 
-        def invoke(client: ModelServiceClient) -> Awaitable[DraftOutcome]:
+        def invoke(client: ModelServiceClient, timeout: float) -> Awaitable[DraftOutcome]:
+            scope = self._scope.with_timeout(timeout)
             if call.token_mask_id and masks is not None:
-                return masks.draft(client, call, self._scope)
-            return client.draft(call, self._scope)
+                return masks.draft(client, call, scope)
+            return client.draft(call, scope)
+
+        def work(client: ModelServiceClient) -> CallWork:
+            context = call.context
+            uncached = client.uncached_tokens(context.sequence_id, context.tokens)
+            return CallWork(call.max_draft_tokens, uncached + call.max_draft_tokens)
 
         try:
-            outcome, self.drafter_replica = await drafters.call(invoke, prefer=self.drafter_replica)
+            outcome, self.drafter_replica = await drafters.call(
+                invoke, prefer=self.drafter_replica, work=work, deadline=self._scope.deadline
+            )
         except DeadlineExceededError:
             if self._scope.deadline.expired():
                 raise
             raise DrafterFailedError("the drafter did not answer in time") from None
         except (PolyspecError, RuntimeError) as exc:  # unavailable, over capacity, refused, malformed
             raise DrafterFailedError(str(exc)) from exc
+        drafters.costs.observe(outcome.stats)
         return outcome
 
     async def score(self, call: ScoreCall) -> ScoreOutcome:
-        """One Score on a target replica (another one when it fails)."""
-        outcome, self.target_replica = await self._services.targets.call(
-            lambda client: client.score(call, self._scope), prefer=self.target_replica
+        """One Score on a target replica (another one when it fails or hangs)."""
+        targets = self._services.targets
+
+        def work(client: ModelServiceClient) -> CallWork:
+            context = call.context
+            uncached = client.uncached_tokens(context.sequence_id, context.tokens)
+            return CallWork(1, uncached + len(call.candidate_tokens))
+
+        outcome, self.target_replica = await targets.call(
+            lambda client, timeout: client.score(call, self._scope.with_timeout(timeout)),
+            prefer=self.target_replica,
+            work=work,
+            deadline=self._scope.deadline,
         )
+        targets.costs.observe(outcome.stats)
         return outcome
+
+    def drafter_usable(self) -> bool:
+        """Whether a drafter replica may take a call (false while every one is ejected)."""
+        drafters = self._services.drafters
+        return drafters is not None and drafters.usable()
 
     def drafter_lag(self, sequence_id: str, context: Sequence[int]) -> int:
         """Tokens of the drafter's context its next call sends: what its cache must catch up on (the
@@ -120,6 +146,7 @@ class RoundCounters:
     target_forwards: int = 0
     drafter_forwards: int = 0
     emulated_latency: bool = False
+    drafter_ejected_rounds: int = 0  # rounds run target-only while every drafter replica was ejected
 
 
 @dataclass
@@ -215,10 +242,18 @@ class RequestRun:
             bytes_sent=self.scope.traffic.bytes_sent,
             bytes_received=self.scope.traffic.bytes_received,
             emulated_latency=counters.emulated_latency,
-            fallback_reason="; ".join(r for r in (self.plan.note, self.fallback_reason) if r),
+            fallback_reason="; ".join(
+                r for r in (self.plan.note, self.fallback_reason, self._ejected_note()) if r
+            ),
             seed=self.plan.seed,
             near_tie_positions=tuple(self.near_ties),
         )
+
+    def _ejected_note(self) -> str:
+        rounds = self.counters.drafter_ejected_rounds
+        if not rounds:
+            return ""
+        return f"the drafter was ejected after repeated failures: {rounds} rounds decoded target-only"
 
 
 # Default near-tie margins by the target's precision: well above the rounding difference between a

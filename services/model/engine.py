@@ -129,6 +129,7 @@ class ModelEngine:
             device=str(parameter.device),
             emulated_forward_seconds=self._settings.emulated_forward_seconds,
             max_draft_tokens=self._settings.max_draft_tokens,
+            max_queue=self._settings.max_queue,
         )
 
     def _new_cache(self) -> Cache:

@@ -114,4 +114,5 @@ def info_response(info: EngineInfo) -> model_pb2.InfoResponse:
         device=info.device,
         emulated_forward_seconds=info.emulated_forward_seconds,
         max_draft_tokens=info.max_draft_tokens,
+        max_queue=info.max_queue,
     )

@@ -60,6 +60,7 @@ class ToyState:
     held_after: list[list[int]] = field(default_factory=list)  # context + draft tokens after each Draft
     score_forwards: int = 0
     delay_seconds: float = 0.0  # added to every Draft and Score
+    hung: bool = False  # every call, Info included, waits while set (a stopped process)
     evict_every_call: bool = False  # drop the sequence before each Draft/Score (every delta misses)
 
 
@@ -243,7 +244,12 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
     def state(self) -> ToyState:
         return self.model.state
 
+    async def _hang(self) -> None:
+        while self.state.hung:
+            await asyncio.sleep(0.01)
+
     async def _before_call(self) -> None:
+        await self._hang()
         self._maybe_fail()
         if self.state.delay_seconds:
             await asyncio.sleep(self.state.delay_seconds)
@@ -255,6 +261,7 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
             raise self.state.fail_next.pop(0)
 
     async def Info(self, request: Any, context: Any) -> model_pb2.InfoResponse:  # noqa: N802
+        await self._hang()
         self._maybe_fail()
         return wire.info_response(self.model.info)
 

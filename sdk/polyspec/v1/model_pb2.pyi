@@ -205,6 +205,7 @@ class InfoResponse(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     EMULATED_FORWARD_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_DRAFT_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Configured model name."""
     model_type: _builtins.str
@@ -220,6 +221,11 @@ class InfoResponse(_message.Message):
     """Emulated per-forward latency in seconds (benchmarking flag; 0 = off)."""
     max_draft_tokens: _builtins.int
     """Largest max_draft_tokens the server accepts."""
+    max_queue: _builtins.int
+    """Draft and Score calls the server holds at once (waiting or running); one
+    more is RESOURCE_EXHAUSTED. A coordinator keeps its calls within it.
+    0 = not reported.
+    """
     @_builtins.property
     def eos_token_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Tokens that end generation."""
@@ -239,10 +245,11 @@ class InfoResponse(_message.Message):
         device: _builtins.str = ...,
         emulated_forward_seconds: _builtins.float = ...,
         max_draft_tokens: _builtins.int = ...,
+        max_queue: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tokenizer", b"tokenizer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "dtype", b"dtype", "emulated_forward_seconds", b"emulated_forward_seconds", "eos_token_ids", b"eos_token_ids", "max_context_tokens", b"max_context_tokens", "max_draft_tokens", b"max_draft_tokens", "model_name", b"model_name", "model_type", b"model_type", "tokenizer", b"tokenizer", "vocab_size", b"vocab_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "dtype", b"dtype", "emulated_forward_seconds", b"emulated_forward_seconds", "eos_token_ids", b"eos_token_ids", "max_context_tokens", b"max_context_tokens", "max_draft_tokens", b"max_draft_tokens", "max_queue", b"max_queue", "model_name", b"model_name", "model_type", b"model_type", "tokenizer", b"tokenizer", "vocab_size", b"vocab_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

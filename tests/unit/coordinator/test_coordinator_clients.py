@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic, common_prefix_len
-from coordinator.replicas import ReplicaPool
+from coordinator.replicas import ReplicaPolicy, ReplicaPool
 from core.errors import (
     ContextMissError,
     DeadlineExceededError,
@@ -114,8 +115,13 @@ async def test_deadline_bounds_calls(start_toy: StartToy, client_factory: MakeCl
         await client.score(score_call("s", [BOS]), scope(-1.0))
 
 
-def _pool(addresses: list[str]) -> ReplicaPool:
-    return ReplicaPool("target", addresses, lambda address: ModelServiceClient(address, "target"))
+def _pool(addresses: list[str], **policy: Any) -> ReplicaPool:
+    return ReplicaPool(
+        "target",
+        addresses,
+        lambda address: ModelServiceClient(address, "target"),
+        policy=ReplicaPolicy(**policy),
+    )
 
 
 async def test_pool_redispatches_to_a_healthy_replica(start_toy: StartToy) -> None:
@@ -126,7 +132,7 @@ async def test_pool_redispatches_to_a_healthy_replica(start_toy: StartToy) -> No
     try:
         context = [BOS, 9, 10]
         response, used = await pool.call(
-            lambda c: c.score(score_call("s", context, [11]), scope()), prefer=down.address
+            lambda c, _: c.score(score_call("s", context, [11]), scope()), prefer=down.address
         )
         assert used == up.address
         expected = await pool.replica(up.address).client.score(score_call("x", context, [11]), scope())
@@ -143,13 +149,13 @@ async def test_pool_with_every_replica_down_raises_the_last_error(start_toy: Sta
     toy = await start_toy()
     address = toy.address
     await toy.stop()
-    pool = _pool([address])
+    pool = _pool([address], retry_seconds=0.3)
     try:
         with pytest.raises(UnavailableError, match=f"^target at {address} is unavailable"):
-            await pool.call(lambda c: c.score(score_call("s", [BOS]), scope()))
+            await pool.call(lambda c, _: c.score(score_call("s", [BOS]), scope()))
         pool.update([])
         with pytest.raises(UnavailableError, match="no usable replica"):
-            await pool.call(lambda c: c.score(score_call("s", [BOS]), scope()))
+            await pool.call(lambda c, _: c.score(score_call("s", [BOS]), scope()))
     finally:
         await pool.close()
 
@@ -166,14 +172,14 @@ async def test_pool_update_adds_and_removes_replicas_live(start_toy: StartToy) -
         assert pool.addresses == (a.address, b.address)
         # A call in flight on a replica being removed still returns its (valid) result.
         in_flight = asyncio.ensure_future(
-            pool.call(lambda c: c.score(score_call("s", [BOS, 9]), scope()), prefer=b.address)
+            pool.call(lambda c, _: c.score(score_call("s", [BOS, 9]), scope()), prefer=b.address)
         )
         await asyncio.sleep(0.1)
         pool.update([a.address])
         response, used = await in_flight
         assert used == b.address and len(response.target_samples) == 1
         assert list(pool.addresses) == [a.address]
-        _, used = await pool.call(lambda c: c.score(score_call("s", [BOS, 9]), scope()), prefer=b.address)
+        _, used = await pool.call(lambda c, _: c.score(score_call("s", [BOS, 9]), scope()), prefer=b.address)
         assert used == a.address
     finally:
         await pool.close()
@@ -189,7 +195,7 @@ async def test_pool_quarantines_a_replica_with_another_tokenizer(start_toy: Star
         ).tokenizer_fingerprint
         pool.mark_verified(good.address)
         pool.update([other.address, good.address])
-        _, used = await pool.call(lambda c: c.score(score_call("s", [BOS]), scope()), prefer=other.address)
+        _, used = await pool.call(lambda c, _: c.score(score_call("s", [BOS]), scope()), prefer=other.address)
         assert used == good.address
         assert pool.replica(other.address).quarantined
         assert not any(method in ("Score", "Draft") for method, *_ in other.state.calls)

@@ -296,7 +296,8 @@ async def test_target_replica_failure_redispatches(
 ) -> None:
     first, second = await start_toy(word_lm(TARGET_SEED)), await start_toy(word_lm(TARGET_SEED))
     drafter = await start_toy(word_lm(TARGET_SEED, noise=2.0))
-    coordinator = await start_coord(coordinator_settings([first.address, second.address], drafter.address))
+    settings = coordinator_settings([first.address, second.address], drafter.address, call_retry_seconds=0.5)
+    coordinator = await start_coord(settings)
     stub = channels(coordinator.port)
     baseline = await stub.Generate(gen_request(sampling=GREEDY, algorithm=SD, lookahead=static(3)))
     served = first if first.state.score_forwards else second

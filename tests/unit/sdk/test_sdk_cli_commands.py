@@ -95,6 +95,11 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--max-concurrent-requests": ("3", 3),
         "--max-queued-requests": ("0", 0),
         "--call-timeout": ("7.5", 7.5),
+        "--call-timeout-factor": ("3", 3.0),
+        "--min-call-timeout": ("0.5", 0.5),
+        "--eject-after-failures": ("3", 3),
+        "--ejection-seconds": ("1.5", 1.5),
+        "--call-retry": ("12", 12.0),
         "--startup-timeout": ("30", 30.0),
     }
     assert set(given) == {spec.flag for spec in cli.SETTINGS_FLAGS}
