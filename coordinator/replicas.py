@@ -255,10 +255,10 @@ class ReplicaPool:
         """One try on one replica, under the timeout its expected cost and queue give."""
         replica.in_flight += 1
         try:
-            if not replica.verified:
-                await self._verify(replica)
             priced = CallWork(1, 1) if work is None else work(replica.client)
             timeout = self.costs.timeout(priced, queued_ahead=replica.in_flight - 1)
+            if not replica.verified:
+                await self._verify(replica, deadline.call_timeout(min(timeout, self._info_timeout)))
             result = await fn(replica.client, deadline.call_timeout(timeout))
         except PolyspecError as exc:
             if replica.removed and not isinstance(exc, UnavailableError | ResourceExhaustedError):
@@ -319,9 +319,9 @@ class ReplicaPool:
             log.info("replica_reinstated", role=self.role, address=replica.address)
             return
 
-    async def _verify(self, replica: Replica) -> None:
+    async def _verify(self, replica: Replica, timeout: float) -> None:
         """Checks a new replica's tokenizer against the pool's before its first call."""
-        info = await replica.client.info(timeout=self._info_timeout)
+        info = await replica.client.info(timeout=timeout)
         fingerprint = info.tokenizer_fingerprint.lower()
         if self.expected_fingerprint is not None and fingerprint != self.expected_fingerprint:
             replica.quarantined = True

@@ -12,7 +12,8 @@ calls straight to two toy models (``coordinator.loop.round.ModelCalls``, no gRPC
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,8 @@ class ToyState:
     score_forwards: int = 0
     delay_seconds: float = 0.0  # added to every Draft and Score
     hung: bool = False  # every call, Info included, waits while set (a stopped process)
+    active: int = 0  # Draft and Score calls being served now
+    max_active: int = 0  # the most served at once
     evict_every_call: bool = False  # drop the sequence before each Draft/Score (every delta misses)
 
 
@@ -266,12 +269,23 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
         return wire.info_response(self.model.info)
 
     async def Draft(self, request: Any, context: Any) -> model_pb2.DraftResponse:  # noqa: N802
-        await self._before_call()
-        return wire.draft_response(self.model.draft(wire.draft_call(request)))
+        with self._active():
+            await self._before_call()
+            return wire.draft_response(self.model.draft(wire.draft_call(request)))
 
     async def Score(self, request: Any, context: Any) -> model_pb2.ScoreResponse:  # noqa: N802
-        await self._before_call()
-        return wire.score_response(self.model.score(wire.score_call(request)))
+        with self._active():
+            await self._before_call()
+            return wire.score_response(self.model.score(wire.score_call(request)))
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        self.state.active += 1
+        self.state.max_active = max(self.state.max_active, self.state.active)
+        try:
+            yield
+        finally:
+            self.state.active -= 1
 
     async def SetTokenMask(self, request: Any, context: Any) -> model_pb2.SetTokenMaskResponse:  # noqa: N802
         allowed = self.model.set_token_mask(request.mask_id, request.allowed_bitmap)
