@@ -152,6 +152,11 @@ maxPromptTokens: --max-prompt-tokens
 maxConcurrentRequests: --max-concurrent-requests
 maxQueuedRequests: --max-queued-requests
 callTimeoutSeconds: --call-timeout
+callTimeoutFactor: --call-timeout-factor
+minCallTimeoutSeconds: --min-call-timeout
+ejectAfterFailures: --eject-after-failures
+ejectionSeconds: --ejection-seconds
+callRetrySeconds: --call-retry
 startupTimeoutSeconds: --startup-timeout
 shutdownGraceSeconds: --shutdown-grace
 maxMessageBytes: --max-message-bytes
