@@ -19,7 +19,7 @@ from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from coordinator.config import CoordinatorSettings
 from coordinator.server import CoordinatorServer, start_coordinator
 from core.serving.server import GrpcServerSettings
-from tests.integration.real_services import static
+from tests.integration.real_services import Stub, static
 from tests.integration.test_model_service_cli import wait_for_port
 from tests.support.tiny_models import build_word_model
 
@@ -69,7 +69,7 @@ def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subproc
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def coordinator(
     processes: list[subprocess.Popen[bytes]],
-) -> AsyncIterator[tuple[CoordinatorServer, coordinator_pb2_grpc.CoordinatorServiceStub]]:
+) -> AsyncIterator[tuple[CoordinatorServer, Stub]]:
     first, second, drafter = (f"127.0.0.1:{p.port}" for p in processes)  # type: ignore[attr-defined]
     settings = CoordinatorSettings(
         target_addresses=(first, second),
@@ -79,13 +79,14 @@ async def coordinator(
     )
     server = await start_coordinator(settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    yield server, coordinator_pb2_grpc.CoordinatorServiceStub(channel)  # type: ignore[no-untyped-call]
-    await channel.close()
+    stub: Stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)  # type: ignore[no-untyped-call]
+    yield server, stub
+    await channel.close(None)
     await server.stop(0)
 
 
 async def timed(
-    stub: coordinator_pb2_grpc.CoordinatorServiceStub, algorithm: common_pb2.Algorithm.ValueType
+    stub: Stub, algorithm: common_pb2.Algorithm.ValueType
 ) -> tuple[coordinator_pb2.GenerateResponse, float]:
     started = time.monotonic()
     response = await stub.Generate(request(algorithm), timeout=120)
@@ -94,7 +95,7 @@ async def timed(
 
 async def test_a_stopped_target_replica_costs_a_few_timeouts_and_no_output(
     processes: list[subprocess.Popen[bytes]],
-    coordinator: tuple[CoordinatorServer, coordinator_pb2_grpc.CoordinatorServiceStub],
+    coordinator: tuple[CoordinatorServer, Stub],
 ) -> None:
     server, stub = coordinator
     baseline, _ = await timed(stub, common_pb2.ALGORITHM_AR)
@@ -114,7 +115,7 @@ async def test_a_stopped_target_replica_costs_a_few_timeouts_and_no_output(
 
 async def test_a_stopped_drafter_trips_the_breaker_and_comes_back(
     processes: list[subprocess.Popen[bytes]],
-    coordinator: tuple[CoordinatorServer, coordinator_pb2_grpc.CoordinatorServiceStub],
+    coordinator: tuple[CoordinatorServer, Stub],
 ) -> None:
     server, stub = coordinator
     baseline, _ = await timed(stub, common_pb2.ALGORITHM_AR)
