@@ -47,6 +47,13 @@ class CoordinatorMetrics:
         self.fallbacks = Counter(
             "polyspec_fallbacks", "Requests that fell back to target-only decoding.", ["reason"], registry=r
         )
+        self.replica_events = Counter(
+            "polyspec_replica_events",
+            "Replica health events: a call timed out, was re-sent to another replica, or waited for a "
+            "free slot; a replica was ejected or reinstated by a probe.",
+            ["role", "event"],
+            registry=r,
+        )
         self.requests_in_flight = Gauge("polyspec_requests_in_flight", "Requests running.", registry=r)
         self.admission_running = Gauge(
             "polyspec_admission_running_requests", "Requests holding an admission slot.", registry=r
@@ -109,6 +116,9 @@ class CoordinatorMetrics:
         """A finished model-service call (a ``coordinator.clients.CallObserver``)."""
         outcome = "ok" if ok else "error"
         self.model_call_seconds.labels(role=role, method=method, outcome=outcome).observe(seconds)
+
+    def observe_replica_event(self, role: str, event: str) -> None:
+        self.replica_events.labels(role=role, event=event).inc()
 
     def observe_tokens(self, gap_seconds: float, count: int, *, first: bool) -> None:
         """``count`` output tokens emitted ``gap_seconds`` after the previous ones (or the request start)."""

@@ -101,6 +101,7 @@ class ReplicaPool:
         *,
         info_timeout_seconds: float = 10.0,
         policy: ReplicaPolicy | None = None,
+        on_event: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.role = role
@@ -109,6 +110,7 @@ class ReplicaPool:
         self.policy = policy or ReplicaPolicy()
         self.costs = CallCosts(self.policy.timeouts)
         self._clock = clock
+        self._on_event = on_event  # (role, event): timeout, resent, waited, ejected, reinstated
         self._replicas: dict[str, Replica] = {}
         self._retiring: set[Replica] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -203,6 +205,7 @@ class ReplicaPool:
         while True:
             replica = self.pick(exclude=tried, prefer=prefer)
             if replica is None and self._all_full(tried):
+                self._event("waited")
                 await self._wait_for_a_slot(deadline)
                 continue
             if replica is None:
@@ -211,6 +214,8 @@ class ReplicaPool:
                 await asyncio.sleep(backoff)
                 backoff, tried = min(2 * backoff, MAX_RETRY_BACKOFF_SECONDS), []
                 continue
+            if last_error is not None:
+                self._event("resent")
             tried.append(replica.address)
             try:
                 return await self._attempt(replica, fn, work, deadline), replica.address
@@ -282,13 +287,20 @@ class ReplicaPool:
         """A failed try: a cooldown; timeouts and unavailability in a row eject the replica."""
         replica.failed_at = self._clock()
         log.warning("replica_failed", role=self.role, address=replica.address, error=error.message)
+        if isinstance(error, DeadlineExceededError):
+            self._event("timeout")
         if isinstance(error, ResourceExhaustedError):
             return  # alive, only busy (another coordinator shares it)
         replica.consecutive_failures += 1
         if replica.consecutive_failures >= self.policy.eject_after_failures and not replica.ejected:
             self._eject(replica, error)
 
+    def _event(self, event: str) -> None:
+        if self._on_event is not None:
+            self._on_event(self.role, event)
+
     def _eject(self, replica: Replica, error: PolyspecError) -> None:
+        self._event("ejected")
         replica.ejected = True
         replica.ejections += 1
         seconds = min(
@@ -317,6 +329,7 @@ class ReplicaPool:
             replica.ejected, replica.consecutive_failures = False, 0
             replica.failed_at, replica.reinstated_at = None, self._clock()
             log.info("replica_reinstated", role=self.role, address=replica.address)
+            self._event("reinstated")
             return
 
     async def _verify(self, replica: Replica, timeout: float) -> None:

@@ -179,7 +179,13 @@ async def connect(
                 tls=settings.model_tls,
             )
 
-        return ReplicaPool(role, addresses, make_client, policy=replica_policy(settings, role))
+        return ReplicaPool(
+            role,
+            addresses,
+            make_client,
+            policy=replica_policy(settings, role),
+            on_event=metrics.observe_replica_event,
+        )
 
     addresses = settings.target_addresses
     if updates is not None:

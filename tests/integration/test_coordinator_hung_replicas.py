@@ -109,6 +109,10 @@ async def test_a_stopped_target_replica_costs_a_few_timeouts_and_no_output(
             assert list(response.token_ids) == list(baseline.token_ids)
             assert seconds < FEW_TIMEOUTS, seconds
         assert server.services.targets.replica(f"127.0.0.1:{stopped.port}").ejected  # type: ignore[attr-defined]
+        registry = server.services.metrics.registry
+        for event in ("timeout", "resent", "ejected"):
+            labels = {"role": "target", "event": event}
+            assert (registry.get_sample_value("polyspec_replica_events_total", labels) or 0) >= 1, event
     finally:
         os.kill(stopped.pid, signal.SIGCONT)
 
