@@ -357,19 +357,20 @@ class ReplicaPool:
     async def release(self, sequence_ids: Sequence[str], timeout: float) -> None:
         """Frees the sequences on every open replica that was sent a call for them (errors are logged).
 
-        An ejected replica's Release runs in the background: a hung replica must not hold up the end of
-        a request for the Release timeout."""
+        On an ejected replica, or one whose last call failed, the Release runs in the background: a hung
+        replica must not hold up the end of a request for the Release timeout."""
         holders = [
             r
             for r in (*self._replicas.values(), *self._retiring)
             if r.closing is None and any(r.client.holds(s) for s in sequence_ids)
         ]
-        for replica in [r for r in holders if r.ejected]:
+        doubtful = [r for r in holders if r.ejected or r.consecutive_failures > 0]
+        for replica in doubtful:
             task = asyncio.ensure_future(self._release_on(replica.client, sequence_ids, timeout))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         await asyncio.gather(
-            *(self._release_on(r.client, sequence_ids, timeout) for r in holders if not r.ejected)
+            *(self._release_on(r.client, sequence_ids, timeout) for r in holders if r not in doubtful)
         )
 
     @staticmethod

@@ -75,6 +75,7 @@ async def coordinator(
         target_addresses=(first, second),
         drafter_address=drafter,
         min_call_timeout_seconds=MIN_CALL_TIMEOUT,
+        eject_after_failures=1,
         grpc=GrpcServerSettings(port=0, shutdown_grace_seconds=0.0),
     )
     server = await start_coordinator(settings)
