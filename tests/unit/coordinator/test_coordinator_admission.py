@@ -4,7 +4,8 @@ The gate on its own: FIFO hand-over, refusal when the queue is full, a deadline 
 cancellation while queued (it frees nothing it did not take, even when a slot was just handed to it).
 Over loopback: 4x the cap at once gives RESOURCE_EXHAUSTED (with a RetryInfo) to exactly the excess,
 before any admitted request finishes; every admitted request completes with the reference output; every
-cache is released and the gate is empty afterwards. A queued request whose deadline passes leaves the queue.
+cache is released and the gate is empty afterwards. A refusal lacks the acceptance marker (the request never
+ran, so a client may re-send it). A queued request whose deadline passes leaves the queue.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.admission import AdmissionGate, AdmissionRefusedError
 from coordinator.server import CoordinatorServer
 from core.errors import DeadlineExceededError, ErrorReason
+from core.serving.interceptor import ACCEPTED_METADATA
 from core.serving.status import error_reason, retry_delay_seconds
 from tests.support.toy_lm import word_lm
 from tests.support.toy_service import ToyServer
@@ -161,6 +163,8 @@ async def test_four_times_the_cap_refuses_exactly_the_excess(
         assert error_reason(error) is ErrorReason.COORDINATOR_AT_CAPACITY
         assert retry_delay_seconds(error) == pytest.approx(1.0)
         assert "retry after" in (error.details() or "")
+        metadata = (*(error.initial_metadata() or ()), *(error.trailing_metadata() or ()))
+        assert ACCEPTED_METADATA not in metadata  # refused before admission: the SDK may re-send it
     assert max(t for t, _ in refused) < min(t for t, _ in admitted)
     for _, answer in admitted:
         assert isinstance(answer, coordinator_pb2.GenerateResponse)
