@@ -4,19 +4,22 @@ The gate on its own: FIFO hand-over, refusal when the queue is full, a deadline 
 cancellation while queued (it frees nothing it did not take, even when a slot was just handed to it).
 Over loopback: 4x the cap at once gives RESOURCE_EXHAUSTED (with a RetryInfo) to exactly the excess,
 before any admitted request finishes; every admitted request completes with the reference output; every
-cache is released and the gate is empty afterwards. A refusal lacks the acceptance marker (the request never
-ran, so a client may re-send it). A queued request whose deadline passes leaves the queue.
+cache is released and the gate is empty afterwards. A refusal lacks the acceptance marker (the request
+never ran, so a client may re-send it); the SDK waits the hint and gets in once a slot is free. A queued
+request whose deadline passes leaves the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 import grpc
 import pytest
+from polyspec import AsyncClient
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 from coordinator.admission import AdmissionGate, AdmissionRefusedError
@@ -201,3 +204,24 @@ async def test_a_queued_request_past_its_deadline_leaves_the_queue(
     _, answer = await running
     assert isinstance(answer, coordinator_pb2.GenerateResponse)
     await _until(lambda: gate.running == 0 and not target.state.held)
+
+
+async def test_the_sdk_waits_the_refusals_hint_and_gets_in(
+    start_toy: StartToy, start_coord: StartCoord, channels: Stubs
+) -> None:
+    """A client of a full coordinator is refused with a hint, waits it and is admitted on its own."""
+    target = await start_toy()
+    server = await start_coord(
+        coordinator_settings(target.address, max_concurrent_requests=1, max_queued_requests=0)
+    )
+    target.state.delay_seconds = 0.05
+    gate = server.services.admission
+    running = asyncio.create_task(_call(channels(server.port), 30))
+    await _until(lambda: gate.running == 1)
+    async with AsyncClient(f"127.0.0.1:{server.port}", timeout=30, rng=random.Random(2)) as client:
+        result = await client.generate("alpha beta", max_new_tokens=6, ignore_eos=True, seed=3, lookahead=3)
+    _, first = await running
+    assert isinstance(first, coordinator_pb2.GenerateResponse)
+    assert list(result.token_ids) == list(first.token_ids)
+    registry = server.services.metrics.registry
+    assert (registry.get_sample_value("polyspec_admission_refusals_total") or 0) >= 1
