@@ -1,12 +1,12 @@
 """Admission control: a cap on concurrent generations and a bounded wait queue, before any work.
 
 The gate on its own: FIFO hand-over, refusal when the queue is full, a deadline reached while queued,
-cancellation while queued (it frees nothing it did not take, even when a slot was just handed to it).
-Over loopback: 4x the cap at once gives RESOURCE_EXHAUSTED (with a RetryInfo) to exactly the excess,
-before any admitted request finishes; every admitted request completes with the reference output; every
-cache is released and the gate is empty afterwards. A refusal lacks the acceptance marker (the request
-never ran, so a client may re-send it); the SDK waits the hint and gets in once a slot is free. A queued
-request whose deadline passes leaves the queue.
+cancellation while queued (it frees nothing it did not take, even when a slot was just handed to it). Over
+loopback, by Generate and by GenerateStream: 4x the cap (running + queued) at once gives RESOURCE_EXHAUSTED
+(with a RetryInfo) to exactly the excess, before any admitted request finishes; every admitted request
+completes with the reference output; every cache is released and the gate is empty afterwards. A refusal
+lacks the acceptance marker (the request never ran, so a client may re-send it); the SDK waits the hint and
+gets in once a slot is free. A queued request whose deadline passes leaves the queue.
 """
 
 from __future__ import annotations
@@ -122,16 +122,28 @@ def _request() -> coordinator_pb2.GenerateRequest:
 
 
 async def _call(
-    stub: Stub, timeout: float
+    stub: Stub, timeout: float, stream: bool = False
 ) -> tuple[float, coordinator_pb2.GenerateResponse | grpc.aio.AioRpcError]:
+    """Seconds to the answer, and the answer (a stream's messages gathered into one response)."""
     start = time.monotonic()
     try:
-        answer: coordinator_pb2.GenerateResponse | grpc.aio.AioRpcError = await stub.Generate(
-            _request(), timeout=timeout
-        )
+        if stream:
+            answer: coordinator_pb2.GenerateResponse | grpc.aio.AioRpcError = await _streamed(stub, timeout)
+        else:
+            answer = await stub.Generate(_request(), timeout=timeout)
     except grpc.aio.AioRpcError as error:
         answer = error
     return time.monotonic() - start, answer
+
+
+async def _streamed(stub: Stub, timeout: float) -> coordinator_pb2.GenerateResponse:
+    gathered = coordinator_pb2.GenerateResponse()
+    async for message in stub.GenerateStream(
+        coordinator_pb2.GenerateStreamRequest(request=_request()), timeout=timeout
+    ):
+        gathered.token_ids.extend(message.token_ids)
+        gathered.text += message.text_delta
+    return gathered
 
 
 async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -141,9 +153,11 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["Generate", "GenerateStream"])
 async def test_four_times_the_cap_refuses_exactly_the_excess(
-    start_toy: StartToy, start_coord: StartCoord, channels: Stubs
+    start_toy: StartToy, start_coord: StartCoord, channels: Stubs, stream: bool
 ) -> None:
+    """2 running + 2 queued, 16 clients at once: 12 refused at once, 4 complete, every cache released."""
     target = await start_toy()
     drafter = await start_toy(word_lm(11))
     server = await start_coord(
@@ -155,11 +169,11 @@ async def test_four_times_the_cap_refuses_exactly_the_excess(
     reference = await stub.Generate(_request(), timeout=30)
     target.state.delay_seconds = drafter.state.delay_seconds = 0.05
 
-    results = await asyncio.gather(*(_call(stub, 30) for _ in range(8)))
+    results = await asyncio.gather(*(_call(stub, 30, stream) for _ in range(16)))
 
     refused = [(t, a) for t, a in results if isinstance(a, grpc.aio.AioRpcError)]
     admitted = [(t, a) for t, a in results if not isinstance(a, grpc.aio.AioRpcError)]
-    assert len(refused) == 4 and len(admitted) == 4
+    assert len(refused) == 12 and len(admitted) == 4
     for _, error in refused:
         assert isinstance(error, grpc.aio.AioRpcError)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
@@ -179,7 +193,7 @@ async def test_four_times_the_cap_refuses_exactly_the_excess(
     await _until(lambda: not target.state.held and not drafter.state.held)
     assert len(set(target.state.released)) >= 5  # the reference and the four admitted requests
     registry = server.services.metrics.registry
-    assert registry.get_sample_value("polyspec_admission_refusals_total") == 4
+    assert registry.get_sample_value("polyspec_admission_refusals_total") == 12
     assert registry.get_sample_value("polyspec_admission_running_requests") == 0
     assert registry.get_sample_value("polyspec_admission_queued_requests") == 0
 
