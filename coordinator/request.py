@@ -74,8 +74,18 @@ def prompt_bytes(prompt: PromptInput) -> int:
     return _utf8_size(prompt.prefix) + _utf8_size(prompt.suffix)
 
 
+# Characters encoded at a time to size a non-ASCII text: the check never holds a copy of a huge prompt.
+_SIZE_CHUNK_CHARS = 1 << 20
+
+
 def _utf8_size(text: str) -> int:
-    return len(text.encode("utf-8", errors="surrogatepass"))
+    """The UTF-8 size of ``text`` without encoding it whole (an ASCII text's size is its length)."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        len(text[start : start + _SIZE_CHUNK_CHARS].encode("utf-8", errors="surrogatepass"))
+        for start in range(0, len(text), _SIZE_CHUNK_CHARS)
+    )
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,14 @@
 server reports SERVING exactly when it can generate. ``run`` is the process entry point (blocks until
 SIGTERM/SIGINT, then drains).
 
-Interceptors, outermost first: the optional bearer-token check (``core.serving.auth``), the acceptance
-marker (``core.serving.interceptor.AcceptanceInterceptor``: the SDK re-sends a failed call only when it
-lacks the marker, i.e. when the coordinator never started on it), then the error interceptor. The
-channels to the model services use ``settings.model_tls`` and ``settings.max_message_bytes``.
+Interceptors, outermost first: the optional bearer-token check (``core.serving.auth``), then the error
+interceptor. The servicer sends the acceptance marker (``core.serving.interceptor.mark_accepted``) once
+it admitted a request: the SDK re-sends a failed call only when it lacks the marker, i.e. when the
+coordinator never started on it (an admission refusal included). The channels to the model services use
+``settings.model_tls`` and ``settings.max_message_bytes``.
+
+A stop cuts the generations still running after its grace; their handlers release the requests' caches
+on the model services (``RunningServer.stop`` waits for them) before the channels close.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ from coordinator.servicer import CoordinatorServicer
 from core.errors import DeadlineExceededError, PolyspecError, UnavailableError
 from core.modelcalls import EngineInfo
 from core.serving.auth import BearerTokenInterceptor, load_token
-from core.serving.interceptor import AcceptanceInterceptor
 from core.serving.metrics import MetricsEndpoint
 from core.serving.server import RunningServer, serve_until_signal, start_server
 
@@ -74,7 +77,8 @@ class CoordinatorServer:
         return None if self.metrics_endpoint is None else self.metrics_endpoint.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains (NOT_SERVING, in-flight calls finish within the grace), then closes every channel."""
+        """Drains (NOT_SERVING, in-flight calls finish within the grace; the cut ones release their
+        caches), then closes every channel."""
         if self.discovery_task is not None:
             self.discovery_task.cancel()
             await asyncio.gather(self.discovery_task, return_exceptions=True)
@@ -269,10 +273,9 @@ async def _close_services(services: LoopServices) -> None:
 
 
 def _interceptors(settings: CoordinatorSettings) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
-    """The bearer-token check (when configured; a bad token source raises ``TokenError``), the marker."""
+    """The bearer-token check, when configured (a bad token source raises ``TokenError``)."""
     token = load_token(settings.auth_token_file, settings.auth_token_env)
-    marker = AcceptanceInterceptor([SERVICE_NAME])
-    return [marker] if token is None else [BearerTokenInterceptor(token), marker]
+    return [] if token is None else [BearerTokenInterceptor(token)]
 
 
 async def start_coordinator(settings: CoordinatorSettings) -> CoordinatorServer:

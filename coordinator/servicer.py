@@ -17,6 +17,7 @@ from coordinator.prompting import IncrementalDetokenizer, decode_output, text_to
 from coordinator.request import GenerationParams
 from coordinator.wire import FINISH_REASONS, params_from_proto, stats_message
 from core.errors import PolyspecError
+from core.serving.interceptor import mark_accepted
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -82,7 +83,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     @asynccontextmanager
     async def _serving(self, context: _Context) -> AsyncIterator[None]:
-        """Counts a failed request; holds an admission slot for it, taken before any work."""
+        """Counts a failed request; holds an admission slot for it, taken before any work.
+
+        Once admitted, the acceptance marker goes out (``polyspec-accepted``): a refusal does not carry
+        it, so a client may re-send a refused request (it never ran), never an admitted one.
+        """
         with self._counting_failures():
             gate = self._services.admission
             try:
@@ -91,6 +96,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 self._services.metrics.admission_refusals.inc()
                 raise
             try:
+                await mark_accepted(context)
                 yield
             finally:
                 gate.release()

@@ -6,17 +6,20 @@ INTERNAL with a generic message (the details go to the log, never to the caller)
 bytes do not parse as the method's request message is INVALID_ARGUMENT (field ``request``), not the
 UNKNOWN gRPC would answer.
 
-``AcceptanceInterceptor`` sends the ``polyspec-accepted`` header (initial metadata) as soon as a
-handler of the named services starts, before any work. A client that sees a failed call without it
-knows the server never started on the request (refused connection, draining server, connection lost
-before the handler ran), so re-sending it cannot run the work twice; with it, a retry might.
+``mark_accepted`` sends the ``polyspec-accepted`` header (initial metadata); a handler calls it once it
+admitted a request, before any work. A client that sees a failed call without it knows the server never
+started on the request (refused connection, draining server, connection lost before the handler ran,
+refused at admission), so re-sending it cannot run the work twice; with it, a retry might.
+
+``HandlerTasks`` records the running handlers, so a stopping server can wait for the ones it cut to run
+their cleanup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -158,39 +161,51 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler
 
 
-def _service_of(method: str) -> str:
-    """``polyspec.v1.CoordinatorService`` for ``/polyspec.v1.CoordinatorService/Generate``."""
-    return method.lstrip("/").partition("/")[0]
+async def mark_accepted(context: _Context) -> None:
+    """Sends ``ACCEPTED_METADATA``: the handler took the request and is starting work on it.
+
+    Call it once a request is admitted and before any work: a failure before it (a refused token, an
+    undecodable request, an admission refusal) tells the client that re-sending cannot run the work twice.
+    """
+    await context.send_initial_metadata((ACCEPTED_METADATA,))
 
 
-def _marking_unary(behavior: _UnaryBehavior) -> _UnaryBehavior:
-    async def marked(request: Any, context: _Context) -> Any:
-        if not isinstance(request, Undecodable):
-            await context.send_initial_metadata((ACCEPTED_METADATA,))
-        return await behavior(request, context)
+class HandlerTasks(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Records the task of every running unary and server-streaming handler in ``running``.
 
-    return marked
-
-
-def _marking_stream(behavior: _StreamBehavior) -> _StreamBehavior:
-    async def marked(request: Any, context: _Context) -> AsyncIterator[Any]:
-        if not isinstance(request, Undecodable):
-            await context.send_initial_metadata((ACCEPTED_METADATA,))
-        async for item in behavior(request, context):
-            yield item
-
-    return marked
-
-
-class AcceptanceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Sends ``ACCEPTED_METADATA`` when a handler of ``services`` starts (unary and server-streaming).
-
-    Place it after authentication and before the error interceptor: a refused token or an undecodable
-    request is answered before the marker, so only calls the handler really took carry it.
+    A server that stops cancels the calls still running past its grace, but returns before their
+    handlers have unwound; ``wait`` lets it wait for their cleanup (``finally`` blocks) to run.
     """
 
-    def __init__(self, services: Iterable[str]) -> None:
-        self._services = frozenset(services)
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task not in self.running:
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def wait(self, timeout: float) -> int:
+        """Waits up to ``timeout`` seconds for the running handlers to end; returns how many did not."""
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=timeout)
+        return len(self.running)
+
+    def _tracking_unary(self, behavior: _UnaryBehavior) -> _UnaryBehavior:
+        async def tracked(request: Any, context: _Context) -> Any:
+            self._track()
+            return await behavior(request, context)
+
+        return tracked
+
+    def _tracking_stream(self, behavior: _StreamBehavior) -> _StreamBehavior:
+        async def tracked(request: Any, context: _Context) -> AsyncIterator[Any]:
+            self._track()
+            async for item in behavior(request, context):
+                yield item
+
+        return tracked
 
     async def intercept_service(
         self,
@@ -198,17 +213,17 @@ class AcceptanceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler:
         handler = await continuation(handler_call_details)
-        if handler is None or _service_of(handler_call_details.method) not in self._services:
+        if handler is None:
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _marking_unary(cast("_UnaryBehavior", handler.unary_unary)),
+                self._tracking_unary(cast("_UnaryBehavior", handler.unary_unary)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _marking_stream(cast("_StreamBehavior", handler.unary_stream)),
+                self._tracking_stream(cast("_StreamBehavior", handler.unary_stream)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

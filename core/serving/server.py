@@ -3,7 +3,8 @@
 A factory builds a server bound to a host/port (port 0 for tests) with health checking,
 reflection, keepalive, ``max_connection_age``, message-size caps, TLS or mutual TLS
 (``core.serving.tls``) and the error interceptor; ``serve_until_signal`` runs it until SIGTERM/SIGINT
-and drains gracefully.
+and drains gracefully. A stop waits, after its grace, for the handlers of the calls it cut to unwind,
+so their cleanup (a coordinator's cache releases) runs while the channels it needs are still open.
 
 Connection age: a connection older than ``max_connection_age_ms`` is asked to go away (GOAWAY), so
 clients reconnect and spread over the replicas; new calls then use a new connection. The calls still
@@ -22,7 +23,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import grpc
@@ -33,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.serving import tls as tls_files
-from core.serving.interceptor import ErrorInterceptor
+from core.serving.interceptor import ErrorInterceptor, HandlerTasks
 from core.serving.tls import ServerTLS
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,12 @@ class GrpcServerSettings(BaseModel):
         "are cut; None = unlimited (a live call is never cut by the age limit).",
     )
     shutdown_grace_seconds: float = Field(10.0, ge=0.0)
+    shutdown_cleanup_seconds: float = Field(
+        10.0,
+        ge=0.0,
+        description="After the grace, how long a stop waits for the calls it cut to run their cleanup "
+        "(the coordinator releases their caches on the model services).",
+    )
     tls: ServerTLS | None = Field(
         None, description="Serve TLS (mutual TLS with a client CA); None: plaintext."
     )
@@ -117,6 +124,8 @@ class RunningServer:
     grace_seconds: float
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    handlers: HandlerTasks = field(default_factory=HandlerTasks)
+    cleanup_seconds: float = 10.0
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -126,9 +135,16 @@ class RunningServer:
             await self.health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, then stops taking calls and lets in-flight ones finish."""
+        """Reports NOT_SERVING, then stops taking calls and lets in-flight ones finish within the grace.
+
+        The calls still running after it are cancelled; their handlers then get ``cleanup_seconds`` to
+        unwind (a coordinator's handler releases its request's caches as it ends).
+        """
         await self.set_serving(False)
         await self.server.stop(self.grace_seconds if grace is None else grace)
+        left = await self.handlers.wait(self.cleanup_seconds)
+        if left:
+            log.warning("handlers_not_unwound", count=left, seconds=self.cleanup_seconds)
         if self.health_server is not None:
             await self.health_server.stop(0)
 
@@ -172,8 +188,9 @@ async def start_server(
     SERVING for them; callers flip it with ``RunningServer.set_serving``. ``interceptors`` run
     before the error interceptor, in order (authentication first).
     """
+    handlers = HandlerTasks()
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor()], options=_server_options(settings)
+        interceptors=[handlers, *interceptors, ErrorInterceptor()], options=_server_options(settings)
     )
     for add in register:
         add(server)
@@ -199,6 +216,8 @@ async def start_server(
         settings.shutdown_grace_seconds,
         health_server,
         health_port,
+        handlers,
+        settings.shutdown_cleanup_seconds,
     )
     try:
         await running.set_serving(True)

@@ -1,9 +1,10 @@
 """``Client`` (blocking) and ``AsyncClient`` (asyncio) for ``polyspec.v1.CoordinatorService``.
 
 A per-call ``timeout`` (else the client's) becomes the gRPC deadline of the whole call, retries
-included. Only UNAVAILABLE is retried, and only when the coordinator had not yet accepted the request
-(see ``polyspec.retry``): a generation that started is never silently run again, and a stream is
-never retried once something was received. Failed calls raise the typed errors of ``polyspec.errors``.
+included. UNAVAILABLE is retried, and RESOURCE_EXHAUSTED after the wait its retry hint asks for (a
+coordinator at capacity), only when the coordinator had not yet accepted the request (see
+``polyspec.retry``): a generation that started is never silently run again, and a stream is never
+retried once something was received. Failed calls raise the typed errors of ``polyspec.errors``.
 
 Security: pass ``credentials`` (``grpc.ssl_channel_credentials``; with a client certificate for
 mutual TLS) for a TLS coordinator, and ``bearer_token`` for one that requires a token: it is sent as
@@ -165,8 +166,9 @@ class Client(_ClientBase):
     """Blocking client of a polyspec coordinator at ``address`` (``host:port``).
 
     ``timeout`` is the default deadline of each call in seconds (None: no deadline). ``max_retries``
-    bounds the retries on UNAVAILABLE before the coordinator accepted the request (or pass a
-    ``RetryPolicy``); ``rng`` draws the backoff jitter. Pass ``credentials`` for TLS
+    bounds the retries on UNAVAILABLE, and on an admission refusal with a retry hint, before the
+    coordinator accepted the request (or pass a ``RetryPolicy``; 0 turns retries off); ``rng`` draws
+    the backoff jitter. Pass ``credentials`` for TLS
     (``grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)``, the last two
     for mutual TLS) and ``bearer_token`` for a coordinator that requires one. Use it as a context
     manager, or call ``close``.

@@ -1,13 +1,16 @@
 """Typed errors of the polyspec SDK, one class per gRPC status code the coordinator uses.
 
-Every error carries the status ``code`` (a ``grpc.StatusCode``) and the server's ``message``.
-``UnavailableError`` is the only one the client retries, and only before the coordinator accepted the
-request (``polyspec.retry``).
+Every error carries the status ``code`` (a ``grpc.StatusCode``), the server's ``message`` and its retry
+hint ``retry_after_seconds`` (a ``google.rpc.RetryInfo`` in the status details; None without one). The
+client retries ``UnavailableError``, and a ``ResourceExhaustedError`` with a retry hint (a coordinator at
+capacity), only before the coordinator accepted the request (``polyspec.retry``).
 """
 
 from __future__ import annotations
 
 import grpc
+
+from polyspec.details import retry_delay_of
 
 
 class PolyspecError(Exception):
@@ -15,9 +18,12 @@ class PolyspecError(Exception):
 
     default_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self, message: str, code: grpc.StatusCode | None = None, *, retry_after_seconds: float | None = None
+    ) -> None:
         self.code: grpc.StatusCode = self.default_code if code is None else code
         self.message = message
+        self.retry_after_seconds = retry_after_seconds
         super().__init__(f"{self.code.name}: {message}")
 
     @property
@@ -39,7 +45,11 @@ class FailedPreconditionError(PolyspecError):
 
 
 class ResourceExhaustedError(PolyspecError):
-    """Over a server budget (queue, cache memory, message size); retry later or elsewhere."""
+    """Over a server budget (admission, queue, cache memory, message size); retry later or elsewhere.
+
+    A coordinator at capacity sends a retry hint (``retry_after_seconds``); the client waits it and
+    retries on its own when the request was refused before it ran.
+    """
 
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -103,10 +113,12 @@ _BY_CODE: dict[grpc.StatusCode, type[PolyspecError]] = {
 }
 
 
-def error_for_status(code: grpc.StatusCode, message: str) -> PolyspecError:
+def error_for_status(
+    code: grpc.StatusCode, message: str, *, retry_after_seconds: float | None = None
+) -> PolyspecError:
     """The typed error for a status code (``PolyspecError`` itself for codes without a class)."""
     cls = _BY_CODE.get(code, PolyspecError)
-    return cls(message, code)
+    return cls(message, code, retry_after_seconds=retry_after_seconds)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> PolyspecError:
@@ -117,4 +129,5 @@ def error_from_rpc(exc: grpc.RpcError) -> PolyspecError:
     details = details_fn() if callable(details_fn) else None
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    return error_for_status(code, details if isinstance(details, str) and details else code.name)
+    message = details if isinstance(details, str) and details else code.name
+    return error_for_status(code, message, retry_after_seconds=retry_delay_of(exc))

@@ -1,14 +1,22 @@
 """Deadline and retry bookkeeping shared by the blocking and the asyncio client.
 
-Only ``UNAVAILABLE`` is retried, a bounded number of times, with exponential backoff and full jitter
-drawn from an injected ``random.Random``; a retry never sleeps past the call's deadline.
+Two failures are retried, a bounded number of times (``max_retries``, both together), and never past the
+call's deadline:
+
+- ``UNAVAILABLE``, with exponential backoff and full jitter drawn from an injected ``random.Random``;
+- ``RESOURCE_EXHAUSTED`` carrying a retry hint (``google.rpc.RetryInfo``: a coordinator at capacity
+  refused the request at admission), after the hinted delay stretched by up to ``hint_jitter`` (so
+  refused clients do not come back all at once). A hint over ``max_hint_seconds`` or past the deadline
+  is not waited for: the error is raised at once. RESOURCE_EXHAUSTED without a hint (a message over the
+  size cap) is never retried.
 
 A request is never silently run twice. A polyspec coordinator sends the response header
 ``polyspec-accepted: 1`` as soon as its handler starts on a request, before any work. So:
 
 - A failure **without** that header came before the coordinator accepted the request: the connection
   could not be made or broke before the handler ran, or the server was draining and refused new calls.
-  No token was generated; UNAVAILABLE is retried.
+  No token was generated; UNAVAILABLE is retried. A coordinator sends the header only once it admitted
+  the request, so its admission refusal lacks it.
 - A failure **with** that header came after: the connection was cut mid-generation, the connection-age
   limit cut it, or the coordinator answered UNAVAILABLE because a model service behind it was. The
   SDK cannot know how much of the generation ran, so it raises ``UnavailableError`` and never re-sends
@@ -25,7 +33,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from polyspec.errors import DeadlineExceededError, PolyspecError, UnavailableError
+from polyspec.errors import DeadlineExceededError, PolyspecError, ResourceExhaustedError, UnavailableError
 
 # The response header a coordinator sends once its handler accepted a request (the server side is
 # ``core.serving.interceptor.ACCEPTED_METADATA`` in the polyspec server package).
@@ -55,13 +63,18 @@ def _has_header(read: object) -> bool:
 class RetryPolicy:
     """Retry limits and backoff.
 
-    The delay before retry ``n`` (0-based) is uniform in ``[0, min(max_backoff, initial * multiplier**n)]``.
+    After UNAVAILABLE, the delay before retry ``n`` (0-based) is uniform in
+    ``[0, min(max_backoff, initial * multiplier**n)]``. After a refusal with a retry hint of ``h``
+    seconds, it is uniform in ``[h, h * (1 + hint_jitter)]``; a hint over ``max_hint_seconds`` is not
+    waited for.
     """
 
     max_retries: int = 3
     initial_backoff_seconds: float = 0.1
     max_backoff_seconds: float = 2.0
     multiplier: float = 2.0
+    hint_jitter: float = 0.5
+    max_hint_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -70,6 +83,8 @@ class RetryPolicy:
             raise ValueError("backoff: must be >= 0 seconds")
         if self.multiplier < 1:
             raise ValueError(f"multiplier: must be >= 1, got {self.multiplier}")
+        if self.hint_jitter < 0 or self.max_hint_seconds < 0:
+            raise ValueError("hint_jitter and max_hint_seconds: must be >= 0")
 
     def backoff_cap(self, retry: int) -> float:
         """The largest delay before retry number ``retry`` (0-based)."""
@@ -108,10 +123,20 @@ class CallBudget:
 
         ``accepted``: the server had accepted the request (``accepted_by_server``); never retried.
         """
-        if accepted or not isinstance(error, UnavailableError) or self.retries >= self._policy.max_retries:
+        if accepted or self.retries >= self._policy.max_retries:
             return None
-        delay = self._rng.uniform(0.0, self._policy.backoff_cap(self.retries))
-        if self._deadline is not None and self._clock() + delay >= self._deadline:
+        delay = self._delay(error)
+        if delay is None or (self._deadline is not None and self._clock() + delay >= self._deadline):
             return None
         self.retries += 1
         return delay
+
+    def _delay(self, error: PolyspecError) -> float | None:
+        """The wait a retriable ``error`` calls for (None: not retriable)."""
+        policy = self._policy
+        if isinstance(error, UnavailableError):
+            return self._rng.uniform(0.0, policy.backoff_cap(self.retries))
+        hint = error.retry_after_seconds
+        if isinstance(error, ResourceExhaustedError) and hint is not None and hint <= policy.max_hint_seconds:
+            return self._rng.uniform(hint, hint * (1.0 + policy.hint_jitter))
+        return None

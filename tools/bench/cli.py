@@ -41,6 +41,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Adds ``polyspec bench``."""
     parser = commands.add_parser(
         "bench",
+        allow_abbrev=False,  # the parent would read ``bench load --prompt`` as a prefix of --prompts
         help="benchmark a drafter/target pair on HumanEval through the services and transformers",
         description=(
             "Start drafter, target and coordinator on 127.0.0.1, run every algorithm x temperature x "
@@ -55,14 +56,105 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _add_workload_flags(parser)
     _add_run_flags(parser)
-    parser.set_defaults(handler=_bench)
+    parser.set_defaults(handler=_bench, bench_parser=parser)
+    _register_load(parser.add_subparsers(dest="bench_command", metavar="{load}"))
+
+
+def _register_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``polyspec bench load``."""
+    parser = commands.add_parser(
+        "load",
+        help="concurrent clients for a fixed time: at capacity, overloaded, with a replica stopped or killed",
+        description=(
+            "Start a drafter, two target replicas and a coordinator with admission caps on 127.0.0.1, then "
+            "run N concurrent clients for a fixed time per run: capacity (N = --max-concurrent-requests), "
+            "overload (N = --overload-factor x that), target-stop / drafter-stop (a target replica / the "
+            "drafter SIGSTOPped a third into the run, SIGCONTed at two thirds) and target-kill (a target "
+            "replica SIGKILLed a third into the run). Reports per run requests ok / refused "
+            "(RESOURCE_EXHAUSTED) / failed, goodput, latency percentiles of ok requests, each service's "
+            "peak resident memory and a greedy canary checked against its output before the first run. "
+            "Writes JSON and prints a markdown table."
+        ),
+    )
+    add = parser.add_argument
+    add("--drafter", required=True, metavar="NAME_OR_DIR", help="drafter: model-store name or model folder")
+    add("--target", required=True, metavar="NAME_OR_DIR", help="target of both replicas: name or folder")
+    add("--duration", type=float, default=20.0, metavar="S", help="seconds per run (default: %(default)s)")
+    add("--max-concurrent-requests", type=int, default=4, metavar="N", help="admission cap (default: 4)")
+    add("--max-queued-requests", type=int, default=4, metavar="N", help="admission queue (default: 4)")
+    add("--overload-factor", type=int, default=5, metavar="F", help="overload clients in caps (default: 5)")
+    add(
+        "--runs",
+        type=_comma_list(_run_name, f"runs ({', '.join(RUN_CHOICES)})"),
+        default=RUN_CHOICES,
+        metavar="LIST",
+        help="comma-separated runs, always in the order above (default: all)",
+    )
+    add("--prompt", action="append", metavar="TEXT", help="a load prompt (repeat; the first is the canary's)")
+    add("--max-new-tokens", type=int, default=32, metavar="N", help="tokens per request (default: 32)")
+    add("--temperature", type=float, default=0.7, help="of the load requests (default: 0.7)")
+    add("--seed", type=int, default=0, help="base seed of the load requests (default: 0)")
+    add("--threads", type=int, default=1, metavar="N", help="torch threads per model service (default: 1)")
+    add("--out", type=Path, metavar="PATH", help="JSON results (default: bench-results/load.json)")
+    add("--startup-timeout", type=float, default=600.0, metavar="S", help="per service (default: 600)")
+    add("--log-dir", type=Path, metavar="DIR", help="keep the services' logs here (default: a temp dir)")
+    add(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level of the services (default: WARNING)",
+    )
+    parser.set_defaults(handler=_load)
+
+
+RUN_CHOICES = ("capacity", "overload", "target-stop", "drafter-stop", "target-kill")
+
+
+def _run_name(text: str) -> str:
+    if text not in RUN_CHOICES:
+        raise ValueError(text)
+    return text
+
+
+def _load(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from tools.bench.load import LoadOptions, run_load_bench
+
+    fields = {
+        "drafter": args.drafter,
+        "target": args.target,
+        "duration_seconds": args.duration,
+        "max_concurrent_requests": args.max_concurrent_requests,
+        "max_queued_requests": args.max_queued_requests,
+        "overload_factor": args.overload_factor,
+        "runs": args.runs,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "threads": args.threads,
+        "out": args.out,
+        "startup_timeout_seconds": args.startup_timeout,
+        "log_dir": args.log_dir,
+        "log_level": args.log_level,
+    }
+    if args.prompt:
+        fields["prompts"] = tuple(args.prompt)
+    try:
+        options = LoadOptions(**fields)
+    except ValidationError as exc:
+        print(f"error: invalid bench load settings:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_load_bench(options)
 
 
 def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     """Models, prompts and the configurations to measure."""
     add = parser.add_argument
-    add("--drafter", required=True, metavar="NAME_OR_DIR", help="drafter: model-store name or model folder")
-    add("--target", required=True, metavar="NAME_OR_DIR", help="target: model-store name or model folder")
+    # Required, checked by the handler: ``bench load`` takes its own (argparse would ask the parent's).
+    add("--drafter", metavar="NAME_OR_DIR", help="drafter: model-store name or model folder (required)")
+    add("--target", metavar="NAME_OR_DIR", help="target: model-store name or model folder (required)")
     add("--prompts", type=int, default=10, metavar="N", help="HumanEval prompts (default: %(default)s)")
     add(
         "--prompt-offset",
@@ -156,6 +248,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    absent = [
+        flag for flag, value in (("--drafter", args.drafter), ("--target", args.target)) if value is None
+    ]
+    if absent:
+        args.bench_parser.error(f"the following arguments are required: {', '.join(absent)}")
     missing = require_bench_extra("bench")
     if missing is not None:
         return missing

@@ -1,4 +1,5 @@
-"""Server guards: undecodable requests, the acceptance marker, message caps, the connection-age limit."""
+"""Server guards: undecodable requests, the acceptance marker, message caps, the connection-age limit, and
+a stop that waits for the handlers it cut to run their cleanup."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from polyspec.v1 import coordinator_pb2
 
 from core.errors import ErrorReason
-from core.serving.interceptor import ACCEPTED_METADATA, AcceptanceInterceptor
+from core.serving.interceptor import ACCEPTED_METADATA, mark_accepted
 from core.serving.server import GrpcServerSettings, MiB, RunningServer, start_server
 from core.serving.status import error_reason
 from core.serving.tls import open_channel
@@ -20,6 +21,7 @@ from core.serving.tls import open_channel
 SERVICE = "polyspec.test.Echo"
 OTHER = "polyspec.test.Other"
 GARBAGE = b"\xff\xff\xff\xff"  # not a valid protobuf encoding of any message with fields
+CLEANED: list[str] = []  # what the slow handler's cleanup recorded
 
 
 def _identity(value: bytes) -> bytes:
@@ -31,13 +33,27 @@ def _serialize(message: Any) -> bytes:
     return data
 
 
+async def _other(request: coordinator_pb2.GenerateRequest, context: Any) -> bytes:
+    """A handler that fails without sending the marker."""
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "a model service is down")
+    return b""
+
+
 async def _typed(request: coordinator_pb2.GenerateRequest, context: Any) -> bytes:
+    await mark_accepted(context)
     if request.prompt == "fail":
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a model service is down")
     return request.prompt.encode() * request.max_new_tokens
 
 
 async def _typed_stream(request: coordinator_pb2.GenerateRequest, context: Any) -> AsyncIterator[bytes]:
+    await mark_accepted(context)
+    if request.prompt == "slow":
+        try:
+            await asyncio.sleep(30)
+        finally:  # cleanup that outlives the cancellation, as a coordinator's cache release does
+            await asyncio.sleep(0.2)
+            CLEANED.append(request.prompt)
     for index in range(request.max_new_tokens):
         if index:
             await asyncio.sleep(0.25)
@@ -57,7 +73,14 @@ def _register(server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(SERVICE, methods),
-            grpc.method_handlers_generic_handler(OTHER, {"Unary": methods["Unary"]}),
+            grpc.method_handlers_generic_handler(
+                OTHER,
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(
+                        _other, request_deserializer=parse, response_serializer=_identity
+                    )
+                },
+            ),
         )
     )
 
@@ -68,7 +91,7 @@ async def serve() -> AsyncIterator[Any]:
 
     async def start(**fields: Any) -> RunningServer:
         settings = GrpcServerSettings(port=0, shutdown_grace_seconds=0.0, **fields)
-        server = await start_server(settings, [_register], [SERVICE], [AcceptanceInterceptor([SERVICE])])
+        server = await start_server(settings, [_register], [SERVICE])
         started.append(server)
         return server
 
@@ -113,8 +136,8 @@ async def test_undecodable_requests_are_invalid_argument(serve: Any) -> None:
         assert await _unary(channel)(request, timeout=5) == b"okok"
 
 
-async def test_the_acceptance_marker_comes_once_the_handler_runs(serve: Any) -> None:
-    """A failure after the handler started carries the marker; other services do not send it."""
+async def test_the_acceptance_marker_comes_once_the_handler_sends_it(serve: Any) -> None:
+    """A failure after the handler marked the call carries the marker; a handler that did not, lacks it."""
     server = await serve()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         call = _unary(channel)(coordinator_pb2.GenerateRequest(prompt="fail"), timeout=5)
@@ -191,3 +214,18 @@ def test_connection_age_zero_turns_the_limit_off() -> None:
     options = dict(_server_options(GrpcServerSettings()))
     assert options["grpc.max_connection_age_ms"] == 30 * 60_000
     assert options["grpc.max_connection_age_grace_ms"] == 2**31 - 1
+
+
+async def test_a_stop_waits_for_the_handlers_it_cut_to_clean_up(serve: Any) -> None:
+    server = await serve()
+    CLEANED.clear()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        request = coordinator_pb2.GenerateRequest(prompt="slow", max_new_tokens=1)
+        stream = _stream(channel)(request, timeout=30)
+        assert ACCEPTED_METADATA in tuple(await stream.initial_metadata() or ())
+        await server.stop(0)
+        assert CLEANED == ["slow"]  # the cut handler's cleanup ran before stop returned
+        assert not server.handlers.running
+        with pytest.raises(grpc.aio.AioRpcError):
+            async for _ in stream:
+                pass

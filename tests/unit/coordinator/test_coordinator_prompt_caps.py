@@ -19,6 +19,7 @@ import pytest
 from polyspec.v1 import coordinator_pb2
 
 import coordinator.loop.plan as plan_module
+import coordinator.request as request_module
 from coordinator.pair import ModelEndpoint
 from coordinator.prompting import encode_target_prompt
 from coordinator.request import PromptInput, TextInput
@@ -152,3 +153,11 @@ async def test_tokenizing_does_not_block_other_requests(
         release.set()
     assert len((await slow_call).token_ids) == 2
     assert blocked_threads[0] != threading.main_thread().name
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7])
+def test_the_byte_size_is_the_utf8_size_without_a_copy(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(request_module, "_SIZE_CHUNK_CHARS", chunk)
+    for text in ("", "alpha beta", "é" * 11, "a\U0001f600b" * 9 + "\u4e00", "\ud800 lone surrogate"):
+        expected = len(text.encode("utf-8", errors="surrogatepass"))
+        assert request_module.prompt_bytes(TextInput(text)) == expected

@@ -2,7 +2,9 @@
 
 Each call pops the next ``Reply``: a response (or stream messages), optionally followed by an abort
 with a status code, or a block until the call is cancelled or its deadline passes. ``accepted`` first
-sends the header a real coordinator sends once its handler took the request (``polyspec-accepted``).
+sends the header a real coordinator sends once its handler took the request (``polyspec-accepted``);
+``retry_after`` puts a retry hint (``google.rpc.RetryInfo``) in the abort's status details, built by the
+server's own ``core.serving.status``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 
 import grpc
 from polyspec.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+
+from core.errors import ResourceExhaustedError
+from core.serving.status import status_for
 
 BLOCK_LIMIT_SECONDS = 30.0
 # An accepted call that fails gives its headers this long to leave before the status: a status sent right
@@ -32,6 +37,7 @@ class Reply:
     message: str = ""
     block: bool = False
     accepted: bool = False
+    retry_after: float | None = None
 
 
 @dataclass
@@ -70,7 +76,7 @@ class ScriptedCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if reply.block:
             seen.ended.wait(BLOCK_LIMIT_SECONDS)
         if reply.code is not None:
-            context.abort(reply.code, reply.message)
+            _abort(reply, context)
         assert reply.response is not None
         return reply.response
 
@@ -82,7 +88,16 @@ class ScriptedCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if reply.block:
             seen.ended.wait(BLOCK_LIMIT_SECONDS)
         if reply.code is not None:
-            context.abort(reply.code, reply.message)
+            _abort(reply, context)
+
+
+def _abort(reply: Reply, context: Any) -> None:
+    """Ends the call with the reply's status (and its retry hint in the status details)."""
+    assert reply.code is not None
+    if reply.retry_after is not None:
+        status = status_for(ResourceExhaustedError(reply.message, retry_after_seconds=reply.retry_after))
+        context.set_trailing_metadata(status.trailing_metadata)
+    context.abort(reply.code, reply.message)
 
 
 class ScriptedServer:
