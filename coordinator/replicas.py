@@ -323,7 +323,7 @@ class ReplicaPool:
         while not replica.removed:
             try:
                 await replica.client.info(timeout=self.policy.probe_timeout_seconds)
-            except PolyspecError:
+            except (PolyspecError, RuntimeError):  # any failed answer keeps it out
                 await asyncio.sleep(self.policy.probe_interval_seconds)
                 continue
             replica.ejected, replica.consecutive_failures = False, 0

@@ -97,14 +97,7 @@ def _register_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     add("--threads", type=int, default=1, metavar="N", help="torch threads per model service (default: 1)")
     add("--out", type=Path, metavar="PATH", help="JSON results (default: bench-results/load.json)")
     add("--startup-timeout", type=float, default=600.0, metavar="S", help="per service (default: 600)")
-    add("--log-dir", type=Path, metavar="DIR", help="keep the services' logs here (default: a temp dir)")
-    add(
-        "--log-level",
-        default="WARNING",
-        type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="log level of the services (default: WARNING)",
-    )
+    _add_log_flags(parser)
     parser.set_defaults(handler=_load)
 
 
@@ -237,8 +230,15 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long to wait for each service to serve (default: %(default)s)",
     )
-    add("--log-dir", type=Path, metavar="DIR", help="keep the services' logs here (default: a temp dir)")
-    add(
+    _add_log_flags(parser)
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the started services log, and how much."""
+    parser.add_argument(
+        "--log-dir", type=Path, metavar="DIR", help="keep the services' logs here (default: a temp dir)"
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
