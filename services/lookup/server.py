@@ -12,6 +12,7 @@ import structlog
 from polyspec.v1 import model_pb2_grpc
 from prometheus_client import Gauge
 
+from core.modelcalls import EngineInfo
 from core.serving.metrics import MetricsEndpoint
 from core.serving.server import RunningServer, serve_until_signal, start_server
 from core.serving.tls import server_credentials
@@ -84,14 +85,19 @@ async def _sweep_idle(engine: LookupEngine, period: float) -> None:
         engine.expire_idle()
 
 
-async def start_lookup_server(settings: LookupServiceSettings) -> LookupServer:
-    """Reads the target's identity, then serves polyspec.v1.ModelService (Draft; Score refused)."""
+async def start_lookup_server(
+    settings: LookupServiceSettings, *, info: EngineInfo | None = None
+) -> LookupServer:
+    """Reads the target's identity (``info``: given instead), then serves polyspec.v1.ModelService
+    (Draft; Score refused)."""
     if settings.grpc.tls is not None:
         server_credentials(settings.grpc.tls)
     metrics = ModelMetrics()
     worker = ModelWorker(settings.max_queue, thread_name="polyspec-lookup")
     try:
-        engine = await worker.run(lambda: LookupEngine.load(settings))
+        engine = await worker.run(
+            lambda: LookupEngine.load(settings) if info is None else LookupEngine(settings, info)
+        )
     except BaseException:
         worker.shutdown()
         raise
