@@ -41,7 +41,8 @@ def brute_suffix_draft(
 ) -> tuple[tuple[int, ...], float]:
     """Per step: the longest suffix (min_match..depth-1) with a continuation in ``strings``, its most
     frequent continuation (ties: smallest id), scored by its share; stops as documented."""
-    text, draft, running, score = list(context), [], 1.0, 0.0
+    text, running, score = list(context), 1.0, 0.0
+    draft: list[int] = []
     while len(draft) < budget:
         follow: Counter[int] = Counter()
         for length in range(min(depth - 1, len(text)), min_match - 1, -1):
@@ -113,7 +114,7 @@ def test_suffix_drafts_match_brute_force(seed: int) -> None:
             min_score=min_score,
             stop=stop,
         )
-        assert (got.tokens, pytest.approx(got.score)) == want
+        assert got.tokens == want[0] and got.score == pytest.approx(want[1])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -134,14 +135,13 @@ def test_suffix_drafts_with_memory_match_brute_force(seed: int) -> None:
         context = [rng.randrange(alphabet) for _ in range(rng.randint(1, 12))]
         request = SuffixIndex(depth)
         request.extend(context)
-        options = {"min_match": 1, "min_score": 0.1}
-        got = suffix_draft([request.tree, memory.tree], context, 6, stop_token_ids=(), **options)
-        own = brute_suffix_draft([context], context, 6, depth=depth, stop=(), **options)
-        remembered = brute_suffix_draft(kept, context, 6, depth=depth, stop=(), **options)
+        got = suffix_draft([request.tree, memory.tree], context, 6, min_match=1, min_score=0.1)
+        own = brute_suffix_draft([context], context, 6, depth=depth, min_match=1, min_score=0.1, stop=())
+        remembered = brute_suffix_draft(kept, context, 6, depth=depth, min_match=1, min_score=0.1, stop=())
         best = own if own[1] >= remembered[1] else remembered
         if best[1] == 0.0:
             best = ((), 0.0)
-        assert (got.tokens, pytest.approx(got.score)) == best
+        assert got.tokens == best[0] and got.score == pytest.approx(best[1])
 
 
 def _newest_within(outputs: list[list[int]], capacity: int) -> list[list[int]]:
