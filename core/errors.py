@@ -25,6 +25,7 @@ class ErrorKind(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     NOT_FOUND = "NOT_FOUND"
     CANCELLED = "CANCELLED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
 
 
 class ErrorReason(enum.Enum):
@@ -42,6 +43,7 @@ class ErrorReason(enum.Enum):
     MODEL_STORE = "MODEL_STORE"  # a model or vocabulary could not be fetched, verified or converted
     CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
     UNKNOWN_MODEL = "UNKNOWN_MODEL"
+    CALL_NOT_SERVED = "CALL_NOT_SERVED"  # a call this service has not (Score on a lookup drafter)
 
 
 class PolyspecError(Exception):
@@ -107,3 +109,10 @@ class UnknownTokenMaskError(PolyspecError):
 
     kind = ErrorKind.FAILED_PRECONDITION
     error_reason = ErrorReason.UNKNOWN_TOKEN_MASK
+
+
+class CallNotServedError(PolyspecError):
+    """The service does not serve this call at all (a model-free drafter has no Score); no retry helps."""
+
+    kind = ErrorKind.UNIMPLEMENTED
+    error_reason = ErrorReason.CALL_NOT_SERVED

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from coordinator import cli as coordinator_cli
+from services.lookup import cli as lookup_cli
 from services.model import cli as model_cli
 from services.modelstore import cli as modelstore_cli
 from tools import client_commands
@@ -33,10 +34,11 @@ def build_parser(serve_roles: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="log level of the JSON logs on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modelstore_cli.register(commands)
-    serve = commands.add_parser("serve", help="run a service (model or coordinator)")
+    serve = commands.add_parser("serve", help="run a service (model, drafter or coordinator)")
     if serve_roles:
         roles = serve.add_subparsers(dest="role", required=True, metavar="ROLE")
         model_cli.register_serve(roles)
+        lookup_cli.register_serve(roles)
         coordinator_cli.register_serve(roles)
     client_commands.register(commands)
     bench_cli.register(commands)

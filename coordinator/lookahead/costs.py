@@ -101,16 +101,23 @@ class CostEstimates:
                 self._verify.add(obs.verify_tokens, obs.verify_seconds)
             self._since_baseline = 0 if obs.verify_tokens == 1 else self._since_baseline + 1
             overhead = max(0.0, obs.round_seconds - obs.draft_seconds - obs.verify_seconds)
-            if obs.drafted == 0:
-                self.ar_overhead_seconds = self._ema(self.ar_overhead_seconds, overhead)
+            if obs.drafted == 0:  # a round that asked for a draft and got none is no target-only round
+                if obs.requested == 0:
+                    self.ar_overhead_seconds = self._ema(self.ar_overhead_seconds, overhead)
                 return
             self.spec_overhead_seconds = self._ema(self.spec_overhead_seconds, overhead)
             self._observe_drafter(obs)
             self._counts.setdefault(regime, AcceptanceCounts()).add(obs, self.acceptance_decay)
 
     def _observe_drafter(self, obs: RoundObservation) -> None:
-        """A drafter step's cost from rounds with little catch-up; the catch-up's from the others."""
+        """A drafter step's cost from rounds with little catch-up; the catch-up's from the others.
+
+        A model-free drafter (``polyspec serve drafter``) runs no forwards: its whole call, catch-up
+        included, is what its draft tokens cost, so a step costs the call's time per draft token.
+        """
         if obs.draft_forwards <= 0:
+            if obs.drafted > 0:
+                self.draft_step_seconds = self._ema(self.draft_step_seconds, obs.draft_seconds / obs.drafted)
             return
         catch_up = obs.draft_computed_tokens - obs.draft_forwards
         if catch_up <= PREFILL_TOKENS:

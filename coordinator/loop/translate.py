@@ -122,6 +122,8 @@ def sd_candidates(
             raise UnusableDraftError(f"the drafter sent draft token {token} with probability {prob}")
         probs_at.append(prob)
     n = len(probs_at)
+    if n == 0:  # no draft (a lookup drafter without a match): the round is a plain target step
+        return EMPTY
     return Candidates(tuple(draft_tokens[:n]), tuple(draft_probs[:n]), tuple(probs_at))
 
 

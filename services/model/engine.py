@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache
 
-from core.checksum import prefix_checksum
+from core.checksum import whole_context
 from core.drafting import DraftRule, Drafts, draft_rows
-from core.errors import ContextMissError, InvalidArgumentError
+from core.errors import InvalidArgumentError
 from core.modelcalls import (
     ContextRef,
     DraftCall,
@@ -160,25 +160,14 @@ class ModelEngine:
 
     def resolve_context(self, context: ContextRef) -> list[int]:
         """The whole context a request names: a checked prefix of the held tokens plus its tokens."""
-        prefix: list[int] = []
-        if context.cached_prefix_len > 0:
-            held = self.cache.held_tokens(context.sequence_id)
-            length = context.cached_prefix_len
-            if (
-                held is None
-                or length > len(held)
-                or prefix_checksum(held[:length]) != context.cached_prefix_checksum
-            ):
-                raise ContextMissError(
-                    f"sequence {context.sequence_id!r}: the cached prefix of {length} tokens is not held "
-                    "(evicted, another replica or a checksum mismatch); resend the whole context "
-                    "with cached_prefix_len = 0"
-                )
-            prefix = held[:length]
-        whole = prefix + list(context.tokens)
-        if not whole:
-            raise InvalidArgumentError("context.tokens", "the context is empty; send at least one token")
-        return whole
+        held = self.cache.held_tokens(context.sequence_id) if context.cached_prefix_len > 0 else None
+        return whole_context(
+            context.sequence_id,
+            context.cached_prefix_len,
+            context.cached_prefix_checksum,
+            context.tokens,
+            held,
+        )
 
     def draft(self, call: DraftCall) -> DraftOutcome:
         """Samples up to ``call.max_draft_tokens`` draft tokens; the cache then holds context + drafts.

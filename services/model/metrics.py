@@ -40,6 +40,11 @@ class ModelMetrics:
             "Draft requests naming a token mask the server does not hold (FAILED_PRECONDITION).",
             registry=r,
         )
+        self.empty_drafts = Counter(
+            "polyspec_model_empty_drafts",
+            "Draft calls that proposed no token (a lookup drafter found no match; a mask left no mass).",
+            registry=r,
+        )
         self.token_masks = Gauge(
             "polyspec_model_token_masks", "Token masks registered with SetTokenMask and held.", registry=r
         )
@@ -81,6 +86,10 @@ class ModelMetrics:
         self.forwards.inc(stats.forwards)
         self.computed_tokens.inc(stats.computed_tokens)
         self.reused_tokens.inc(stats.reused_tokens)
+
+    def record_draft(self, draft_tokens: int) -> None:
+        if draft_tokens == 0:
+            self.empty_drafts.inc()
 
     def record_eviction(self, sequence_id: str, reason: EvictionReason) -> None:
         del sequence_id

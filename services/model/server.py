@@ -133,7 +133,7 @@ def _log_ready(
         )
 
 
-def _write_port_file(path: Path, port: int) -> None:
+def write_port_file(path: Path, port: int) -> None:
     """Writes the bound port atomically (readers never see a partial file)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(f"{port}\n")
@@ -145,7 +145,7 @@ async def run(settings: ModelServiceSettings, port_file: Path | None = None) -> 
     server = await start_model_server(settings)
     try:
         if port_file is not None:
-            _write_port_file(port_file, server.port)
+            write_port_file(port_file, server.port)
         await serve_until_signal(server.running)
     finally:
         await server.stop()

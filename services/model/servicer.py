@@ -11,15 +11,16 @@ caches at once instead of leaving them to the idle expiry. Health is the server'
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
 from core.errors import ContextMissError, UnknownTokenMaskError
+from core.modelcalls import DraftCall, DraftOutcome, EngineInfo, ScoreCall, ScoreOutcome
 from services.model import wire
-from services.model.engine import ModelEngine
+from services.model.masks import RegisteredMask
 from services.model.metrics import ModelMetrics
 from services.model.validation import (
     RequestLimits,
@@ -34,10 +35,27 @@ T = TypeVar("T")
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    """The ModelService over one engine; torch work runs on the worker thread, first in first out."""
+class ServedEngine(Protocol):
+    """What the servicer serves: the model engine, or a model-free drafter's (``services.lookup``).
 
-    def __init__(self, engine: ModelEngine, worker: ModelWorker, metrics: ModelMetrics) -> None:
+    ``draft`` and ``score`` run on the worker thread; ``release`` and ``set_token_mask`` are thread-safe.
+    """
+
+    info: EngineInfo
+
+    def draft(self, call: DraftCall) -> DraftOutcome: ...
+
+    def score(self, call: ScoreCall) -> ScoreOutcome: ...
+
+    def release(self, sequence_ids: Iterable[str]) -> int: ...
+
+    def set_token_mask(self, mask_id: str, bitmap: bytes) -> RegisteredMask: ...
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    """The ModelService over one engine; its work runs on the worker thread, first in first out."""
+
+    def __init__(self, engine: ServedEngine, worker: ModelWorker, metrics: ModelMetrics) -> None:
         self._engine = engine
         self._worker = worker
         self._metrics = metrics
@@ -59,6 +77,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             call = wire.draft_call(request)
             outcome = await self._run(lambda: self._engine.draft(call))
             self._metrics.record_stats(outcome.stats)
+            self._metrics.record_draft(len(outcome.draft_tokens))
             return wire.draft_response(outcome)
 
     async def Score(  # noqa: N802 (gRPC method name)

@@ -19,7 +19,7 @@ id, where off-support candidates land): a relabelling of columns that changes no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -64,6 +64,9 @@ class LawCase:
     drafter: ToyLM | None
     k: int
     confidence_threshold: float = 0.0
+    # A deterministic drafter on domain types (a model-free lookup drafter) in place of ``drafter``:
+    # called once per distinct Draft call, its draft is every trial's in that state.
+    lookup: Callable[[DraftCall], DraftOutcome] | None = None
 
 
 @dataclass
@@ -235,6 +238,10 @@ class PopulationRun:
         for index, plan in enumerate(plans):
             if plan.call is None:
                 entries[inverse == index] = self._entry(int(unique[index]), plan, ())
+            elif self.case.lookup is not None:
+                looked_up = self.case.lookup(plan.call)
+                entry = self._entry(int(unique[index]), plan, looked_up.draft_tokens, looked_up=looked_up)
+                entries[inverse == index] = entry
             else:
                 call = plan.call
                 signature = (call.max_draft_tokens, call.token_mask_id, call.stop_token_ids, call.max_support)
@@ -281,14 +288,18 @@ class PopulationRun:
         columns: tuple[int, ...],
         drafts: Drafts | None = None,
         row: int = 0,
+        *,
+        looked_up: DraftOutcome | None = None,
     ) -> int:
-        """The ``_Drafted`` entry of a state and its draft (``columns`` in the drafter's columns)."""
+        """The ``_Drafted`` entry of a state and its draft (``columns`` in the drafter's columns, or a
+        lookup drafter's ``looked_up`` draft in ids)."""
         if columns in plan.entries:
             return plan.entries[columns]
-        outcome, proposed, fallback = None, EMPTY, ""
+        outcome, proposed, fallback = looked_up, EMPTY, ""
         if plan.call is not None:
-            assert drafts is not None and self._drafter is not None
-            outcome = self._drafter.outcome(drafts, row)
+            if outcome is None:
+                assert drafts is not None and self._drafter is not None
+                outcome = self._drafter.outcome(drafts, row)
             try:
                 proposed = candidates(plan.snapshot, plan.call, outcome)
             except UnusableDraftError as exc:

@@ -1,10 +1,11 @@
 """The floor plan as a test: every import points down (docs/architecture.md, "Layering").
 
 Floors, from the ground up:
-1. ``core`` — errors, sampling math, TLI's logit restriction, the prefix checksum, model-call domain types;
-   pure (no gRPC, asyncio or protobuf) except ``core.serving``, the gRPC furniture both servers run on.
-2. ``services`` (the model service) and the coordinator's pure math (``coordinator.verify``,
-   ``coordinator.vocab``); neither imports the other.
+1. ``core`` — errors, sampling math, TLI's logit restriction, the prefix checksum, model-call domain types,
+   model-free lookup (``core.lookup``, plain Python: not even torch); pure (no gRPC, asyncio or protobuf)
+   except ``core.serving``, the gRPC furniture both servers run on.
+2. ``services`` (the model service, the lookup drafter, the model store) and the coordinator's pure math
+   (``coordinator.verify``, ``coordinator.vocab``); neither imports the other.
 3. the rest of ``coordinator``; its loop and lookahead work on domain types (no protobuf).
 4. ``tools`` — the ``polyspec`` command, demo, bench: may import anything.
 The SDK (``sdk/polyspec``) stands apart: grpcio and protobuf only.
@@ -81,6 +82,11 @@ def _pure_core() -> list[Path]:
 RULES: dict[str, tuple[list[Path], tuple[str, ...], tuple[str, ...]]] = {
     "core imports nothing above it": (_files("core"), ("services", "coordinator", "tools", "polyspec"), ()),
     "core's pure modules import no gRPC, asyncio or protobuf": (_pure_core(), ASYNC_RPC, ()),
+    "core.lookup is plain Python (no torch, numpy, gRPC, asyncio or protobuf)": (
+        _files("core/lookup"),
+        (*ASYNC_RPC, "torch", "numpy"),
+        (),
+    ),
     "the model service never imports the coordinator or the tools": (
         _files("services"),
         ("coordinator", "tools"),

@@ -222,3 +222,24 @@ def test_k_zero_is_a_plain_target_step_without_a_draft_call() -> None:
     calls = ScriptedCalls(drafted([3], [dist([3], [1.0])]), scored([7]))
     result = asyncio.run(run_round(snapshot(), 0, 0.0, calls))
     assert not calls.drafts and result.drafted is None and result.verified == Verified((7,), 0)
+
+
+def test_an_empty_draft_is_a_plain_target_step() -> None:
+    """A lookup drafter without a match drafts nothing: no candidates, no proposals, one target token."""
+    start = snapshot()
+    call = draft_call(start, 3, 0.0)
+    assert candidates(start, call, drafted([], [])) is EMPTY
+    score = score_call(start, EMPTY)
+    assert score.candidate_tokens == () and score.draft_probs is None
+
+    class Calls:
+        async def draft(self, call: DraftCall) -> DraftOutcome:
+            return drafted([], [])
+
+        async def score(self, call: ScoreCall) -> ScoreOutcome:
+            assert call.candidate_tokens == () and call.draft_probs is None
+            return ScoreOutcome((), (4,), (), ForwardStats(forwards=1, computed_tokens=1))
+
+    result = asyncio.run(run_round(start, 3, 0.0, Calls()))
+    assert result.verified == Verified((4,), 0) and result.committed.tokens == (4,)
+    assert result.drafted is not None and not result.fallback

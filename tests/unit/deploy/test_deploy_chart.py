@@ -17,6 +17,8 @@ import yaml
 
 from coordinator.cli import settings_from_args
 from coordinator.discovery import DnsReplicas, EndpointSliceReplicas, StaticReplicas, source_from_spec
+from services.lookup import cli as lookup_cli
+from services.lookup.settings import LookupServiceSettings
 from services.model import cli as model_cli
 from services.model.settings import ModelServiceSettings
 from tests.unit.deploy.chart import (
@@ -414,6 +416,8 @@ def test_model_service_args_make_valid_settings(rendered: dict[str, Rendered], n
         if component_of(workload) == "coordinator":
             continue
         args = build_parser().parse_args(_cli_args(main_container(workload), manifests.config()))
+        if args.role == "drafter":  # a model-free lookup drafter (test_a_lookup_drafter_...)
+            continue
         settings = ModelServiceSettings.model_validate(model_cli._settings_fields(args))
         assert (
             settings.grpc.host == "0.0.0.0"
@@ -550,3 +554,25 @@ def test_rendering_has_no_stray_blank_lines(helm: Helm) -> None:
         text = helm.template([path], api_versions=[SERVICE_MONITOR_API]).stdout
         assert not [n for n, line in enumerate(text.splitlines()) if line and not line.strip()]
         assert "latest" not in text
+
+
+def test_a_lookup_drafter_reads_the_targets_folder(helm: Helm, rendered: dict[str, Rendered]) -> None:
+    """drafter.kind suffix: `serve drafter` on the target's model folder (fetched into the drafter's
+    volume), its lookup settings from the ConfigMap; model-only settings are refused at render time."""
+    manifests = rendered["lookup-drafter"]
+    drafter = manifests.one("Deployment", "drafter")
+    args = build_parser().parse_args(_cli_args(main_container(drafter), manifests.config()))
+    settings = LookupServiceSettings.model_validate(lookup_cli.settings_fields(args))
+    assert settings.kind == "suffix" and str(settings.target_model_dir) == "/cache/models/qwen2.5-coder-0.5b"
+    assert (settings.suffix_depth, settings.cross_request_memory_tokens, settings.max_draft_tokens) == (
+        16,
+        100_000,
+        12,
+    )
+    assert settings.grpc.host == "0.0.0.0" and settings.metrics_port == 9090
+    fetch = pod_template(drafter)["spec"]["initContainers"][0]
+    assert _cli_args(fetch, manifests.config())[-1] == "qwen2.5-coder-0.5b", "the target's model is fetched"
+    refused = helm.template(sets=["drafter.kind=ngram", "drafter.settings.dtype=bfloat16"])
+    assert refused.returncode != 0 and "drafter.settings.dtype does not apply" in refused.stderr
+    unknown = helm.template(sets=["drafter.kind=bigram"])
+    assert unknown.returncode != 0 and "kind" in unknown.stderr

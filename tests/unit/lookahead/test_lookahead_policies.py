@@ -395,3 +395,33 @@ def test_a_losing_stretch_delays_probes_but_does_not_stop_them() -> None:
         policy.observe(_obs(0, 0))
         rounds += 1
     assert rounds == pytest.approx(3 * loss / (0.05 * 0.51), abs=2)  # the debt, then one probe's price
+
+
+def test_auto_prices_a_model_free_drafter_by_its_call_time_per_draft_token() -> None:
+    """A lookup drafter runs no forwards: its step cost is its call's time per draft token, and a round
+    that asked for a draft and got none (no match) is not target-only overhead."""
+    estimates = CostEstimates(baseline_samples=1)
+    for _ in range(3):
+        estimates.observe(_obs(0, 0))  # target-only rounds: 0.5 s a step, 0.01 s overhead
+    lookup = RoundObservation(
+        drafted=4,
+        accepted=3,
+        draft_seconds=0.0002,
+        draft_forwards=0,
+        draft_computed_tokens=7,
+        verify_seconds=0.6,
+        verify_tokens=5,
+        round_seconds=0.62,
+        requested=4,
+    )
+    estimates.observe(lookup)
+    assert estimates.draft_step_seconds == pytest.approx(0.00005)
+    no_match = dataclasses.replace(
+        lookup, drafted=0, accepted=0, draft_seconds=0.0001, verify_tokens=1, round_seconds=0.9
+    )
+    estimates.observe(no_match)
+    assert estimates.ar_overhead_seconds == pytest.approx(0.01)
+    auto = CostModelLookahead(estimates, k_max=8)
+    assert auto.decide(remaining_tokens=100).k > 1, (
+        "a nearly free drafter accepted 3 of 4 pays for long drafts"
+    )

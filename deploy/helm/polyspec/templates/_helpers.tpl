@@ -140,6 +140,63 @@ maxConnectionAgeSeconds: --max-connection-age
 maxConnectionAgeGraceSeconds: --max-connection-age-grace
 {{- end }}
 
+{{- define "polyspec.lookupFlags" -}}
+cacheTtlSeconds: --cache-ttl-seconds
+maxDraftTokens: --max-draft-tokens
+maxQueue: --max-queue
+maxMessageBytes: --max-message-bytes
+maxConnectionAgeSeconds: --max-connection-age
+maxConnectionAgeGraceSeconds: --max-connection-age-grace
+ngramMin: --ngram-min
+ngramMax: --ngram-max
+suffixDepth: --suffix-depth
+suffixMinMatch: --suffix-min-match
+suffixMinScore: --suffix-min-score
+crossRequestMemory: --cross-request-memory
+cacheBudgetTokens: --cache-budget-tokens
+{{- end }}
+
+{{/* Whether a component is a model-free lookup drafter (drafter.kind ngram or suffix). */}}
+{{- define "polyspec.isLookup" -}}
+{{- if and (eq .component "drafter") (ne (.values.kind | default "model") "model") }}true{{- end }}
+{{- end }}
+
+{{/* The flags of a component's settings: the coordinator's, a lookup drafter's or a model service's. */}}
+{{- define "polyspec.flagsOf" -}}
+{{- if eq .component "coordinator" }}
+{{- include "polyspec.coordinatorFlags" . }}
+{{- else if include "polyspec.isLookup" . }}
+{{- include "polyspec.lookupFlags" . }}
+{{- else }}
+{{- include "polyspec.modelFlags" . }}
+{{- end }}
+{{- end }}
+
+{{/* A component's settings values; a lookup drafter's add drafter.lookup and refuse model-only ones. */}}
+{{- define "polyspec.settingsValues" -}}
+{{- $settings := deepCopy .values.settings }}
+{{- if include "polyspec.isLookup" . }}
+{{- $flags := include "polyspec.lookupFlags" . | fromYaml }}
+{{- range $key, $value := $settings }}
+{{- if and (not (kindIs "invalid" $value)) (not (hasKey $flags $key)) }}
+{{- fail (printf "drafter.settings.%s does not apply to a lookup drafter (drafter.kind %s); leave it null" $key $.values.kind) }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := (.values.lookup | default dict) }}
+{{- if not (kindIs "invalid" $value) }}
+{{- $_ := set $settings $key $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $set := dict }}
+{{- range $key, $value := $settings }}
+{{- if not (kindIs "invalid" $value) }}
+{{- $_ := set $set $key $value }}
+{{- end }}
+{{- end }}
+{{- toYaml $set }}
+{{- end }}
+
 {{- define "polyspec.coordinatorFlags" -}}
 lookaheadK: --lookahead-k
 maxLookaheadK: --max-lookahead-k
@@ -171,22 +228,23 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 */}}
 {{- define "polyspec.settingsData" -}}
 {{- $prefix := upper .component }}
-{{- $flags := include (ternary "polyspec.coordinatorFlags" "polyspec.modelFlags" (eq .component "coordinator")) . | fromYaml }}
-{{- $settings := deepCopy .values.settings }}
-{{- if and (ne .component "coordinator") .values.gpu.enabled (kindIs "invalid" $settings.device) }}
+{{- $flags := include "polyspec.flagsOf" . | fromYaml }}
+{{- $settings := include "polyspec.settingsValues" . | fromYaml }}
+{{- if and (ne .component "coordinator") (not (include "polyspec.isLookup" .)) .values.gpu.enabled (kindIs "invalid" $settings.device) }}
 {{- $_ := set $settings "device" "cuda" }}
 {{- end }}
 {{- $data := dict }}
 {{- range $key := keys $flags | sortAlpha }}
+{{- if hasKey $settings $key }}
 {{- $value := get $settings $key }}
-{{- if not (kindIs "invalid" $value) }}
 {{- $_ := set $data (printf "%s_%s" $prefix (snakecase $key | upper)) (include "polyspec.flagValue" $value) }}
 {{- end }}
 {{- end }}
 {{- if ne .component "coordinator" }}
 {{- $_ := set $data (printf "%s_MODEL_DIR" $prefix) (include "polyspec.modelDir" .) }}
-{{- if not .values.modelPath }}
-{{- $_ := set $data (printf "%s_MODEL" $prefix) .values.model }}
+{{- $model := ternary .root.Values.target .values (eq (include "polyspec.isLookup" .) "true") }}
+{{- if not $model.modelPath }}
+{{- $_ := set $data (printf "%s_MODEL" $prefix) $model.model }}
 {{- end }}
 {{- end }}
 {{- toYaml $data }}
@@ -195,10 +253,11 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{/* The model folder a model service loads. */}}
 {{- define "polyspec.modelDir" -}}
 {{- $cache := .root.Values.models.cacheDir | trimSuffix "/" }}
-{{- if .values.modelPath }}
-{{- printf "%s/%s" $cache (.values.modelPath | trimPrefix "/") }}
+{{- $values := ternary .root.Values.target .values (eq (include "polyspec.isLookup" .) "true") }}
+{{- if $values.modelPath }}
+{{- printf "%s/%s" $cache ($values.modelPath | trimPrefix "/") }}
 {{- else }}
-{{- printf "%s/models/%s" $cache .values.model }}
+{{- printf "%s/models/%s" $cache $values.model }}
 {{- end }}
 {{- end }}
 
@@ -216,7 +275,7 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 
 {{- define "polyspec.settingsArgs" -}}
 {{- $prefix := upper .component }}
-{{- $flags := include (ternary "polyspec.coordinatorFlags" "polyspec.modelFlags" (eq .component "coordinator")) . | fromYaml }}
+{{- $flags := include "polyspec.flagsOf" . | fromYaml }}
 {{- $data := include "polyspec.settingsData" . | fromYaml }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $var := printf "%s_%s" $prefix (snakecase $key | upper) }}
@@ -464,7 +523,8 @@ annotations:
 {{/* The init container fetching a named model into the volume (none for a modelPath). */}}
 {{- define "polyspec.fetchInitContainer" -}}
 {{- $fetch := .root.Values.models.fetch }}
-{{- if and $fetch.enabled (not .values.modelPath) }}
+{{- $model := ternary .root.Values.target .values (eq (include "polyspec.isLookup" .) "true") }}
+{{- if and $fetch.enabled (not $model.modelPath) }}
 - name: fetch-model
   image: {{ include "polyspec.image" . | quote }}
   imagePullPolicy: {{ .root.Values.image.pullPolicy }}
@@ -512,8 +572,14 @@ containers:
     args:
       - --log-level={{ .root.Values.logLevel }}
       - serve
+      {{- if include "polyspec.isLookup" . }}
+      - drafter
+      - --kind={{ .values.kind }}
+      - --target-model=$({{ upper .component }}_MODEL_DIR)
+      {{- else }}
       - model
       - --model=$({{ upper .component }}_MODEL_DIR)
+      {{- end }}
       - --host=0.0.0.0
       - --port={{ .values.port }}
       - --metrics-port={{ .values.metricsPort }}
