@@ -31,6 +31,12 @@ def _comma_list(convert: Callable[[str], T], what: str) -> Callable[[str], tuple
     return parse
 
 
+def _reference_method(text: str) -> str:
+    if text not in ("ar", "assisted", "lookup"):
+        raise ValueError(text)
+    return text
+
+
 def _algorithm(text: str) -> str:
     if text not in ALGORITHM_CHOICES:
         raise ValueError(text)
@@ -148,6 +154,13 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     # Required, checked by the handler: ``bench load`` takes its own (argparse would ask the parent's).
     add("--drafter", metavar="NAME_OR_DIR", help="drafter: model-store name or model folder (required)")
     add("--target", metavar="NAME_OR_DIR", help="target: model-store name or model folder (required)")
+    add(
+        "--workload",
+        choices=("humaneval", "rewrite"),
+        default="humaneval",
+        help="humaneval: complete each task's prompt; rewrite: each task's whole function, then write it "
+        "again without its docstring (the output repeats the prompt) (default: %(default)s)",
+    )
     add("--prompts", type=int, default=10, metavar="N", help="HumanEval prompts (default: %(default)s)")
     add(
         "--prompt-offset",
@@ -199,6 +212,22 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run transformers' in-process generate (default: on)",
+    )
+    add(
+        "--reference-methods",
+        type=_comma_list(_reference_method, "methods (ar, assisted, lookup)"),
+        default=("ar", "assisted"),
+        metavar="LIST",
+        help="transformers' configurations, comma-separated: ar (generate), assisted (the drafter as "
+        "assistant_model; universal assisted generation across vocabularies), lookup (prompt lookup "
+        "decoding); ar always runs (default: ar,assisted)",
+    )
+    add(
+        "--prompt-lookup-tokens",
+        type=int,
+        default=10,
+        metavar="N",
+        help="transformers' prompt lookup: prompt_lookup_num_tokens (default: %(default)s)",
     )
     add(
         "--threads",
@@ -265,6 +294,7 @@ def _bench(args: argparse.Namespace) -> int:
         options = BenchOptions(
             drafter=args.drafter,
             target=args.target,
+            workload=args.workload,
             prompts=args.prompts,
             prompt_offset=args.prompt_offset,
             max_new_tokens=args.max_new_tokens,
@@ -274,6 +304,8 @@ def _bench(args: argparse.Namespace) -> int:
             seed=args.seed,
             services=args.services,
             reference=args.reference,
+            reference_methods=args.reference_methods,
+            prompt_lookup_tokens=args.prompt_lookup_tokens,
             threads=args.threads,
             linear_kernel=args.linear_kernel,
             emulate_forward_ms=args.emulate_forward_ms,

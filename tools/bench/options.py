@@ -8,8 +8,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tools.bench.prompts import Workload
+
 LinearKernel = Literal["torch", "onednn", "onednn-packed"]  # services.model.settings.LinearKernel
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
+# transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``: the
+# same vocabulary, else universal assisted generation), prompt lookup (``prompt_lookup_num_tokens``).
+ReferenceMethod = Literal["ar", "assisted", "lookup"]
+REFERENCE_METHODS: tuple[ReferenceMethod, ...] = ("ar", "assisted", "lookup")
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
 RESULTS_DIR = Path("bench-results")
@@ -22,6 +28,9 @@ class BenchOptions(BaseModel):
 
     drafter: str = Field(min_length=1, description="Drafter: a model-store name or a model folder.")
     target: str = Field(min_length=1, description="Target: a model-store name or a model folder.")
+    workload: Workload = Field(
+        "humaneval", description="humaneval: complete each task; rewrite: repeat each function (prompts.py)."
+    )
     prompts: int = Field(10, ge=1, le=HUMANEVAL_TASKS, description="HumanEval prompts to run.")
     prompt_offset: int = Field(0, ge=0, lt=HUMANEVAL_TASKS, description="First HumanEval task.")
     max_new_tokens: int = Field(64, ge=1, le=4096)
@@ -33,6 +42,12 @@ class BenchOptions(BaseModel):
     seed: int = Field(0, ge=0, description="Prompt i runs with seed + i (services and transformers).")
     services: bool = Field(True, description="Run the configurations through the services.")
     reference: bool = Field(True, description="Also run transformers' in-process generate.")
+    reference_methods: tuple[ReferenceMethod, ...] = Field(
+        ("ar", "assisted"), min_length=1, description="transformers' configurations; ar always runs."
+    )
+    prompt_lookup_tokens: int = Field(
+        10, ge=1, le=64, description="transformers' prompt lookup: prompt_lookup_num_tokens."
+    )
     threads: int | None = Field(
         None, ge=1, description="torch threads of each model service and of the reference (None: default)."
     )
@@ -60,6 +75,12 @@ class BenchOptions(BaseModel):
     @classmethod
     def _baseline_first(cls, values: tuple[BenchAlgorithm, ...]) -> tuple[BenchAlgorithm, ...]:
         """Deduplicated, with ``ar`` (the baseline of speedups and greedy identity) first."""
+        rest = [value for value in dict.fromkeys(values) if value != "ar"]
+        return ("ar", *rest)
+
+    @field_validator("reference_methods")
+    @classmethod
+    def _reference_baseline_first(cls, values: tuple[ReferenceMethod, ...]) -> tuple[ReferenceMethod, ...]:
         rest = [value for value in dict.fromkeys(values) if value != "ar"]
         return ("ar", *rest)
 

@@ -2,8 +2,10 @@
 
 ``ar`` is plain autoregressive decoding of the target; with a drafter of the same vocabulary size
 ``assisted`` passes it as ``assistant_model`` (transformers' rule for "same tokenizer"), otherwise ``uag``
-runs universal assisted generation with both tokenizers. Only the ``generate`` call is timed; each
-configuration gets one untimed warm-up first. Sampling seeds torch's global generator with
+runs universal assisted generation with both tokenizers; ``lookup`` is prompt lookup decoding
+(``prompt_lookup_num_tokens``, no drafter). With scikit-learn installed (the ``bench`` extra) transformers
+retunes the assistant's confidence threshold online, its best assisted variant. Only the ``generate`` call
+is timed; each configuration gets one untimed warm-up first. Sampling seeds torch's global generator with
 ``seed + prompt index`` before each call (``generate`` takes no generator).
 """
 
@@ -58,12 +60,13 @@ def vocabulary_size(folder: Path) -> int:
 
 
 def reference_configurations(options: BenchOptions, same_vocabulary: bool) -> list[Configuration]:
-    """Per temperature: ``ar``, then ``assisted`` (same vocabulary) or ``uag``."""
-    assisted = "assisted" if same_vocabulary else "uag"
+    """Per temperature, the asked methods: ``ar``, ``assisted`` (or ``uag`` across vocabularies),
+    ``lookup``."""
+    names = {"ar": "ar", "assisted": "assisted" if same_vocabulary else "uag", "lookup": "lookup"}
     return [
-        Configuration("transformers", method, temperature)
+        Configuration("transformers", names[method], temperature)
         for temperature in options.temperatures
-        for method in ("ar", assisted)
+        for method in options.reference_methods
     ]
 
 
@@ -104,7 +107,7 @@ def run_reference(
     with torch.inference_mode(), torch_threads(options.threads):
         for configuration in reference_configurations(options, same_vocabulary):
             # A fresh drafter per configuration: transformers may prune or retune the assistant in place.
-            drafter = None if configuration.method == "ar" else load_model(drafter_dir)
+            drafter = None if configuration.method in ("ar", "lookup") else load_model(drafter_dir)
             runs.append(_run_configuration(target, drafter, configuration, prompts, options=options, out=out))
     return runs
 
@@ -136,7 +139,9 @@ def _run_configuration(
     print(f"  {configuration.label}: ", end="", file=out, flush=True)
     warmup_tokens = min(WARMUP_TOKENS, options.max_new_tokens)
     inputs = target.tokenizer(prompts[0].text, return_tensors="pt")
-    _generate(target, drafter, configuration, inputs, max_new_tokens=warmup_tokens, seed=options.seed)
+    _generate(
+        target, drafter, configuration, inputs, options, max_new_tokens=warmup_tokens, seed=options.seed
+    )
     for prompt in prompts:
         run.records.append(_timed(target, drafter, configuration, prompt, options))
         print(".", end="", file=out, flush=True)
@@ -156,7 +161,7 @@ def _timed(
     with counting_forwards(target.model) as counter:
         started = time.perf_counter()
         output = _generate(
-            target, drafter, configuration, inputs, max_new_tokens=options.max_new_tokens, seed=seed
+            target, drafter, configuration, inputs, options, max_new_tokens=options.max_new_tokens, seed=seed
         )
         seconds = time.perf_counter() - started
     tokens = len(output)
@@ -186,6 +191,7 @@ def _generate(
     drafter: LoadedModel | None,
     configuration: Configuration,
     inputs: Any,
+    options: BenchOptions,
     *,
     max_new_tokens: int,
     seed: int,
@@ -203,6 +209,8 @@ def _generate(
     if sampling:
         # top_k=0: transformers defaults to 50, the services apply no top-k unless asked.
         kwargs.update(temperature=configuration.temperature, top_k=0, top_p=1.0)
+    if configuration.method == "lookup":
+        kwargs["prompt_lookup_num_tokens"] = options.prompt_lookup_tokens
     if drafter is not None:
         kwargs["assistant_model"] = drafter.model
         if configuration.method == "uag":

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tools.bench.compare import format_comparisons, peer_comparisons
 from tools.bench.options import BenchOptions
 from tools.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
 
@@ -251,6 +252,7 @@ def build_document(
         "settings": options.model_dump(mode="json"),
         "greedy_mismatches": mismatches,
         "configurations": [_summary_json(s) for s in summaries],
+        "peer_comparisons": [dataclasses.asdict(c) for c in peer_comparisons([s.run for s in summaries])],
     }
 
 
@@ -332,5 +334,8 @@ def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
             "differs, so greedy ties may break differently and each engine's outputs are checked against "
             "its own ar (--linear-kernel torch compares both)"
         )
+    comparisons = format_comparisons(peer_comparisons([s.run for s in summaries]))
+    if comparisons:
+        lines.append(comparisons)
     lines.extend(options.benchmarking_flags())
     return "\n".join(lines)

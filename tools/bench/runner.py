@@ -93,7 +93,7 @@ def _measure(
 ) -> None:
     """Services first (unless ``--no-services``); the reference after they stopped, so they do not
     compete for the cores."""
-    prompts = load_prompts(options.prompt_offset, options.prompts)
+    prompts = load_prompts(options.prompt_offset, options.prompts, options.workload)
     runs: list[ConfigurationRun] = []
     if options.services:
         runs = run_services(
