@@ -84,6 +84,7 @@ def target_info(settings: LookupServiceSettings) -> EngineInfo:
         device="cpu",
         emulated_forward_seconds=0.0,
         max_draft_tokens=settings.max_draft_tokens,
+        max_queue=settings.max_queue,
     )
 
 
