@@ -128,6 +128,13 @@ def register_serve(roles: argparse._SubParsersAction[argparse.ArgumentParser]) -
     services = groups["model services"]
     services.add_argument("--drafter", metavar="ADDR", help="host:port of the drafter service (optional)")
     services.add_argument(
+        "--lookup-drafter",
+        metavar="ADDR",
+        help="host:port of a model-free drafter (serve drafter --kind ngram|suffix) asked first every "
+        "round; its draft is used where the cost model expects it to pay more than the model drafter's "
+        "(optional; works without --drafter too)",
+    )
+    services.add_argument(
         "--target",
         metavar="ADDR[,ADDR...]",
         action="append",
@@ -202,6 +209,7 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     targets = tuple(part.strip() for value in args.target for part in value.split(",") if part.strip())
     fields: dict[str, Any] = {
         "drafter_address": args.drafter,
+        "lookup_drafter_address": args.lookup_drafter,
         "model_tls": client_tls(args, "model-tls"),
         "auth_token_file": args.auth_token_file,
         "auth_token_env": args.auth_token_env,

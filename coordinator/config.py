@@ -37,6 +37,12 @@ class CoordinatorSettings(BaseModel):
     drafter_address: str | None = Field(
         None, description="host:port of the drafter service; None runs target-only decoding."
     )
+    lookup_drafter_address: str | None = Field(
+        None,
+        description="host:port of a model-free drafter (`polyspec serve drafter --kind ngram|suffix` on the "
+        "target's tokenizer) asked first every round: its draft is verified instead of the model "
+        "drafter's when the cost model expects it to yield more tokens per second.",
+    )
     target_addresses: tuple[str, ...] = Field(
         (), description="host:port of each target replica (a static pool)."
     )
@@ -163,7 +169,7 @@ class CoordinatorSettings(BaseModel):
         None, ge=0, le=65535, description="Port of the Prometheus endpoint; 0 picks one; None disables it."
     )
 
-    @field_validator("drafter_address")
+    @field_validator("drafter_address", "lookup_drafter_address")
     @classmethod
     def _drafter_address(cls, value: str | None) -> str | None:
         return None if value is None else _check_address(value)

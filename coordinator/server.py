@@ -38,6 +38,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import (
     ModelEndpoint,
     ModelPair,
+    PairMismatchError,
     align_pair,
     check_declared_fingerprint,
     endpoint_from_info,
@@ -196,15 +197,20 @@ async def connect(
         addresses = await _first_replica_set(updates, settings.startup_timeout_seconds)
     targets = pool("target", addresses)
     drafters = None if settings.drafter_address is None else pool("drafter", (settings.drafter_address,))
+    lookup = settings.lookup_drafter_address
+    lookups = None if lookup is None else pool("lookup drafter", (lookup,))
     try:
         timeout = settings.startup_timeout_seconds
         target = await _first_endpoint(targets, settings.target_tokenizer_fingerprint, timeout)
         drafter = None
         if drafters is not None:
             drafter = await _first_endpoint(drafters, settings.drafter_tokenizer_fingerprint, timeout)
+        lookup_limit = 0
+        if lookups is not None:
+            lookup_limit = (await _check_lookup_drafter(lookups, target, timeout)).max_draft_tokens
         pair = await asyncio.to_thread(align_pair, target, drafter)
     except BaseException:
-        await _close_pools(targets, drafters)
+        await _close_pools(targets, drafters, lookups)
         raise
     _report_pair(pair, metrics)
     masks = None
@@ -215,11 +221,25 @@ async def connect(
         pair=pair,
         targets=targets,
         drafters=drafters,
+        lookups=lookups,
+        lookup_max_draft_tokens=lookup_limit,
         metrics=metrics,
         admission=_admission_gate(settings, metrics),
         token_masks=masks,
         prompt_pool=ThreadPoolExecutor(PROMPT_WORKERS, thread_name_prefix="polyspec-prompt"),
     )
+
+
+async def _check_lookup_drafter(lookups: ReplicaPool, target: ModelEndpoint, timeout: float) -> ModelEndpoint:
+    """A lookup drafter proposes the target's own token ids: it must serve the target's tokenizer."""
+    endpoint = await _first_endpoint(lookups, None, timeout)
+    if endpoint.fingerprint != target.fingerprint:
+        raise PairMismatchError(
+            f"{endpoint.label} serves tokenizer {endpoint.fingerprint}, but {target.label} serves "
+            f"{target.fingerprint}: a lookup drafter proposes the target's own token ids (start it with "
+            "--target-model set to the target's model folder)"
+        )
+    return endpoint
 
 
 def _admission_gate(settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> AdmissionGate:
@@ -259,17 +279,17 @@ def _report_pair(pair: ModelPair, metrics: CoordinatorMetrics) -> None:
     )
 
 
-async def _close_pools(targets: ReplicaPool, drafters: ReplicaPool | None) -> None:
-    await targets.close()
-    if drafters is not None:
-        await drafters.close()
+async def _close_pools(*pools: ReplicaPool | None) -> None:
+    for pool in pools:
+        if pool is not None:
+            await pool.close()
 
 
 async def _close_services(services: LoopServices) -> None:
     """Closes the replica pools and the prompt pool (a prompt still being tokenized is left to finish)."""
     if services.prompt_pool is not None:
         services.prompt_pool.shutdown(wait=False, cancel_futures=True)
-    await _close_pools(services.targets, services.drafters)
+    await _close_pools(services.targets, services.drafters, services.lookups)
 
 
 def _interceptors(settings: CoordinatorSettings) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]

@@ -18,6 +18,9 @@ Modules:
   services' own timings (per-width target costs, drafter step and catch-up costs, round overheads,
   per-regime acceptance and probe credit). One is shared by the requests of a coordinator (owned by
   the server, passed in; never a module global).
+- ``lookup``: ``LookupChooser``, per round the lookup drafter's draft (a model-free drafter asked
+  first) or the model drafter's round, by expected output tokens per second, with the lookup drafts'
+  acceptance learned on its own.
 - ``acceptance``: the two-stage acceptance model (``Acceptance``: the first draft token accepted at
   one rate, each further one at another given the ones before it were; one i.i.d. rate as in
   Leviathan et al., arXiv 2211.17192, is the special case of equal rates) and its decayed counts.
@@ -41,6 +44,7 @@ from coordinator.lookahead.acceptance import Acceptance, AcceptanceCounts, expec
 from coordinator.lookahead.auto import CostModelLookahead
 from coordinator.lookahead.confidence import ConfidenceLookahead
 from coordinator.lookahead.costs import CostEstimates, VerifyCostTable
+from coordinator.lookahead.lookup import LookupChooser
 from coordinator.lookahead.policy import LookaheadDecision, LookaheadPolicy, RoundObservation
 from coordinator.lookahead.static import StaticLookahead
 
@@ -52,6 +56,7 @@ __all__ = [
     "CostModelLookahead",
     "LookaheadDecision",
     "LookaheadPolicy",
+    "LookupChooser",
     "RoundObservation",
     "StaticLookahead",
     "VerifyCostTable",

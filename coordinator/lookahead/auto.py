@@ -66,6 +66,20 @@ class CostModelLookahead:
                 k, self._reserved = probe, loss
         return LookaheadDecision(k=k, confidence_threshold=self.confidence_threshold if k else 0.0)
 
+    def best_rate(self, remaining_tokens: int) -> float | None:
+        """Expected output tokens per second of the round ``decide`` would choose now, without deciding
+        (no probe credit is reserved); None before the costs were measured."""
+        cap = max(0, min(self.k_max, remaining_tokens - 1)) if remaining_tokens > 1 else 0
+        ar_step = self._ar_step()
+        if ar_step is None or self.estimates.draft_step_seconds is None:
+            return None
+        k = self._best_k(cap) if cap else 0
+        if k == 0:
+            return 1.0 / max(1e-9, ar_step)
+        acceptance = self._acceptance()
+        seconds = self._round_seconds(k, acceptance)
+        return None if seconds is None else acceptance.expected_output_tokens(k) / max(1e-9, seconds)
+
     def _ar_step(self) -> float | None:
         """Expected seconds of a target-only round (None before one was measured)."""
         verify_one = self.estimates.verify_seconds(1)

@@ -11,6 +11,11 @@ Pure functions over a ``RoundSnapshot``, and two model-service calls (``ModelCal
     commit(snapshot, verified)                -> Committed    within max_new_tokens, EOS and the window
     next_view(snapshot, drafted, committed)   -> DrafterView  the drafter re-synced to the committed text
 
+A request with a lookup drafter (a model-free drafter on the target's tokenizer) may verify its draft
+instead: ``lookup_call`` asks it, ``lookup_candidates`` makes same-vocabulary candidates of the draft and
+``run_lookup_round`` verifies them; which of the two a round runs is chosen before verification from
+the draft's length and earlier rounds only (``coordinator.lookahead.LookupChooser``).
+
 Candidates (``coordinator.loop.translate``): ``sd`` the draft tokens themselves; ``tli`` a draft made
 under the intersection mask (registered once per drafter replica, ``coordinator.loop.masks``) mapped into
 target ids; ``slem`` the drafted text re-tokenized by the target; ``slrs`` target tokens proposed by SLRS's
@@ -115,6 +120,35 @@ async def run_round(snapshot: RoundSnapshot, k: int, threshold: float, calls: Mo
     scored = await calls.score(score_call(snapshot, proposed))
     verified = decide(snapshot, proposed, scored)
     return RoundResult(drafted, proposed, scored, verified, commit(snapshot, verified), fallback)
+
+
+def lookup_call(snapshot: RoundSnapshot, sequence_id: str, k: int) -> DraftCall:
+    """A lookup drafter's Draft: up to k tokens continuing the target's own context (target ids)."""
+    frame = snapshot.frame
+    return DraftCall(
+        context=ContextRef.whole(sequence_id, snapshot.target_context),
+        max_draft_tokens=k,
+        sampling=snapshot.sampling,
+        seed=snapshot.seed(SeedPurpose.DRAFT),
+        stop_token_ids=frozenset() if frame.params.ignore_eos else frame.target.eos_token_ids,
+    )
+
+
+def lookup_candidates(snapshot: RoundSnapshot, drafted: DraftOutcome) -> Candidates:
+    """A lookup draft as same-vocabulary candidates (point-mass proposals), within the round's room;
+    ``UnusableDraftError`` for a malformed one."""
+    if len(drafted.draft_probs) != len(drafted.draft_tokens):
+        raise UnusableDraftError("the lookup drafter sent as many distributions as tokens")
+    proposed = sd_candidates(drafted.draft_tokens, drafted.draft_probs, snapshot.frame.target.vocab_size)
+    return proposed.truncated(candidate_cap(snapshot))
+
+
+async def run_lookup_round(snapshot: RoundSnapshot, proposed: Candidates, calls: ModelCalls) -> RoundResult:
+    """A round that verifies a lookup drafter's draft (sd with point masses, at any temperature): the
+    target scores it and the speculative rule decides, as for a model draft."""
+    scored = await calls.score(score_call(snapshot, proposed))
+    verified = decide(snapshot, proposed, scored)
+    return RoundResult(None, proposed, scored, verified, commit(snapshot, verified), "")
 
 
 def drafter_window_full(snapshot: RoundSnapshot) -> bool:

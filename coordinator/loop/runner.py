@@ -39,14 +39,19 @@ from coordinator.loop.round import (
     Committed,
     RoundResult,
     Verified,
+    candidate_cap,
     draft_budget,
     drafter_window_full,
+    lookup_call,
+    lookup_candidates,
     near_tie_offsets,
     next_view,
+    run_lookup_round,
     run_round,
 )
 from coordinator.loop.snapshot import RoundSnapshot
 from coordinator.loop.state import LoopServices, RequestRun
+from coordinator.loop.translate import UnusableDraftError
 from coordinator.request import AlgorithmName, FinishReason, GenerationParams
 
 log = structlog.get_logger(__name__)
@@ -104,6 +109,10 @@ async def _round(run: RequestRun) -> Committed:
     """One round on a snapshot of the request, then its result applied to the run."""
     started = time.monotonic()
     snapshot = run.snapshot()
+    if run.lookup is not None:
+        committed = await _lookup_round(run, snapshot, started)
+        if committed is not None:
+            return committed
     decision = _decide(run, snapshot)
     snapshot = dataclasses.replace(snapshot, drafting=run.drafting)
     if decision.k and snapshot.algorithm is AlgorithmName.SLRS and run.frame.alignment is not None:
@@ -120,6 +129,50 @@ async def _round(run: RequestRun) -> Committed:
     run.counters.rounds += 1
     run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
     return result.committed
+
+
+async def _lookup_round(run: RequestRun, snapshot: RoundSnapshot, started: float) -> Committed | None:
+    """The round verifies the lookup drafter's draft when ``LookupChooser`` expects it to pay more than the
+    model drafter's round; None: the round goes on without it."""
+    assert run.lookup is not None
+    k = min(
+        candidate_cap(snapshot), run.services.lookup_max_draft_tokens, run.services.settings.max_lookahead_k
+    )
+    if k <= 0:
+        return None
+    asked = time.monotonic()
+    drafted = await run.calls.lookup(lookup_call(snapshot, run.lookup_sequence_id, k))
+    run.lookup.observe_call(time.monotonic() - asked)
+    if drafted is None:
+        return None
+    try:
+        proposed = lookup_candidates(snapshot, drafted)
+    except UnusableDraftError as exc:
+        log.warning("lookup_draft_unusable", error=str(exc))
+        return None
+    if not run.lookup.take(len(proposed.tokens), _model_rate(run, snapshot)):
+        return None
+    result = await run_lookup_round(snapshot, proposed, run.calls)
+    _apply(run, snapshot, result)
+    run.lookup.observe(_observation(len(proposed.tokens), result, time.monotonic() - started))
+    run.counters.rounds += 1
+    run.counters.lookup_rounds += 1
+    run.services.metrics.rounds.labels(algorithm="lookup").inc()
+    return result.committed
+
+
+def _model_rate(run: RequestRun, snapshot: RoundSnapshot) -> float | None:
+    """Expected output tokens per second of the round the model drafter (or a target-only step) would
+    run instead of a lookup round; None where the lookahead does not price its rounds."""
+    policy = run.plan.lookahead
+    if run.drafting and policy is not None:
+        best_rate = getattr(policy, "best_rate", None)
+        return None if best_rate is None else best_rate(snapshot.remaining)
+    estimates = run.services.estimates
+    verify_one = estimates.verify_seconds(1)
+    if verify_one is None:
+        return None
+    return 1.0 / max(1e-9, verify_one + (estimates.ar_overhead_seconds or 0.0))
 
 
 def _apply(run: RequestRun, snapshot: RoundSnapshot, result: RoundResult) -> None:
@@ -218,4 +271,6 @@ async def _release_sequences(run: RequestRun) -> None:
     releases = [services.targets.release([run.frame.target_sequence_id], timeout)]
     if services.drafters is not None:
         releases.append(services.drafters.release([run.frame.drafter_sequence_id], timeout))
+    if services.lookups is not None:
+        releases.append(services.lookups.release([run.lookup_sequence_id], timeout))
     await asyncio.gather(*releases)

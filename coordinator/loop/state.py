@@ -21,7 +21,7 @@ from coordinator.admission import AdmissionGate
 from coordinator.callcost import CallWork
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic
 from coordinator.config import CoordinatorSettings
-from coordinator.lookahead import CostEstimates
+from coordinator.lookahead import CostEstimates, LookupChooser
 from coordinator.loop.masks import TokenMaskRegistry
 from coordinator.loop.plan import RequestPlan
 from coordinator.loop.round import DrafterFailedError
@@ -29,7 +29,7 @@ from coordinator.loop.snapshot import DrafterView, RequestFrame, RoundSnapshot
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import ModelEndpoint, ModelPair
 from coordinator.replicas import ReplicaPool
-from coordinator.request import GenerationParams, RequestStats
+from coordinator.request import AlgorithmName, GenerationParams, RequestStats
 from core.errors import DeadlineExceededError, PolyspecError
 from core.modelcalls import DraftCall, DraftOutcome, ScoreCall, ScoreOutcome
 
@@ -51,6 +51,8 @@ class LoopServices:
     metrics: CoordinatorMetrics
     admission: AdmissionGate  # the cap on concurrent requests and their wait queue (the servicer holds it)
     estimates: CostEstimates = field(default_factory=CostEstimates)
+    lookups: ReplicaPool | None = None  # a model-free drafter asked first every round (same vocabulary)
+    lookup_max_draft_tokens: int = 16  # the lookup drafter's per-call limit (its Info)
     token_masks: TokenMaskRegistry | None = None  # TLI's mask, for a pair with different vocabularies
     slrs_enumeration_budget: int = DEFAULT_SLRS_ENUMERATION_BUDGET
     # Where prompts are tokenized and templated (a small pool the server owns); None: the loop's default.
@@ -123,6 +125,26 @@ class ServiceCalls:
         targets.costs.observe(outcome.stats)
         return outcome
 
+    async def lookup(self, call: DraftCall) -> DraftOutcome | None:
+        """The lookup drafter's draft (None: none configured, ejected, or it failed: the round goes on
+        without it; only the request's own deadline fails it)."""
+        lookups = self._services.lookups
+        if lookups is None or not lookups.usable():
+            return None
+        try:
+            outcome, _ = await lookups.call(
+                lambda client, timeout: client.draft(call, self._scope.with_timeout(timeout)),
+                deadline=self._scope.deadline,
+            )
+        except DeadlineExceededError:
+            if self._scope.deadline.expired():
+                raise
+            return None
+        except (PolyspecError, RuntimeError) as exc:
+            log.warning("lookup_drafter_failed", error=str(exc))
+            return None
+        return outcome
+
     def drafter_usable(self) -> bool:
         """Whether a drafter replica may take a call (false while every one is ejected)."""
         drafters = self._services.drafters
@@ -147,6 +169,7 @@ class RoundCounters:
     drafter_forwards: int = 0
     emulated_latency: bool = False
     drafter_ejected_rounds: int = 0  # rounds run target-only while every drafter replica was ejected
+    lookup_rounds: int = 0  # rounds that verified the lookup drafter's draft
 
 
 @dataclass
@@ -169,6 +192,7 @@ class RequestRun:
     first_token_at: float | None = None
     last_token_at: float = 0.0
     view: DrafterView | None = None  # cross-vocabulary algorithms only
+    lookup: LookupChooser | None = None  # with a lookup drafter: per round, its draft or the model's
     near_ties: list[int] = field(default_factory=list)  # output positions decided at a near-tie
 
     @classmethod
@@ -191,10 +215,17 @@ class RequestRun:
             near_tie_logit_margin=near_tie_margin(services.settings.near_tie_logit_margin, pair.target.dtype),
         )
         run = cls(services, frame, scope, ServiceCalls(services, scope), fallback_reason=plan.fallback_reason)
+        if services.lookups is not None and params.algorithm is not AlgorithmName.AR:
+            run.lookup = LookupChooser(services.estimates)
         run.counters.emulated_latency = pair.emulated_latency
         if plan.cross_vocabulary:
             run.view = DrafterView()
         return run
+
+    @property
+    def lookup_sequence_id(self) -> str:
+        """The request's sequence on the lookup drafter (it reads the target's context)."""
+        return self.frame.target_sequence_id.removesuffix("/target") + "/lookup"
 
     @property
     def params(self) -> GenerationParams:
