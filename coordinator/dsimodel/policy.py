@@ -13,6 +13,7 @@ so differences between knobs are not drowned in noise); the best few run again, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,16 +74,19 @@ def best_si(drafter_cost: float, acceptance: float, max_lookahead: int = MAX_LOO
     )
 
 
-def candidate_knobs(drafter_cost: float, servers: int, max_block: int = 8) -> list[SchedulerKnobs]:
-    """Block sizes 1 .. max_block (none drafting longer than 1.5 target forwards), depths 1, SP and SP+1
-    (one block drafted ahead of the servers), with and without plain steps."""
+def candidate_knobs(
+    drafter_cost: float, servers: int, block_sizes: Sequence[int] | None = None, max_block: int = 8
+) -> list[SchedulerKnobs]:
+    """Depths 1, SP and SP+1 (one block drafted ahead of the servers), with and without plain steps, for
+    ``block_sizes`` (default 1 .. max_block, none drafting longer than 1.5 target forwards)."""
     if servers < 1:
         raise InvalidArgumentError("servers", f"must be >= 1, got {servers}")
-    largest = max(1, min(max_block, math.ceil(1.5 / drafter_cost)))
+    if block_sizes is None:
+        block_sizes = range(1, max(1, min(max_block, math.ceil(1.5 / drafter_cost))) + 1)
     depths = sorted({1, servers, servers + 1})
     return [
         SchedulerKnobs(block_size, depth, plain)
-        for block_size in range(1, largest + 1)
+        for block_size in block_sizes
         for depth in depths
         for plain in (False, True)
     ]
