@@ -20,6 +20,7 @@ from services.model import cli as model_cli
 from services.modelstore import cli as modelstore_cli
 from tools import client_commands
 from tools.bench import cli as bench_cli
+from tools.simulate import cli as simulate_cli
 
 # What a shell reports for a command killed by SIGPIPE (``yes | head -1``).
 EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
@@ -42,6 +43,7 @@ def build_parser(serve_roles: bool = True) -> argparse.ArgumentParser:
         coordinator_cli.register_serve(roles)
     client_commands.register(commands)
     bench_cli.register(commands)
+    simulate_cli.register(commands)
     return parser
 
 

@@ -5,7 +5,7 @@ Floors, from the ground up:
    model-free lookup (``core.lookup``, plain Python: not even torch); pure (no gRPC, asyncio or protobuf)
    except ``core.serving``, the gRPC furniture both servers run on.
 2. ``services`` (the model service, the lookup drafter, the model store) and the coordinator's pure math
-   (``coordinator.verify``, ``coordinator.vocab``); neither imports the other.
+   (``coordinator.verify``, ``coordinator.vocab``, ``coordinator.dsimodel``); neither imports the other.
 3. the rest of ``coordinator``; its loop and lookahead work on domain types (no protobuf).
 4. ``tools`` — the ``polyspec`` command, demo, bench: may import anything.
 The SDK (``sdk/polyspec``) stands apart: grpcio and protobuf only.
@@ -101,6 +101,11 @@ RULES: dict[str, tuple[list[Path], tuple[str, ...], tuple[str, ...]]] = {
         _files("coordinator/verify", "coordinator/vocab"),
         (*ASYNC_RPC, "services", "tools", "coordinator"),
         ("coordinator.verify", "coordinator.vocab"),
+    ),
+    "coordinator.dsimodel is stdlib-only math and imports no other coordinator code": (
+        _files("coordinator/dsimodel"),
+        (*ASYNC_RPC, "torch", "numpy", "services", "tools", "coordinator"),
+        ("coordinator.dsimodel",),
     ),
     "the SDK imports no torch and no server code": (
         _files("sdk/polyspec"),

@@ -51,7 +51,7 @@ def test_python_dash_m_runs_the_command(module: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ")
-    for command in ("models", "serve", "generate", "demo", "bench"):
+    for command in ("models", "serve", "generate", "demo", "bench", "simulate"):
         assert command in result.stdout
 
 
