@@ -194,6 +194,14 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
         help="comma-separated lookahead specs for the drafting algorithms: auto, K, static:K, "
         "confidence:K:THRESHOLD (default: auto)",
     )
+    add(
+        "--lookup",
+        choices=("none", "ngram", "suffix"),
+        default="none",
+        help="also start a model-free drafter of this kind on the target's tokenizer and run `lookup` (it "
+        "alone drafts, sd) and `ALGORITHM+lookup` (asked first every round, the model drafter otherwise) "
+        "for each drafting algorithm (default: none)",
+    )
     add("--seed", type=int, default=0, help="prompt i runs with seed + i (default: %(default)s)")
 
 
@@ -300,6 +308,7 @@ def _bench(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             algorithms=args.algorithms,
             temperatures=args.temperatures,
+            lookup=args.lookup,
             lookaheads=args.lookahead,
             seed=args.seed,
             services=args.services,

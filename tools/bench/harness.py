@@ -8,8 +8,10 @@ fall on every configuration alike instead of on whichever ran first.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -17,7 +19,7 @@ from polyspec import Client, GenerationResult, PolyspecError
 
 from tools.bench.options import BenchOptions
 from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
-from tools.demo import LocalStack, sigterm_as_interrupt, start_pair
+from tools.demo import LocalStack, sigterm_as_interrupt, start_pair, wait_until_serving
 
 T = TypeVar("T")
 Generate = Callable[[Configuration, BenchPrompt], PromptRecord]
@@ -34,16 +36,38 @@ REFUSAL_CODES = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNIMPLEME
 
 
 def service_configurations(options: BenchOptions) -> list[Configuration]:
-    """Per temperature: ``ar`` first, then each other algorithm with each lookahead."""
+    """Per temperature: ``ar`` first, then each other algorithm with each lookahead; with a lookup drafter
+    also ``lookup`` (it alone drafts) and ``ALGORITHM+lookup`` (asked first, the model drafter otherwise)
+    with each lookahead."""
+    drafting = [a for a in options.algorithms if a != "ar"]
+    methods: list[str] = list(drafting)
+    if options.lookup != "none":
+        methods += ["lookup", *(f"{algorithm}+lookup" for algorithm in drafting)]
     configurations = []
     for temperature in options.temperatures:
-        for algorithm in options.algorithms:
-            if algorithm == "ar":
-                configurations.append(Configuration("services", "ar", temperature))
-                continue
+        configurations.append(Configuration("services", "ar", temperature))
+        for method in methods:
             for lookahead in options.lookaheads:
-                configurations.append(Configuration("services", algorithm, temperature, lookahead))
+                configurations.append(Configuration("services", method, temperature, lookahead))
     return configurations
+
+
+@dataclass(frozen=True)
+class Coordinators:
+    """The coordinators of a bench stack: the model drafter's, and with a lookup drafter the lookup's alone
+    and the combined one."""
+
+    model: str
+    lookup: str | None = None
+    combined: str | None = None
+
+    def route(self, method: str) -> tuple[str, str]:
+        """The coordinator address and the algorithm of a services configuration's method."""
+        if method == "lookup" and self.lookup is not None:
+            return self.lookup, "sd"
+        if method.endswith("+lookup") and self.combined is not None:
+            return self.combined, method.removesuffix("+lookup")
+        return self.model, method
 
 
 def interleaved_order(configurations: Sequence[T], prompt_position: int) -> list[T]:
@@ -57,14 +81,15 @@ def interleaved_order(configurations: Sequence[T], prompt_position: int) -> list
 
 def start_stack(
     stack: LocalStack, drafter_dir: Path, target_dir: Path, options: BenchOptions, out: IO[str]
-) -> str:
-    """Starts drafter, target (with the benchmarking flag, if any) and coordinator; returns its address."""
+) -> Coordinators:
+    """Starts drafter, target (with the benchmarking flag, if any) and coordinator, and with ``lookup`` a
+    lookup drafter and its two coordinators; returns the coordinators' addresses."""
     threads = [] if options.threads is None else ["--threads", str(options.threads)]
     threads += ["--linear-kernel", options.linear_kernel]
     target_args = list(threads)
     if options.emulating:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]
-    return start_pair(
+    model = start_pair(
         stack,
         drafter_dir,
         target_dir,
@@ -73,6 +98,31 @@ def start_stack(
         drafter_args=threads,
         target_args=target_args,
     )
+    if options.lookup == "none":
+        return Coordinators(model)
+    return _start_lookup(stack, target_dir, options, out, model)
+
+
+def _start_lookup(
+    stack: LocalStack, target_dir: Path, options: BenchOptions, out: IO[str], model: str
+) -> Coordinators:
+    """The lookup drafter, a coordinator where it alone drafts and one that combines it with the model
+    drafter (the drafter and target services are shared)."""
+    timeout = options.startup_timeout_seconds
+    by_name = {child.name: child for child in stack.children}
+    drafter = wait_until_serving(by_name["drafter"], timeout)
+    target = wait_until_serving(by_name["target"], timeout)
+    print(f"starting a {options.lookup} lookup drafter and its coordinators ...", file=out, flush=True)
+    lookup_child = stack.start(
+        "lookup-drafter", ["drafter", "--kind", options.lookup, "--target-model", str(target_dir)]
+    )
+    lookup = wait_until_serving(lookup_child, timeout)
+    alone = stack.start("coordinator-lookup", ["coordinator", "--drafter", lookup, "--target", target])
+    combined = stack.start(
+        "coordinator-combined",
+        ["coordinator", "--drafter", drafter, "--lookup-drafter", lookup, "--target", target],
+    )
+    return Coordinators(model, wait_until_serving(alone, timeout), wait_until_serving(combined, timeout))
 
 
 def run_services(
@@ -87,21 +137,33 @@ def run_services(
 ) -> list[ConfigurationRun]:
     """Runs every services configuration on every prompt (sequential requests, batch 1), interleaved."""
     with sigterm_as_interrupt(), LocalStack(log_dir, options.log_level) as stack:
-        address = start_stack(stack, drafter_dir, target_dir, options, out)
-        print(f"coordinator on {address}; warming up ...", file=out, flush=True)
-        with Client(address, timeout=CALL_TIMEOUT_SECONDS) as client:
-            client.generate(
-                prompts[0].text,
-                max_new_tokens=min(WARMUP_TOKENS, options.max_new_tokens),
-                temperature=0.0,
-                algorithm="auto",
-                seed=options.seed,
-            )
+        coordinators = start_stack(stack, drafter_dir, target_dir, options, out)
+        print(f"coordinator on {coordinators.model}; warming up ...", file=out, flush=True)
+        with contextlib.ExitStack() as clients_open:
+            addresses = {coordinators.model, coordinators.lookup, coordinators.combined} - {None}
+            clients = {
+                address: clients_open.enter_context(Client(address, timeout=CALL_TIMEOUT_SECONDS))
+                for address in addresses
+                if address is not None
+            }
+            for client in clients.values():
+                client.generate(
+                    prompts[0].text,
+                    max_new_tokens=min(WARMUP_TOKENS, options.max_new_tokens),
+                    temperature=0.0,
+                    algorithm="auto",
+                    seed=options.seed,
+                )
+
+            def generate(configuration: Configuration, prompt: BenchPrompt) -> PromptRecord:
+                address, algorithm = coordinators.route(configuration.method)
+                return _generate(clients[address], configuration, algorithm, prompt, options)
+
             return run_interleaved(
                 service_configurations(options),
                 prompts,
-                generate=lambda configuration, prompt: _generate(client, configuration, prompt, options),
-                warm_up=lambda prompt: _warm_up_prompt(client, prompt, options),
+                generate=generate,
+                warm_up=lambda prompt: _warm_up_prompt(clients[coordinators.model], prompt, options),
                 out=out,
                 on_prompt=on_prompt,
             )
@@ -160,7 +222,7 @@ def _warm_up_prompt(client: Client, prompt: BenchPrompt, options: BenchOptions) 
 
 
 def _generate(
-    client: Client, configuration: Configuration, prompt: BenchPrompt, options: BenchOptions
+    client: Client, configuration: Configuration, algorithm: str, prompt: BenchPrompt, options: BenchOptions
 ) -> PromptRecord:
     seed = options.seed + prompt.index
     started = time.perf_counter()
@@ -169,7 +231,7 @@ def _generate(
         max_new_tokens=options.max_new_tokens,
         temperature=configuration.temperature,
         seed=seed,
-        algorithm=configuration.method,
+        algorithm=algorithm,
         lookahead=configuration.lookahead,
     )
     return record_from_result(prompt, result, time.perf_counter() - started)

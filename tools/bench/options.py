@@ -15,6 +15,8 @@ BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
 # transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``: the
 # same vocabulary, else universal assisted generation), prompt lookup (``prompt_lookup_num_tokens``).
 ReferenceMethod = Literal["ar", "assisted", "lookup"]
+# A model-free drafter beside the model drafter (``polyspec serve drafter --kind``): ``none``, or its kind.
+LookupKind = Literal["none", "ngram", "suffix"]
 REFERENCE_METHODS: tuple[ReferenceMethod, ...] = ("ar", "assisted", "lookup")
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
@@ -38,6 +40,11 @@ class BenchOptions(BaseModel):
         ("ar", "sd"), min_length=1, description="Through the services; ar always runs (the baseline)."
     )
     temperatures: tuple[float, ...] = Field((0.0,), min_length=1)
+    lookup: LookupKind = Field(
+        "none",
+        description="Also run a model-free drafter of this kind: `lookup` (it alone drafts, sd) and "
+        "`ALGORITHM+lookup` (combined with the model drafter) configurations.",
+    )
     lookaheads: tuple[str, ...] = Field(("auto",), min_length=1, description="For drafting algorithms.")
     seed: int = Field(0, ge=0, description="Prompt i runs with seed + i (services and transformers).")
     services: bool = Field(True, description="Run the configurations through the services.")

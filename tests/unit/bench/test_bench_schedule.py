@@ -12,7 +12,7 @@ import pytest
 from polyspec import FailedPreconditionError, UnavailableError
 
 from tests.unit.bench.records import prompt, record
-from tools.bench.harness import interleaved_order, run_interleaved, service_configurations
+from tools.bench.harness import Coordinators, interleaved_order, run_interleaved, service_configurations
 from tools.bench.options import BenchOptions
 from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 
@@ -137,3 +137,18 @@ def test_services_configurations_put_ar_first_per_temperature() -> None:
         "services ar T=0", "services sd [auto] T=0", "services sd [static:3] T=0",
         "services ar T=0.7", "services sd [auto] T=0.7", "services sd [static:3] T=0.7",
     ]  # fmt: skip
+
+
+def test_a_lookup_drafter_adds_its_own_and_combined_configurations_routed_to_their_coordinators() -> None:
+    options = BenchOptions(drafter="d", target="t", algorithms=("sd",), lookup="ngram")
+    labels = [configuration.label for configuration in service_configurations(options)]
+    assert labels == [
+        "services ar T=0", "services sd [auto] T=0", "services lookup [auto] T=0",
+        "services sd+lookup [auto] T=0",
+    ]  # fmt: skip
+    coordinators = Coordinators("model:1", "lookup:2", "combined:3")
+    assert coordinators.route("sd") == ("model:1", "sd")
+    assert coordinators.route("ar") == ("model:1", "ar")
+    assert coordinators.route("lookup") == ("lookup:2", "sd")
+    assert coordinators.route("tli+lookup") == ("combined:3", "tli")
+    assert Coordinators("model:1").route("sd+lookup") == ("model:1", "sd+lookup")  # refused by the server
