@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import grpc
 import structlog
@@ -14,12 +14,12 @@ from prometheus_client import Gauge
 
 from core.modelcalls import EngineInfo
 from core.serving.metrics import MetricsEndpoint
-from core.serving.server import RunningServer, serve_until_signal, start_server
+from core.serving.server import serve_until_signal, start_server
 from core.serving.tls import server_credentials
 from services.lookup.engine import LookupEngine
 from services.lookup.settings import LookupServiceSettings
 from services.model.metrics import ModelMetrics
-from services.model.server import MAX_SWEEP_PERIOD_SECONDS, SERVICE_NAME, write_port_file
+from services.model.server import MAX_SWEEP_PERIOD_SECONDS, SERVICE_NAME, WorkerServer, write_port_file
 from services.model.servicer import ModelServicer
 from services.model.worker import ModelWorker
 
@@ -27,33 +27,10 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass
-class LookupServer:
-    """A serving lookup drafter; ``stop`` drains it and frees its thread and metrics endpoint."""
+class LookupServer(WorkerServer[LookupEngine]):
+    """A serving lookup drafter."""
 
-    running: RunningServer
-    engine: LookupEngine
-    worker: ModelWorker
-    metrics: ModelMetrics
-    metrics_endpoint: MetricsEndpoint | None
-    sweeper: asyncio.Task[None]
-    _stopped: bool = field(default=False, init=False)
-
-    @property
-    def port(self) -> int:
-        return self.running.port
-
-    async def stop(self, grace: float | None = None) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await self.running.stop(grace)
-        self.sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.sweeper
-        await asyncio.to_thread(self.worker.shutdown)
-        if self.metrics_endpoint is not None:
-            self.metrics_endpoint.close()
-        log.info("lookup_server_stopped", port=self.port)
+    stopped_event: ClassVar[str] = "lookup_server_stopped"
 
 
 def _observe(metrics: ModelMetrics, engine: LookupEngine, worker: ModelWorker) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Generic, TypeVar
 
 import grpc
 import structlog
@@ -28,17 +29,22 @@ SERVICE_NAME: str = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_n
 MAX_SWEEP_PERIOD_SECONDS = 30.0
 
 
+E = TypeVar("E")
+
+
 @dataclass
-class ModelServer:
-    """A serving model server; ``stop`` drains it and frees its thread and metrics endpoint."""
+class WorkerServer(Generic[E]):
+    """A serving ModelService over an engine and its worker thread (a model server or a lookup drafter);
+    ``stop`` drains it and frees its thread, sweeper and metrics endpoint."""
 
     running: RunningServer
-    engine: ModelEngine
+    engine: E
     worker: ModelWorker
     metrics: ModelMetrics
     metrics_endpoint: MetricsEndpoint | None
     sweeper: asyncio.Task[None]
     _stopped: bool = field(default=False, init=False)
+    stopped_event: ClassVar[str] = "server_stopped"
 
     @property
     def port(self) -> int:
@@ -60,7 +66,14 @@ class ModelServer:
         await asyncio.to_thread(self.worker.shutdown)
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
-        log.info("model_server_stopped", port=self.port)
+        log.info(self.stopped_event, port=self.port)
+
+
+@dataclass
+class ModelServer(WorkerServer[ModelEngine]):
+    """A serving model server."""
+
+    stopped_event: ClassVar[str] = "model_server_stopped"
 
 
 async def _sweep_idle(engine: ModelEngine, period: float) -> None:
