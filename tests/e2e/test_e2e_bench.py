@@ -53,6 +53,7 @@ def bench_run(
         ["--drafter", model, "--target", model, "--prompts", "2", "--prompt-offset", "3",
          "--max-new-tokens", "4", "--algorithms", "sd,tli", "--temperatures", "0,0.7",
          "--lookahead", "static:3", "--threads", "1", "--linear-kernel", "torch",
+         "--lookup", "ngram", "--reference-methods", "ar,assisted,lookup",
          "--out", str(out_dir / "tiny.json"), "--log-dir", str(out_dir / "logs")]
     )  # fmt: skip
     assert code == 0
@@ -85,8 +86,10 @@ def test_bench_measures_every_configuration(bench_run: tuple[dict[str, Any], Pat
     by_label = configurations(bench_run[0])
     ran = [
         "services ar T=0", "services sd [static:3] T=0", "services ar T=0.7", "services sd [static:3] T=0.7",
-        "transformers ar T=0", "transformers assisted T=0", "transformers ar T=0.7",
-        "transformers assisted T=0.7",
+        "services lookup [static:3] T=0", "services sd+lookup [static:3] T=0",
+        "services lookup [static:3] T=0.7", "services sd+lookup [static:3] T=0.7",
+        "transformers ar T=0", "transformers assisted T=0", "transformers lookup T=0", "transformers ar T=0.7",
+        "transformers assisted T=0.7", "transformers lookup T=0.7",
     ]  # fmt: skip
     for label in ran:
         entry = by_label[label]
@@ -126,6 +129,13 @@ def test_bench_records_greedy_identity(bench_run: tuple[dict[str, Any], Path]) -
     # Same kernels (--linear-kernel torch): transformers' ar must equal the services' ar token for token.
     assert by_label["transformers ar T=0"]["greedy_identity"]["reference"] == "services ar T=0"
     assert by_label["services sd [static:3] T=0.7"]["greedy_identity"] is None  # sampling: no identity check
+    for label in ("services lookup [static:3] T=0", "services sd+lookup [static:3] T=0"):
+        assert by_label[label]["greedy_identity"]["identical"] == 2, label  # lossless with lookup drafts
+    assert by_label["transformers lookup T=0"]["greedy_identity"]["compared"] == 2
+    comparisons = {(c["configuration"], c["peer"]) for c in document["peer_comparisons"]}
+    assert ("services sd+lookup [static:3] T=0", "transformers lookup T=0") in comparisons
+    for comparison in document["peer_comparisons"]:
+        assert 0 < comparison["low"] <= comparison["speedup"] <= comparison["high"]
     assert document["greedy_mismatches"] == []
 
 
