@@ -198,6 +198,7 @@ def stats_line(result: GenerationResult) -> str:
         f"tokens/s={stats.tokens_per_second:.2f}",
         f"finish={result.finish_reason}",
         f"seed={stats.seed}",
+        f"precision={stats.drafter_dtype or '-'}/{stats.target_dtype or '-'}",
     ]
     if stats.fallback_reason:
         parts.append(f"fallback={stats.fallback_reason!r}")

@@ -340,6 +340,7 @@ def format_report(
         _row("time to first token", [f"{r.stats.time_to_first_token_seconds:.2f} s" for r in runs]),
         _row("tokens/s", [f"{r.stats.tokens_per_second:.2f}" for r in runs]),
         _row("finish reason", [r.finish_reason for r in runs]),
+        _row("drafter / target", [f"{r.stats.drafter_dtype or '-'} / {r.stats.target_dtype}" for r in runs]),
     ]
     lines = [f"=== prompt ({task_id}) ===", prompt.rstrip("\n"), "=== completion ===", speculative.text, ""]
     lines += ["=== statistics ===", *table]

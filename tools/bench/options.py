@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LinearKernel = Literal["torch", "onednn", "onednn-packed"]  # services.model.settings.LinearKernel
+DType = Literal["float32", "bfloat16", "float16"]  # services.model.settings.DType
+Quantize = Literal["none", "int8-dynamic", "int8-weight-only"]  # services.model.settings.Quantize
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
@@ -38,6 +40,12 @@ class BenchOptions(BaseModel):
     )
     linear_kernel: LinearKernel = Field(
         "onednn-packed", description="Linear kernels of both model services (serve model --linear-kernel)."
+    )
+    drafter_dtype: DType = Field(
+        "float32", description="The drafter service's dtype (serve model --dtype); the target's stays float32."
+    )
+    drafter_quantize: Quantize = Field(
+        "int8-dynamic", description="The drafter service's int8 linear layers (serve model --quantize)."
     )
     emulate_forward_ms: float = Field(
         0.0, ge=0.0, description="BENCHMARKING FLAG: pad every target-service forward to this time."
@@ -80,6 +88,22 @@ class BenchOptions(BaseModel):
         if not (self.services or self.reference):
             raise ValueError("nothing to run: --no-services needs the transformers reference (--reference)")
         return self
+
+    @model_validator(mode="after")
+    def _drafter_precision_applies(self) -> BenchOptions:
+        """The combinations ``serve model`` accepts (services.model.settings)."""
+        if self.drafter_quantize == "int8-dynamic" and self.drafter_dtype != "float32":
+            raise ValueError("drafter_quantize int8-dynamic needs drafter_dtype float32")
+        if self.drafter_quantize == "int8-weight-only" and self.drafter_dtype == "float16":
+            raise ValueError("drafter_quantize int8-weight-only needs drafter_dtype bfloat16 or float32")
+        return self
+
+    @property
+    def drafter_precision(self) -> str:
+        """The drafter's precision as its Info reports it (e.g. ``float32+int8-dynamic``)."""
+        if self.drafter_quantize == "none":
+            return self.drafter_dtype
+        return f"{self.drafter_dtype}+{self.drafter_quantize}"
 
     @model_validator(mode="after")
     def _prompts_in_range(self) -> BenchOptions:
