@@ -59,14 +59,9 @@ class ModelServiceSettings(BaseModel):
 
     @model_validator(mode="after")
     def _quantize_applies(self) -> ModelServiceSettings:
-        if self.quantize == "none":
-            return self
-        if self.device != "cpu":
-            raise ValueError(f"quantize {self.quantize} runs on the cpu only, got device {self.device}")
-        if self.quantize == "int8-dynamic" and self.dtype != "float32":
-            raise ValueError(f"quantize int8-dynamic computes in float32, got dtype {self.dtype}")
-        if self.quantize == "int8-weight-only" and self.dtype == "float16":
-            raise ValueError("quantize int8-weight-only computes in bfloat16 or float32, got dtype float16")
+        error = quantize_error(self.quantize, self.dtype, self.device)
+        if error:
+            raise ValueError(error)
         return self
 
     @model_validator(mode="before")
@@ -76,3 +71,16 @@ class ModelServiceSettings(BaseModel):
             name = Path(data["model_dir"]).resolve().name
             return {**data, "model_name": name or "model"}
         return data
+
+
+def quantize_error(quantize: str, dtype: str, device: str = "cpu") -> str:
+    """Why ``quantize`` cannot run with this dtype and device ("" when it can)."""
+    if quantize == "none":
+        return ""
+    if device != "cpu":
+        return f"quantize {quantize} runs on the cpu only, got device {device}"
+    if quantize == "int8-dynamic" and dtype != "float32":
+        return f"quantize int8-dynamic computes in float32, got dtype {dtype}"
+    if quantize == "int8-weight-only" and dtype == "float16":
+        return "quantize int8-weight-only computes in bfloat16 or float32, got dtype float16"
+    return ""

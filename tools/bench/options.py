@@ -91,11 +91,12 @@ class BenchOptions(BaseModel):
 
     @model_validator(mode="after")
     def _drafter_precision_applies(self) -> BenchOptions:
-        """The combinations ``serve model`` accepts (services.model.settings)."""
-        if self.drafter_quantize == "int8-dynamic" and self.drafter_dtype != "float32":
-            raise ValueError("drafter_quantize int8-dynamic needs drafter_dtype float32")
-        if self.drafter_quantize == "int8-weight-only" and self.drafter_dtype == "float16":
-            raise ValueError("drafter_quantize int8-weight-only needs drafter_dtype bfloat16 or float32")
+        """The combinations ``serve model`` accepts."""
+        from services.model.settings import quantize_error
+
+        error = quantize_error(self.drafter_quantize, self.drafter_dtype)
+        if error:
+            raise ValueError(f"drafter: {error}")
         return self
 
     @property
