@@ -146,14 +146,15 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "--drafter-dtype",
         choices=("float32", "bfloat16", "float16"),
         default="float32",
-        help="the drafter service's dtype (serve model --dtype; the target stays float32) (default: %(default)s)",
+        help="the drafter service's dtype (serve model --dtype; the target stays float32) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--drafter-quantize",
         choices=("none", "int8-dynamic", "int8-weight-only"),
         default="int8-dynamic",
-        help="the drafter service's int8 linear layers (serve model --quantize; changes speed and acceptance, "
-        "not the output) (default: %(default)s)",
+        help="the drafter service's int8 linear layers (serve model --quantize; changes speed and "
+        "acceptance, not the output) (default: %(default)s)",
     )
     parser.add_argument(
         "--startup-timeout",

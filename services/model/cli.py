@@ -37,7 +37,8 @@ def register_serve(roles: Any) -> None:
         "--quantize",
         choices=get_args(Quantize),
         help="int8 linear layers on the cpu (drafters: speed and acceptance change, the output law does "
-        f"not): int8-dynamic computes in float32, int8-weight-only in bfloat16 or float32 {_default('quantize')}",
+        "not): int8-dynamic computes in float32, int8-weight-only in bfloat16 or float32 "
+        f"{_default('quantize')}",
     )
     add(
         "--cache-budget-mib",

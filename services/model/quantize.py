@@ -3,10 +3,11 @@
 A drafter's precision changes how fast it drafts and how often its drafts are accepted, never the output
 law: every token is decided against the target's distribution. Two ways, both torch's kernels:
 
-- ``int8-dynamic``: ``torch.ao.quantization.quantize_dynamic`` (FBGEMM): int8 weights (one scale per output
-  channel; per-tensor scales cost Qwen2.5-Coder-0.5B a third of its greedy agreement with the float
-  model) and activations quantized to int8 per call, int32 accumulation; float32 in and out. The fastest drafter
-  step measured on AVX2 CPUs (docs/benchmarks/notes.md); its drafts drift further from the float model.
+- ``int8-dynamic``: ``torch.ao.quantization.quantize_dynamic`` (FBGEMM): int8 weights with one scale per
+  output channel (per-tensor scales lost Qwen2.5-Coder-0.5B much of its greedy agreement with the float
+  model) and activations quantized to int8 per call, int32 accumulation; float32 in and out. The fastest
+  drafter step measured on this project's AVX2 CPU, at the float drafter's acceptance
+  (docs/benchmarks/notes.md).
   torch 2.13 marks its quantized tensors deprecated (to be removed in a later release, pytorch issue
   184982); the pinned torch has them, and the unit tests fail on a torch that does not.
 - ``int8-weight-only``: int8 weights with one scale per output channel, activations in the model's dtype
@@ -73,7 +74,7 @@ def quantize_linears(model: Any, quantize: Quantize) -> Any:
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-            quantized: Any = torch.ao.quantization.quantize_dynamic(
+            quantized: Any = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                 model, {nn.Linear: qconfig}, dtype=torch.qint8
             )
         log.info("quantized", quantize=quantize)

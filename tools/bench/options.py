@@ -42,7 +42,7 @@ class BenchOptions(BaseModel):
         "onednn-packed", description="Linear kernels of both model services (serve model --linear-kernel)."
     )
     drafter_dtype: DType = Field(
-        "float32", description="The drafter service's dtype (serve model --dtype); the target's stays float32."
+        "float32", description="The drafter service's dtype (serve model --dtype); the target stays float32."
     )
     drafter_quantize: Quantize = Field(
         "int8-dynamic", description="The drafter service's int8 linear layers (serve model --quantize)."
@@ -98,13 +98,6 @@ class BenchOptions(BaseModel):
         if error:
             raise ValueError(f"drafter: {error}")
         return self
-
-    @property
-    def drafter_precision(self) -> str:
-        """The drafter's precision as its Info reports it (e.g. ``float32+int8-dynamic``)."""
-        if self.drafter_quantize == "none":
-            return self.drafter_dtype
-        return f"{self.drafter_dtype}+{self.drafter_quantize}"
 
     @model_validator(mode="after")
     def _prompts_in_range(self) -> BenchOptions:

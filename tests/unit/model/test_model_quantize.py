@@ -1,4 +1,4 @@
-"""Int8 drafters: every linear layer quantized, the precision reported in Info, logits near the float model's."""
+"""Int8 drafters: every linear layer quantized, the precision in Info, logits near the float model's."""
 
 from __future__ import annotations
 
