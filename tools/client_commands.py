@@ -145,14 +145,14 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument(
         "--drafter-dtype",
         choices=("float32", "bfloat16", "float16"),
-        default="float32",
+        default="bfloat16",
         help="the drafter service's dtype (serve model --dtype; the target stays float32) "
         "(default: %(default)s)",
     )
     parser.add_argument(
         "--drafter-quantize",
         choices=("none", "int8-dynamic", "int8-weight-only"),
-        default="int8-dynamic",
+        default="int8-weight-only",
         help="the drafter service's int8 linear layers (serve model --quantize; changes speed and "
         "acceptance, not the output) (default: %(default)s)",
     )

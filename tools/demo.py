@@ -53,8 +53,8 @@ class DemoOptions:
     compare_ar: bool = True
     # The drafter's precision (serve model --dtype/--quantize); the target keeps float32. The default is the
     # fastest drafter that kept its acceptance on this project's CPU measurements (docs/benchmarks/notes.md).
-    drafter_dtype: str = "float32"
-    drafter_quantize: str = "int8-dynamic"
+    drafter_dtype: str = "bfloat16"
+    drafter_quantize: str = "int8-weight-only"
     startup_timeout_seconds: float = 600.0
     log_dir: Path | None = None
     log_level: str = "INFO"

@@ -223,14 +223,14 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--drafter-dtype",
         choices=("float32", "bfloat16", "float16"),
-        default="float32",
+        default="bfloat16",
         help="the drafter service's dtype (serve model --dtype); the target stays float32 "
         "(default: %(default)s)",
     )
     add(
         "--drafter-quantize",
         choices=("none", "int8-dynamic", "int8-weight-only"),
-        default="int8-dynamic",
+        default="int8-weight-only",
         help="the drafter service's int8 linear layers (serve model --quantize; a drafter's precision "
         "changes speed and acceptance, not the output) (default: %(default)s)",
     )

@@ -42,10 +42,10 @@ class BenchOptions(BaseModel):
         "onednn-packed", description="Linear kernels of both model services (serve model --linear-kernel)."
     )
     drafter_dtype: DType = Field(
-        "float32", description="The drafter service's dtype (serve model --dtype); the target stays float32."
+        "bfloat16", description="The drafter service's dtype (serve model --dtype); the target stays float32."
     )
     drafter_quantize: Quantize = Field(
-        "int8-dynamic", description="The drafter service's int8 linear layers (serve model --quantize)."
+        "int8-weight-only", description="The drafter service's int8 linear layers (serve model --quantize)."
     )
     emulate_forward_ms: float = Field(
         0.0, ge=0.0, description="BENCHMARKING FLAG: pad every target-service forward to this time."

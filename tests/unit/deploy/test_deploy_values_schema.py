@@ -79,10 +79,10 @@ def test_schema_rejects_bad_values(helm: Helm, assignment: str, message: str) ->
         ),
         (
             ["drafter.gpu.enabled=true"],
-            "drafter.settings.quantize=int8-dynamic runs on the cpu only (device cuda)",
+            "drafter.settings.quantize=int8-weight-only runs on the cpu only (device cuda)",
         ),
         (
-            ["drafter.settings.dtype=bfloat16"],
+            ["drafter.settings.quantize=int8-dynamic"],
             "drafter.settings.quantize=int8-dynamic computes in float32 (dtype bfloat16)",
         ),
         (
