@@ -25,5 +25,7 @@ def test_the_drafter_precision_defaults_to_int8_and_is_checked() -> None:
     assert (options.drafter_dtype, options.drafter_quantize) == ("bfloat16", "int8-weight-only")
     with pytest.raises(ValidationError, match="int8-dynamic computes in float32"):
         BenchOptions(drafter="d", target="t", drafter_quantize="int8-dynamic")
-    bf16 = BenchOptions(drafter="d", target="t", drafter_dtype="bfloat16", drafter_quantize="int8-weight-only")
+    bf16 = BenchOptions(
+        drafter="d", target="t", drafter_dtype="bfloat16", drafter_quantize="int8-weight-only"
+    )
     assert bf16.drafter_quantize == "int8-weight-only"
