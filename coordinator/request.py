@@ -140,6 +140,8 @@ class RequestStats:
     fallback_reason: str
     seed: int
     near_tie_positions: tuple[int, ...] = ()  # greedy: output positions decided at a near-tie
+    drafter_dtype: str = ""  # the drafter's precision (its Info's dtype); "" when no drafter ran
+    target_dtype: str = ""  # the target's precision (its Info's dtype)
 
     @property
     def acceptance_rate(self) -> float:

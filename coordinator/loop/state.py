@@ -278,7 +278,14 @@ class RequestRun:
             ),
             seed=self.plan.seed,
             near_tie_positions=tuple(self.near_ties),
+            drafter_dtype=self._drafter_dtype(),
+            target_dtype=self.target.dtype,
         )
+
+    def _drafter_dtype(self) -> str:
+        """The drafter's precision when the plan drafts with it ("" for target-only plans)."""
+        drafter = self.frame.drafter
+        return drafter.dtype if drafter is not None and self.plan.drafter_prompt is not None else ""
 
     def _ejected_note(self) -> str:
         rounds = self.counters.drafter_ejected_rounds
@@ -296,7 +303,8 @@ def near_tie_margin(configured: float | None, target_dtype: str) -> float:
     """The top-2 logit margin under which a greedy output token is recorded as a near-tie."""
     if configured is not None:
         return configured
-    return NEAR_TIE_MARGINS.get(target_dtype.removeprefix("torch."), NEAR_TIE_MARGINS["float32"])
+    dtype = target_dtype.removeprefix("torch.").split("+")[0]  # "float32+int8-dynamic": its compute dtype
+    return NEAR_TIE_MARGINS.get(dtype, NEAR_TIE_MARGINS["float32"])
 
 
 def _reason_label(reason: str) -> str:

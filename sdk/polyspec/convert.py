@@ -292,6 +292,8 @@ def stats_from_proto(stats: coordinator_pb2.GenerationStats) -> GenerationStats:
         fallback_reason=stats.fallback_reason,
         seed=stats.seed,
         near_tie_positions=tuple(stats.near_tie_positions),
+        drafter_dtype=stats.drafter_dtype,
+        target_dtype=stats.target_dtype,
     )
 
 

@@ -79,6 +79,11 @@ class GenerationStats:
     near_tie_positions: tuple[int, ...] = ()
     """Greedy requests: output positions decided by a target argmax over a top-2 logit margin under the
     coordinator's near-tie tolerance (only there may another forward shape pick another token)."""
+    drafter_dtype: str = ""
+    """The drafter's precision as its Info reports it (e.g. ``float32+int8-dynamic``); "" when no drafter
+    ran. It changes speed and acceptance only: the output law is the target's."""
+    target_dtype: str = ""
+    """The target's precision as its Info reports it (e.g. ``float32``)."""
 
 
 @dataclass(frozen=True)

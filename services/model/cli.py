@@ -17,7 +17,7 @@ def register_serve(roles: Any) -> None:
     that an unset flag leaves the field to the settings' default.
     """
     from core.serving.flags import add_server_flags
-    from services.model.settings import DType, LinearKernel
+    from services.model.settings import DType, LinearKernel, Quantize
 
     parser: argparse.ArgumentParser = roles.add_parser(
         "model",
@@ -32,7 +32,14 @@ def register_serve(roles: Any) -> None:
     add("--port-file", type=Path, help="write the bound port to this file once serving")
     add("--metrics-port", type=int, help=f"Prometheus /metrics port {_default('metrics_port')}")
     add("--device", help=f"cpu, cuda or cuda:N {_default('device')}")
-    add("--dtype", choices=get_args(DType), help=f"weight dtype {_default('dtype')}")
+    add("--dtype", choices=get_args(DType), help=f"weight (compute) dtype {_default('dtype')}")
+    add(
+        "--quantize",
+        choices=get_args(Quantize),
+        help="int8 linear layers on the cpu (drafters: speed and acceptance change, the output law does "
+        "not): int8-dynamic computes in float32, int8-weight-only in bfloat16 or float32 "
+        f"{_default('quantize')}",
+    )
     add(
         "--cache-budget-mib",
         type=float,
@@ -96,6 +103,7 @@ def _settings_fields(args: argparse.Namespace) -> dict[str, Any]:
         "model_name": args.name,
         "device": args.device,
         "dtype": args.dtype,
+        "quantize": args.quantize,
         "cache_budget_bytes": None if args.cache_budget_mib is None else int(args.cache_budget_mib * MiB),
         "cache_ttl_seconds": args.cache_ttl_seconds,
         "max_draft_tokens": args.max_draft_tokens,

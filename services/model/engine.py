@@ -44,6 +44,7 @@ from services.model.identity import (
 )
 from services.model.kernels import apply_linear_kernel
 from services.model.masks import RegisteredMask, TokenMaskStore
+from services.model.quantize import quantize_linears
 from services.model.settings import ModelServiceSettings
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,6 +68,7 @@ def load_model(settings: ModelServiceSettings) -> tuple[Any, Any]:
     )
     model.to(torch.device(settings.device))
     model.eval()
+    model = quantize_linears(model, settings.quantize)
     apply_linear_kernel(model, settings.linear_kernel, device=settings.device, dtype=_DTYPES[settings.dtype])
     tokenizer = AutoTokenizer.from_pretrained(str(settings.model_dir), local_files_only=True)
     return model, tokenizer
@@ -125,12 +127,18 @@ class ModelEngine:
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
             tokenizer_files=tokenizer_files(tokenizer),
             fim=find_fim_tokens(tokenizer.get_vocab()),
-            dtype=dtype_name(parameter.dtype),
+            dtype=self._precision(parameter),
             device=str(parameter.device),
             emulated_forward_seconds=self._settings.emulated_forward_seconds,
             max_draft_tokens=self._settings.max_draft_tokens,
             max_queue=self._settings.max_queue,
         )
+
+    def _precision(self, parameter: torch.Tensor) -> str:
+        """Info's dtype: the weights' dtype, plus the quantization of the linear layers if any."""
+        dtype = dtype_name(parameter.dtype)
+        quantize = self._settings.quantize
+        return dtype if quantize == "none" else f"{dtype}+{quantize}"
 
     def _new_cache(self) -> Cache:
         kv: Any = DynamicCache(config=self.model.config)

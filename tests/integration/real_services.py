@@ -43,9 +43,10 @@ class Services:
         self.coordinators: list[CoordinatorServer] = []
         self.channels: list[grpc.aio.Channel] = []
 
-    async def model(self, model_dir: Path) -> ModelServer:
+    async def model(self, model_dir: Path, **fields: Any) -> ModelServer:
+        """A model server on a free port; ``fields`` are further ``ModelServiceSettings`` fields."""
         settings = ModelServiceSettings(
-            model_dir=model_dir, grpc=GrpcServerSettings(port=0, shutdown_grace_seconds=0.0)
+            model_dir=model_dir, grpc=GrpcServerSettings(port=0, shutdown_grace_seconds=0.0), **fields
         )
         server = await start_model_server(settings)
         self.models.append(server)

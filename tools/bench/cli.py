@@ -251,6 +251,20 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "reference keeps torch's) (default: %(default)s)",
     )
     add(
+        "--drafter-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="bfloat16",
+        help="the drafter service's dtype (serve model --dtype); the target stays float32 "
+        "(default: %(default)s)",
+    )
+    add(
+        "--drafter-quantize",
+        choices=("none", "int8-dynamic", "int8-weight-only"),
+        default="int8-weight-only",
+        help="the drafter service's int8 linear layers (serve model --quantize; a drafter's precision "
+        "changes speed and acceptance, not the output) (default: %(default)s)",
+    )
+    add(
         "--emulate-forward-ms",
         type=float,
         default=0.0,
@@ -317,6 +331,8 @@ def _bench(args: argparse.Namespace) -> int:
             prompt_lookup_tokens=args.prompt_lookup_tokens,
             threads=args.threads,
             linear_kernel=args.linear_kernel,
+            drafter_dtype=args.drafter_dtype,
+            drafter_quantize=args.drafter_quantize,
             emulate_forward_ms=args.emulate_forward_ms,
             out=args.out,
             plot=args.plot,

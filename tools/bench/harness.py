@@ -87,6 +87,7 @@ def start_stack(
     threads = [] if options.threads is None else ["--threads", str(options.threads)]
     threads += ["--linear-kernel", options.linear_kernel]
     target_args = list(threads)
+    drafter_args = [*threads, "--dtype", options.drafter_dtype, "--quantize", options.drafter_quantize]
     if options.emulating:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]
     model = start_pair(
@@ -95,7 +96,7 @@ def start_stack(
         target_dir,
         options.startup_timeout_seconds,
         out,
-        drafter_args=threads,
+        drafter_args=drafter_args,
         target_args=target_args,
     )
     if options.lookup == "none":

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tools.bench.prompts import Workload
 
 LinearKernel = Literal["torch", "onednn", "onednn-packed"]  # services.model.settings.LinearKernel
+DType = Literal["float32", "bfloat16", "float16"]  # services.model.settings.DType
+Quantize = Literal["none", "int8-dynamic", "int8-weight-only"]  # services.model.settings.Quantize
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
 # transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``: the
 # same vocabulary, else universal assisted generation), prompt lookup (``prompt_lookup_num_tokens``).
@@ -61,6 +63,12 @@ class BenchOptions(BaseModel):
     linear_kernel: LinearKernel = Field(
         "onednn-packed", description="Linear kernels of both model services (serve model --linear-kernel)."
     )
+    drafter_dtype: DType = Field(
+        "bfloat16", description="The drafter service's dtype (serve model --dtype); the target stays float32."
+    )
+    drafter_quantize: Quantize = Field(
+        "int8-weight-only", description="The drafter service's int8 linear layers (serve model --quantize)."
+    )
     emulate_forward_ms: float = Field(
         0.0, ge=0.0, description="BENCHMARKING FLAG: pad every target-service forward to this time."
     )
@@ -107,6 +115,16 @@ class BenchOptions(BaseModel):
     def _something_to_run(self) -> BenchOptions:
         if not (self.services or self.reference):
             raise ValueError("nothing to run: --no-services needs the transformers reference (--reference)")
+        return self
+
+    @model_validator(mode="after")
+    def _drafter_precision_applies(self) -> BenchOptions:
+        """The combinations ``serve model`` accepts."""
+        from services.model.settings import quantize_error
+
+        error = quantize_error(self.drafter_quantize, self.drafter_dtype)
+        if error:
+            raise ValueError(f"drafter: {error}")
         return self
 
     @model_validator(mode="after")

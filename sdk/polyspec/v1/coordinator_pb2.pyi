@@ -294,6 +294,8 @@ class GenerationStats(_message.Message):
     FALLBACK_REASON_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     NEAR_TIE_POSITIONS_FIELD_NUMBER: _builtins.int
+    DRAFTER_DTYPE_FIELD_NUMBER: _builtins.int
+    TARGET_DTYPE_FIELD_NUMBER: _builtins.int
     algorithm: _common_pb2.Algorithm.ValueType
     """The algorithm that ran (never AUTO/UNSPECIFIED)."""
     lookahead: _builtins.str
@@ -323,6 +325,13 @@ class GenerationStats(_message.Message):
     """
     seed: _builtins.int
     """The seed the request ran with."""
+    drafter_dtype: _builtins.str
+    """The precision each model service computes in, as its Info's dtype says:
+    e.g. "float32", or "float32+int8-dynamic" for a quantized drafter. A
+    drafter's precision changes speed and acceptance, never the output law
+    (the target's). Empty: no drafter ran (drafter_dtype) or unknown.
+    """
+    target_dtype: _builtins.str
     @_builtins.property
     def near_tie_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Greedy requests: output positions (0-based) whose token was the target's
@@ -353,10 +362,12 @@ class GenerationStats(_message.Message):
         fallback_reason: _builtins.str = ...,
         seed: _builtins.int = ...,
         near_tie_positions: _abc.Iterable[_builtins.int] | None = ...,
+        drafter_dtype: _builtins.str = ...,
+        target_dtype: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "draft_tokens", b"draft_tokens", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "seed", b"seed", "target_forwards", b"target_forwards", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "draft_tokens", b"draft_tokens", "drafter_dtype", b"drafter_dtype", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "seed", b"seed", "target_dtype", b"target_dtype", "target_forwards", b"target_forwards", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -77,6 +77,9 @@ async def test_greedy_sd_equals_ar_token_for_token(pair: tuple[Stub, ToyServer, 
         assert ar.stats.target_forwards == ar.stats.rounds == len(ar.token_ids) == 24
         assert sd.stats.rounds == sd.stats.target_forwards <= 24
         assert sd.stats.output_tokens == 24
+        # each service's precision as its Info says (the toy services compute in float64)
+        assert (sd.stats.drafter_dtype, sd.stats.target_dtype) == ("float64", "float64")
+        assert (ar.stats.drafter_dtype, ar.stats.target_dtype) == ("", "float64")
         accepted += sd.stats.accepted_tokens
         drafted += sd.stats.draft_tokens
     assert 0 < accepted < drafted  # the noisy drafter is accepted sometimes, rejected sometimes

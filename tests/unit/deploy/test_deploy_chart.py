@@ -426,6 +426,11 @@ def test_model_service_args_make_valid_settings(rendered: dict[str, Rendered], n
         assert str(settings.model_dir).startswith("/cache/")
         expected_kernel = "onednn-packed" if name == "static-target-only" else "onednn"
         assert settings.linear_kernel == expected_kernel
+        # the drafter's default: int8 on the cpu (docs/benchmarks/notes.md); the target as the user chose
+        on_cpu_drafter = component_of(workload) == "drafter" and name != "gpu"
+        assert settings.quantize == ("int8-weight-only" if on_cpu_drafter else "none")
+        if component_of(workload) == "drafter":
+            assert settings.dtype == "bfloat16"
 
 
 def test_static_coordinator_args_make_valid_settings(rendered: dict[str, Rendered]) -> None:

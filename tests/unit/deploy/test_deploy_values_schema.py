@@ -49,6 +49,7 @@ def test_schema_is_strict_at_every_level() -> None:
         ("target.gpu.count=0", "/target/gpu/count"),
         ("target.settings.dtype=float8", "/target/settings/dtype"),
         ("target.settings.linearKernel=mkl", "/target/settings/linearKernel"),
+        ("drafter.settings.quantize=int4", "/drafter/settings/quantize"),
         ("coordinator.settings.confidenceThreshold=1.5", "/coordinator/settings/confidenceThreshold"),
         ("image.digests.cpu=sha256:abc", "/image/digests/cpu"),
         ("tests.maxNewTokens=0", "/tests/maxNewTokens"),
@@ -75,6 +76,18 @@ def test_schema_rejects_bad_values(helm: Helm, assignment: str, message: str) ->
         (
             ["coordinator.autoscaling.enabled=true", "coordinator.autoscaling.maxReplicas=0"],
             "/coordinator/autoscaling/maxReplicas",
+        ),
+        (
+            ["drafter.gpu.enabled=true"],
+            "drafter.settings.quantize=int8-weight-only runs on the cpu only (device cuda)",
+        ),
+        (
+            ["drafter.settings.quantize=int8-dynamic"],
+            "drafter.settings.quantize=int8-dynamic computes in float32 (dtype bfloat16)",
+        ),
+        (
+            ["target.settings.quantize=int8-weight-only", "target.settings.dtype=float16"],
+            "target.settings.quantize=int8-weight-only computes in bfloat16 or float32",
         ),
         (
             ["drafter.autoscaling.enabled=true", "drafter.autoscaling.minReplicas=5"],

@@ -46,6 +46,7 @@ def test_defaults_and_the_name_from_the_folder(tmp_path: Path) -> None:
         ("emulated_forward_seconds", -1),
         ("torch_threads", 0),
         ("linear_kernel", "mkl"),
+        ("quantize", "int4"),
         ("metrics_port", 70000),
         ("unknown_field", 1),
     ],
@@ -135,6 +136,7 @@ def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) ->
     shown = {
         "--device": fields["device"].default,
         "--dtype": fields["dtype"].default,
+        "--quantize": fields["quantize"].default,
         "--cache-budget-mib": f"{fields['cache_budget_bytes'].default / MiB:g}",
         "--cache-ttl-seconds": fields["cache_ttl_seconds"].default,
         "--max-draft-tokens": fields["max_draft_tokens"].default,
@@ -152,9 +154,13 @@ def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_choices_come_from_the_settings_types(tmp_path: Path) -> None:
-    from services.model.settings import DType, LinearKernel
+    from services.model.settings import DType, LinearKernel, Quantize
 
-    choices = (("--dtype", "dtype", DType), ("--linear-kernel", "linear_kernel", LinearKernel))
+    choices = (
+        ("--dtype", "dtype", DType),
+        ("--linear-kernel", "linear_kernel", LinearKernel),
+        ("--quantize", "quantize", Quantize),
+    )
     for flag, field, kind in choices:
         for choice in get_args(kind):
             args = parse(["model", "--model", str(tmp_path), flag, choice])
@@ -162,3 +168,22 @@ def test_choices_come_from_the_settings_types(tmp_path: Path) -> None:
             assert getattr(settings, field) == choice
     with pytest.raises(SystemExit):
         parse(["model", "--model", str(tmp_path), "--dtype", "int8"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"quantize": "int8-dynamic", "dtype": "bfloat16"}, "int8-dynamic computes in float32"),
+        ({"quantize": "int8-weight-only", "dtype": "float16"}, "bfloat16 or float32"),
+        ({"quantize": "int8-weight-only", "device": "cuda"}, "runs on the cpu only"),
+    ],
+)
+def test_quantize_is_checked_against_dtype_and_device(
+    tmp_path: Path, fields: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ModelServiceSettings.model_validate({"model_dir": tmp_path, **fields})
+    args = parse(["model", "--model", str(tmp_path), "--quantize", "int8-weight-only", "--dtype", "bfloat16"])
+    settings = ModelServiceSettings.model_validate(cli._settings_fields(args))
+    assert (settings.quantize, settings.dtype) == ("int8-weight-only", "bfloat16")
+    assert ModelServiceSettings(model_dir=tmp_path).quantize == "none"

@@ -128,6 +128,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "polyspec.modelFlags" -}}
 device: --device
 dtype: --dtype
+quantize: --quantize
 cacheBudgetMib: --cache-budget-mib
 cacheTtlSeconds: --cache-ttl-seconds
 maxDraftTokens: --max-draft-tokens
@@ -233,6 +234,9 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{- if and (ne .component "coordinator") (not (include "polyspec.isLookup" .)) .values.gpu.enabled (kindIs "invalid" $settings.device) }}
 {{- $_ := set $settings "device" "cuda" }}
 {{- end }}
+{{- if ne .component "coordinator" }}
+{{- include "polyspec.checkQuantize" (dict "component" .component "settings" $settings) }}
+{{- end }}
 {{- $data := dict }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- if hasKey $settings $key }}
@@ -248,6 +252,27 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{- end }}
 {{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+Fails the render where `serve model` would refuse its quantize setting: int8 layers run on the cpu,
+int8-dynamic in float32, int8-weight-only in bfloat16 or float32.
+*/}}
+{{- define "polyspec.checkQuantize" -}}
+{{- $quantize := toString (get .settings "quantize" | default "none") }}
+{{- $device := toString (get .settings "device" | default "cpu") }}
+{{- $dtype := toString (get .settings "dtype" | default "float32") }}
+{{- if ne $quantize "none" }}
+{{- if ne $device "cpu" }}
+{{- fail (printf "%s.settings.quantize=%s runs on the cpu only (device %s): set %s.settings.quantize=none" .component $quantize $device .component) }}
+{{- end }}
+{{- if and (eq $quantize "int8-dynamic") (ne $dtype "float32") }}
+{{- fail (printf "%s.settings.quantize=int8-dynamic computes in float32 (dtype %s): set %s.settings.quantize=none or int8-weight-only" .component $dtype .component) }}
+{{- end }}
+{{- if and (eq $quantize "int8-weight-only") (eq $dtype "float16") }}
+{{- fail (printf "%s.settings.quantize=int8-weight-only computes in bfloat16 or float32 (dtype float16)" .component) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The model folder a model service loads. */}}

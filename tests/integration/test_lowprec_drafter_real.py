@@ -1,0 +1,59 @@
+"""A low-precision drafter leaves the output law alone: Qwen2.5-Coder-0.5B with int8 linear layers
+(bfloat16 with int8 weights; float32 int8-dynamic) drafting for Qwen2.5-Coder-1.5B in float32 gives the
+target's greedy output token for token (up to recorded near-ties), and the statistics name both
+precisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from polyspec.v1 import common_pb2, coordinator_pb2
+
+from services.model.server import ModelServer
+from tests.integration.real_services import Services, human_eval_prompts, static
+from tests.support.greedy import assert_greedy_identical
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.real_model, pytest.mark.slow]
+
+AR, SD = common_pb2.ALGORITHM_AR, common_pb2.ALGORITHM_SD
+NEW_TOKENS = 24
+PROMPTS = 2
+
+
+# (dtype, quantize) of the drafter: the default of the demo, bench and chart, and the fastest for this pair.
+PRECISIONS = [("bfloat16", "int8-weight-only"), ("float32", "int8-dynamic")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def target(services: Services, qwen15_dir: Path) -> ModelServer:
+    return await services.model(qwen15_dir)
+
+
+@pytest.mark.parametrize(("dtype", "quantize"), PRECISIONS)
+async def test_an_int8_drafter_keeps_the_targets_greedy_output(
+    services: Services, target: ModelServer, qwen05_dir: Path, dtype: str, quantize: str
+) -> None:
+    drafter = await services.model(qwen05_dir, dtype=dtype, quantize=quantize)
+    stub = await services.coordinator(target, drafter)
+    accepted = 0
+    for index, prompt in enumerate(human_eval_prompts(PROMPTS)):
+        requests = {
+            algorithm: coordinator_pb2.GenerateRequest(
+                prompt=prompt,
+                sampling=common_pb2.SamplingParams(temperature=0.0),
+                algorithm=algorithm,
+                lookahead=static(2 + index),
+                max_new_tokens=NEW_TOKENS,
+            )
+            for algorithm in (AR, SD)
+        }
+        ar = await stub.Generate(requests[AR])
+        sd = await stub.Generate(requests[SD])
+        assert_greedy_identical(sd, ar, (prompt, sd.stats))
+        assert sd.stats.algorithm == SD and not sd.stats.fallback_reason
+        assert (sd.stats.drafter_dtype, sd.stats.target_dtype) == (f"{dtype}+{quantize}", "float32")
+        assert ar.stats.drafter_dtype == ""
+        accepted += sd.stats.accepted_tokens
+    assert accepted > 0  # the int8 drafter's drafts are accepted
