@@ -88,8 +88,8 @@ def test_bench_measures_every_configuration(bench_run: tuple[dict[str, Any], Pat
         "services ar T=0", "services sd [static:3] T=0", "services ar T=0.7", "services sd [static:3] T=0.7",
         "services lookup [static:3] T=0", "services sd+lookup [static:3] T=0",
         "services lookup [static:3] T=0.7", "services sd+lookup [static:3] T=0.7",
-        "transformers ar T=0", "transformers assisted T=0", "transformers lookup T=0", "transformers ar T=0.7",
-        "transformers assisted T=0.7", "transformers lookup T=0.7",
+        "transformers ar T=0", "transformers assisted T=0", "transformers lookup T=0",
+        "transformers ar T=0.7", "transformers assisted T=0.7", "transformers lookup T=0.7",
     ]  # fmt: skip
     for label in ran:
         entry = by_label[label]
