@@ -78,7 +78,7 @@ def test_schema_rejects_bad_values(helm: Helm, assignment: str, message: str) ->
             "/coordinator/autoscaling/maxReplicas",
         ),
         (
-            ["drafter.gpu.enabled=true"],
+            ["drafter.gpu.enabled=true", "drafter.settings.quantize=int8-weight-only"],
             "drafter.settings.quantize=int8-weight-only runs on the cpu only (device cuda)",
         ),
         (

@@ -234,6 +234,14 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{- if and (ne .component "coordinator") (not (include "polyspec.isLookup" .)) .values.gpu.enabled (kindIs "invalid" $settings.device) }}
 {{- $_ := set $settings "device" "cuda" }}
 {{- end }}
+{{- if and (eq .component "drafter") (not (include "polyspec.isLookup" .)) (not .values.gpu.enabled) }}
+{{- if kindIs "invalid" $settings.dtype }}
+{{- $_ := set $settings "dtype" "bfloat16" }}
+{{- end }}
+{{- if kindIs "invalid" $settings.quantize }}
+{{- $_ := set $settings "quantize" "int8-weight-only" }}
+{{- end }}
+{{- end }}
 {{- if ne .component "coordinator" }}
 {{- include "polyspec.checkQuantize" (dict "component" .component "settings" $settings) }}
 {{- end }}
