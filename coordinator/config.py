@@ -7,6 +7,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coordinator.request import SchedulerName
 from core.serving.server import GrpcServerSettings, MiB
 from core.serving.tls import ClientTLS
 
@@ -57,6 +58,11 @@ class CoordinatorSettings(BaseModel):
     )
     target_tokenizer_fingerprint: str | None = Field(
         None, description="Declared sha256 of the target's tokenizer; a different Info refuses start-up."
+    )
+    default_scheduler: SchedulerName = Field(
+        SchedulerName.SI,
+        description="Scheduler of a request that names none: si (one round at a time), dsi (verification "
+        "fanned out over the target replicas while the drafter drafts on) or auto (dsi where it pays).",
     )
     default_lookahead_k: int = Field(5, ge=1, description="Draft tokens per round when a request sets none.")
     max_lookahead_k: int = Field(16, ge=1, le=256, description="Largest lookahead a request may ask for.")

@@ -25,6 +25,19 @@ class AlgorithmName(enum.Enum):
     TLI = "tli"
 
 
+class SchedulerName(enum.Enum):
+    """How a request's rounds are scheduled: asked for (``AUTO``, ``SI``, ``DSI``) or run (``SI``, ``DSI``).
+
+    ``SI``: one round at a time (draft, then verify on one target replica). ``DSI``: distributed
+    speculative inference, verification fanned out over several target replicas while the drafter drafts
+    on (``coordinator.dsi``). ``AUTO``: DSI where the measured costs say it pays, SI otherwise.
+    """
+
+    AUTO = "auto"
+    SI = "si"
+    DSI = "dsi"
+
+
 class LookaheadKind(enum.Enum):
     """Lookahead policy asked for."""
 
@@ -109,6 +122,7 @@ class GenerationParams:
     lookahead: LookaheadRequest
     ignore_eos: bool
     request_id: str
+    scheduler: SchedulerName | None = None  # None: the coordinator's default scheduler
 
 
 class FinishReason(enum.Enum):
@@ -142,10 +156,19 @@ class RequestStats:
     near_tie_positions: tuple[int, ...] = ()  # greedy: output positions decided at a near-tie
     drafter_dtype: str = ""  # the drafter's precision (its Info's dtype); "" when no drafter ran
     target_dtype: str = ""  # the target's precision (its Info's dtype)
+    scheduler: SchedulerName = SchedulerName.SI  # the scheduler that ran (never AUTO)
+    target_replicas_used: int = 0  # distinct target replicas that served a Score for the request
+    verifications_preempted: int = 0  # Score calls cancelled or discarded (a stale prefix) under DSI
+    target_tokens_computed: int = 0  # tokens fed through target forwards, discarded work included
+    call_queue_seconds: float = 0.0  # total time the request's calls waited for a free replica slot
 
     @property
     def acceptance_rate(self) -> float:
         return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def target_tokens_per_output_token(self) -> float:
+        return self.target_tokens_computed / self.output_tokens if self.output_tokens else 0.0
 
     @property
     def tokens_per_second(self) -> float:
