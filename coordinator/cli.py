@@ -85,6 +85,7 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
     SettingsFlag(
         "--auto-confidence-threshold", "auto_confidence_threshold", "P", "request defaults and limits"
     ),
+    SettingsFlag("--disco-artifact", "disco_artifact", "PATH", "request defaults and limits"),
     SettingsFlag("--max-support", "max_support", "N", "request defaults and limits"),
     SettingsFlag("--max-new-tokens-cap", "max_new_tokens_cap", "N", "request defaults and limits"),
     SettingsFlag("--max-prompt-bytes", "max_prompt_bytes", "N", "request defaults and limits"),
@@ -188,13 +189,13 @@ def field_flag(info: FieldInfo, help_text: str | None = None, unset: str = "off"
 
 
 def _value_type(annotation: Any) -> dict[str, Any]:
-    """``type=`` (or ``choices=``) for a field annotation: int, float, str, a Literal, each optional."""
+    """``type=`` (or ``choices=``) for a field annotation: int, float, str, Path, a Literal, each optional."""
     members = [annotation]
     if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
     if len(members) == 1 and get_origin(members[0]) is Literal:
         return {"choices": get_args(members[0])}
-    if len(members) == 1 and members[0] in (int, float, str):
+    if len(members) == 1 and members[0] in (int, float, str, Path):
         return {"type": members[0]}
     raise TypeError(f"no command-line type for a field of type {annotation!r}")
 

@@ -36,6 +36,7 @@ from core.errors import (
     InvalidArgumentError,
     ResourceExhaustedError,
     UnavailableError,
+    UnknownStopClassifierError,
     UnknownTokenMaskError,
 )
 from core.modelcalls import ContextRef, DraftCall, DraftOutcome, EngineInfo, ScoreCall, ScoreOutcome
@@ -111,6 +112,8 @@ def map_rpc_error(error: grpc.aio.AioRpcError, role: str, address: str) -> Excep
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         if error_reason(error) is ErrorReason.UNKNOWN_TOKEN_MASK:
             return UnknownTokenMaskError(f"{service}: {details}")
+        if error_reason(error) is ErrorReason.UNKNOWN_STOP_CLASSIFIER:
+            return UnknownStopClassifierError(f"{service}: {details}")
         return ContextMissError(f"{service}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgumentError(role, f"{service} refused the request: {details}")
@@ -203,6 +206,27 @@ class ModelServiceClient:
             "Score", call, wire.score_request, self._stub.Score, wire.score_outcome, lambda _: held
         )
         return await self._context_call(request, scope)
+
+    async def set_stop_classifier(
+        self, classifier_id: str, spec_json: str, weights: bytes, scope: CallScope
+    ) -> int:
+        """Registers a stop classifier under ``classifier_id`` (Draft then names it); returns its size."""
+        request = model_pb2.SetStopClassifierRequest(
+            classifier_id=classifier_id, spec_json=spec_json, weights=weights
+        )
+        timeout = scope.deadline.call_timeout(scope.timeout_cap)
+        scope.traffic.bytes_sent += request.ByteSize()
+        start = time.monotonic()
+        try:
+            response: model_pb2.SetStopClassifierResponse = await self._stub.SetStopClassifier(
+                request, timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._observe("SetStopClassifier", start, ok=False)
+            raise map_rpc_error(exc, self.role, self.address) from None
+        self._observe("SetStopClassifier", start, ok=True)
+        scope.traffic.bytes_received += response.ByteSize()
+        return response.parameters
 
     async def set_token_mask(self, mask_id: str, allowed_bitmap: bytes, scope: CallScope) -> int:
         """Registers a bitmap of allowed token ids under ``mask_id`` (Draft then names it); returns how many

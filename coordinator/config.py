@@ -69,6 +69,11 @@ class CoordinatorSettings(BaseModel):
     default_confidence_threshold: float = Field(
         0.4, ge=0.0, lt=1.0, description="Threshold of the confidence lookahead when a request sets none."
     )
+    disco_artifact: Path | None = Field(
+        None,
+        description="Folder of a trained stop classifier (polyspec disco train) for this drafter/target "
+        "pair: enables the disco lookahead and is auto's stop; trained for another pair refuses start-up.",
+    )
     auto_confidence_threshold: float = Field(
         0.6,
         ge=0.0,
@@ -216,6 +221,10 @@ class CoordinatorSettings(BaseModel):
             )
         if self.drafter_address is None and self.drafter_tokenizer_fingerprint is not None:
             raise ValueError("drafter_tokenizer_fingerprint is set but no drafter_address is")
+        if self.drafter_address is None and self.disco_artifact is not None:
+            raise ValueError(
+                "disco_artifact is set but no drafter_address is (the classifier stops a drafter)"
+            )
         if self.min_call_timeout_seconds > self.call_timeout_seconds:
             raise ValueError(
                 f"min_call_timeout_seconds ({self.min_call_timeout_seconds}) exceeds "

@@ -31,6 +31,7 @@ import numpy as np
 import structlog
 import torch
 
+from coordinator.lookahead.disco import StopClassifierRef
 from coordinator.verify.slrs import TokenTrie
 from coordinator.vocab import (
     NOT_IN_INTERSECTION,
@@ -88,6 +89,7 @@ class ModelEndpoint:
     fim: FimTokenIds | None
     emulated_forward_seconds: float
     dtype: str = "float32"  # the precision the service computes in (its Info)
+    model_fingerprint: str = ""  # Info's weights-derived fingerprint ("" = not reported)
 
     @property
     def label(self) -> str:
@@ -149,6 +151,8 @@ class ModelPair:
     drafter: ModelEndpoint | None
     alignment: VocabAlignment | None = None  # built for drafters whose fingerprint differs
     alignment_error: str = ""  # why a drafter with another tokenizer could not be aligned
+    # The trained stop classifier (DISCO) loaded for this pair and registered on its drafters; None: none
+    stop_classifier: StopClassifierRef | None = None
 
     @property
     def same_tokenizer(self) -> bool:
@@ -226,6 +230,7 @@ def endpoint_from_info(role: str, address: str, info: EngineInfo) -> ModelEndpoi
         fim=_fim_token_ids(tokenizer, info.fim),
         emulated_forward_seconds=info.emulated_forward_seconds,
         dtype=info.dtype,
+        model_fingerprint=info.model_fingerprint,
     )
 
 

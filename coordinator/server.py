@@ -20,7 +20,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -32,7 +32,9 @@ from coordinator.callcost import TimeoutRule
 from coordinator.clients import ModelServiceClient
 from coordinator.config import CoordinatorSettings
 from coordinator.discovery import DiscoveryError, source_from_spec
+from coordinator.lookahead import StopClassifierRef
 from coordinator.loop import LoopServices
+from coordinator.loop.classifiers import StopClassifierRegistry
 from coordinator.loop.masks import TokenMaskRegistry
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import (
@@ -45,7 +47,13 @@ from coordinator.pair import (
 )
 from coordinator.replicas import ReplicaPolicy, ReplicaPool
 from coordinator.servicer import CoordinatorServicer
-from core.errors import DeadlineExceededError, PolyspecError, UnavailableError
+from core.disco.artifact import DiscoArtifactError, load_artifact
+from core.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    PolyspecError,
+    UnavailableError,
+)
 from core.modelcalls import EngineInfo
 from core.serving.auth import BearerTokenInterceptor, load_token
 from core.serving.metrics import MetricsEndpoint
@@ -213,6 +221,13 @@ async def connect(
         await _close_pools(targets, drafters, lookups)
         raise
     _report_pair(pair, metrics)
+    classifiers = None
+    if settings.disco_artifact is not None:
+        try:
+            pair, classifiers = _load_stop_classifier(settings.disco_artifact, pair)
+        except BaseException:
+            await _close_pools(targets, drafters, lookups)
+            raise
     masks = None
     if pair.cross_vocabulary and pair.alignment is not None and pair.alignment.intersection is not None:
         masks = TokenMaskRegistry(pair.alignment.mask_id, pair.alignment.mask_bitmap, metrics)
@@ -226,8 +241,36 @@ async def connect(
         metrics=metrics,
         admission=_admission_gate(settings, metrics),
         token_masks=masks,
+        stop_classifiers=classifiers,
         prompt_pool=ThreadPoolExecutor(PROMPT_WORKERS, thread_name_prefix="polyspec-prompt"),
     )
+
+
+def _load_stop_classifier(folder: Path, pair: ModelPair) -> tuple[ModelPair, StopClassifierRegistry]:
+    """The pair with its trained stop classifier, and the registry that sends it to the drafters.
+
+    An unreadable artifact is ``InvalidArgumentError`` naming ``disco_artifact``; one trained for another
+    drafter or target (model fingerprints from Info) is ``PairMismatchError``: both refuse start-up.
+    """
+    assert pair.drafter is not None, "settings refuse disco_artifact without a drafter"
+    try:
+        artifact = load_artifact(folder)
+    except DiscoArtifactError as exc:
+        raise InvalidArgumentError("disco_artifact", str(exc)) from exc
+    try:
+        artifact.check_pair(pair.drafter.model_fingerprint, pair.target.model_fingerprint)
+    except DiscoArtifactError as exc:
+        raise PairMismatchError(f"{folder}: {exc}") from exc
+    ref = StopClassifierRef(artifact.classifier_id, artifact.classifier.threshold)
+    log.info(
+        "stop_classifier_loaded",
+        path=str(folder),
+        classifier_id=artifact.classifier_id,
+        kind=artifact.classifier.kind.value,
+        threshold=artifact.classifier.threshold,
+        regime=artifact.regime,
+    )
+    return replace(pair, stop_classifier=ref), StopClassifierRegistry(artifact)
 
 
 async def _check_lookup_drafter(lookups: ReplicaPool, target: ModelEndpoint, timeout: float) -> ModelEndpoint:

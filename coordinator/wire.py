@@ -249,6 +249,9 @@ def draft_request(call: DraftCall) -> model_pb2.DraftRequest:
         confidence_threshold=call.confidence_threshold,
         max_support=call.max_support,
         token_mask_id=call.token_mask_id,
+        stop_classifier_id=call.stop_classifier_id,
+        stop_classifier_threshold=call.stop_classifier_threshold,
+        return_features=call.return_features,
     )
 
 
@@ -277,6 +280,7 @@ def draft_outcome(response: model_pb2.DraftResponse) -> DraftOutcome:
         draft_tokens=tuple(response.draft_tokens),
         draft_probs=tuple(_sparse_probs(d) for d in response.draft_probs),
         stats=forward_stats(response.stats),
+        features=tuple(tuple(f.values) for f in response.features),
     )
 
 
@@ -309,4 +313,5 @@ def engine_info(response: model_pb2.InfoResponse) -> EngineInfo:
         emulated_forward_seconds=response.emulated_forward_seconds,
         max_draft_tokens=response.max_draft_tokens,
         max_queue=response.max_queue,
+        model_fingerprint=response.model_fingerprint,
     )

@@ -5,8 +5,10 @@ restricted first to a token mask when there is one (TLI: the logits outside the 
 *before* the warpers, ``core.restrict``). A draft ends
 
 - after ``DraftRule.count`` tokens;
-- after a **stop token** (the drafter's end of sequence) or a token whose **confidence** (its probability
-  under the untruncated warped distribution) is under ``DraftRule.confidence_threshold``. That token is
+- after a **stop token** (the drafter's end of sequence), a token whose **confidence** (its probability
+  under the untruncated warped distribution) is under ``DraftRule.confidence_threshold``, or a token the
+  **stop classifier** (DISCO, ``core.disco``) stops after, judging its features
+  (``core.disco.features``: computed from the same untruncated distribution). That token is
   *kept* as the last draft token: it was drawn from the shipped proposal, so the target verifies it.
   Dropping it would make whether a position carries a candidate depend on the token drawn there, so a
   candidate's law would no longer be its shipped proposal and verification would be lossy;
@@ -21,11 +23,13 @@ the rows still drafting and returns their next logits; it is never called after 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from core.disco.classifier import StopRule
+from core.disco.features import FEATURE_NAMES, token_features
 from core.modelcalls import SparseProbs
 from core.restrict import has_intersection_mass, restrict_logits
 from core.sampling import DraftBatch, SamplingConfig, draft_tokens_batch
@@ -41,16 +45,26 @@ class DraftRule:
     count: int
     stop_token_ids: frozenset[int] = frozenset()
     confidence_threshold: float = 0.0  # 0: no threshold
+    stop_classifier: StopRule | None = None  # DISCO: stops after a token judged by its features
+    keep_features: bool = False  # return every draft token's features (collection for training)
+
+    @property
+    def needs_features(self) -> bool:
+        return self.stop_classifier is not None or self.keep_features
 
     def stops_after(
         self,
         tokens: Tensor,  # [r] int64
         confidence: Tensor,  # [r]
+        features: Tensor | None = None,  # [r, F]; needed with a stop classifier
     ) -> Tensor:  # [r] bool
         """Whether the draft of each row ends with the token it just drew."""
         stop = torch.isin(tokens, torch.tensor(sorted(self.stop_token_ids), dtype=torch.int64))
         if self.confidence_threshold > 0:
             stop |= confidence.to(torch.float64) < self.confidence_threshold
+        if self.stop_classifier is not None:
+            assert features is not None, "a stop classifier needs the draft tokens' features"
+            stop |= self.stop_classifier(features)
         return stop
 
 
@@ -62,6 +76,14 @@ class Drafts:
     lengths: Tensor  # [b] int64
     support_ids: Tensor  # [b, n, m] int64: each draft token's proposal support
     support_probs: Tensor  # [b, n, m]: its probabilities (0 = padding)
+    features: Tensor | None = None  # [b, n, F]: each draft token's stop features (when the rule needs them)
+
+    def row_features(self, index: int) -> tuple[tuple[float, ...], ...]:
+        """One row's per-token features (``core.disco.features`` order); () when none were computed."""
+        if self.features is None:
+            return ()
+        length = int(self.lengths[index])
+        return tuple(tuple(float(v) for v in token) for token in self.features[index, :length].tolist())
 
     def row(self, index: int) -> tuple[tuple[int, ...], tuple[SparseProbs, ...]]:
         """One row's draft tokens and their exact sparse proposals (padding removed)."""
@@ -102,7 +124,8 @@ def _draft(
 ) -> DraftBatch:
     if logits.shape[0] == 0:
         empty = torch.zeros((0, 1), dtype=torch.int64)
-        return DraftBatch(empty[:, 0], empty, empty.to(logits.dtype), empty[:, 0].to(logits.dtype))
+        dtype = logits.dtype
+        return DraftBatch(empty[:, 0], empty, empty.to(dtype), empty[:, 0].to(dtype), logits[:0].to(dtype))
     return draft_tokens_batch(logits, config, max_support, generator)
 
 
@@ -121,17 +144,29 @@ def draft_rows(
     b, dtype = logits.shape[0], logits.dtype
     rows = torch.arange(b)
     steps: list[tuple[Tensor, DraftBatch]] = []
+    features: list[Tensor] = []
     while rows.numel() and len(steps) < rule.count:
         has_mass, batch = draw_within(logits, mask, config, max_support, generator)
         rows = rows[has_mass]
         if not rows.numel():
             break
         steps.append((rows, batch))
-        going = ~rule.stops_after(batch.tokens, batch.confidence)
+        step_features = None
+        if rule.needs_features:
+            assert batch.stop_probs is not None
+            step_features = token_features(batch.stop_probs, batch.tokens, len(steps) - 1)
+            features.append(step_features)
+        going = ~rule.stops_after(batch.tokens, batch.confidence, step_features)
         rows = rows[going]
         if rows.numel() and len(steps) < rule.count:
             logits = advance(rows, batch.tokens[going])
-    return _collect(b, steps, steps[0][1].support_probs.dtype if steps else dtype)
+    drafts = _collect(b, steps, steps[0][1].support_probs.dtype if steps else dtype)
+    if not rule.needs_features:
+        return drafts
+    stacked = torch.zeros((b, len(steps), len(FEATURE_NAMES)), dtype=torch.float32)
+    for index, ((rows_at, _), values) in enumerate(zip(steps, features, strict=True)):
+        stacked[rows_at, index] = values
+    return replace(drafts, features=stacked)
 
 
 def _collect(b: int, steps: list[tuple[Tensor, DraftBatch]], dtype: torch.dtype) -> Drafts:

@@ -35,6 +35,7 @@ class ErrorReason(enum.Enum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"  # ErrorInfo.metadata["field"] names the field
     CONTEXT_MISS = "CONTEXT_MISS"  # resend the whole context (cached_prefix_len = 0)
     UNKNOWN_TOKEN_MASK = "UNKNOWN_TOKEN_MASK"  # register the mask with SetTokenMask, then retry
+    UNKNOWN_STOP_CLASSIFIER = "UNKNOWN_STOP_CLASSIFIER"  # register it with SetStopClassifier, then retry
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     COORDINATOR_AT_CAPACITY = "COORDINATOR_AT_CAPACITY"  # admission refused: every slot and queue place taken
     UNAVAILABLE = "UNAVAILABLE"
@@ -109,6 +110,13 @@ class UnknownTokenMaskError(PolyspecError):
 
     kind = ErrorKind.FAILED_PRECONDITION
     error_reason = ErrorReason.UNKNOWN_TOKEN_MASK
+
+
+class UnknownStopClassifierError(PolyspecError):
+    """A named stop classifier is not held (never registered, or evicted); register it again."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    error_reason = ErrorReason.UNKNOWN_STOP_CLASSIFIER
 
 
 class CallNotServedError(PolyspecError):

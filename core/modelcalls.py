@@ -45,6 +45,9 @@ class DraftCall:
     confidence_threshold: float = 0.0
     max_support: int = 0  # 0 = the server's default
     token_mask_id: str = ""  # a mask registered with SetTokenMask; "" = no restriction
+    stop_classifier_id: str = ""  # a stop classifier registered with SetStopClassifier; "" = none
+    stop_classifier_threshold: float = 0.0  # 0 = the classifier's own threshold
+    return_features: bool = False  # return each draft token's stop features (core.disco.features)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class DraftOutcome:
     draft_tokens: tuple[int, ...]
     draft_probs: tuple[SparseProbs, ...]
     stats: ForwardStats
+    features: tuple[tuple[float, ...], ...] = ()  # per draft token, when the call asked for them
 
 
 @dataclass(frozen=True)
@@ -116,3 +120,4 @@ class EngineInfo:
     emulated_forward_seconds: float
     max_draft_tokens: int
     max_queue: int = 0  # Draft and Score calls the service holds at once; 0 = not reported
+    model_fingerprint: str = ""  # derived from the weights; "" = not reported (model-free drafters)

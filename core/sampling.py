@@ -320,6 +320,9 @@ class DraftBatch:
     support_ids: Tensor  # [b, m] int64
     support_probs: Tensor  # [b, m]
     confidence: Tensor  # [b]
+    # [b, vocab]: the untruncated warped distribution (greedy: temperature-1 softmax) confidence is read
+    # from; the stop classifier's features (``core.disco.features``) come from it too
+    stop_probs: Tensor | None = None
 
 
 def draft_tokens_batch(
@@ -342,13 +345,13 @@ def draft_tokens_batch(
         unit_probs = torch.softmax(logits.to(_compute_dtype(logits.dtype)), dim=-1)
         confidence = unit_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         ones = torch.ones((logits.shape[0], 1), dtype=unit_probs.dtype, device=logits.device)
-        return DraftBatch(tokens, tokens.unsqueeze(-1), ones, confidence)
+        return DraftBatch(tokens, tokens.unsqueeze(-1), ones, confidence, unit_probs)
     warped = warp_probs(logits, config)
     support_ids, support_probs = truncate_support(warped, max_support)
     picks = sample(support_probs, generator)
     tokens = support_ids.gather(-1, picks.unsqueeze(-1)).squeeze(-1)
     confidence = warped.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return DraftBatch(tokens, support_ids, support_probs, confidence)
+    return DraftBatch(tokens, support_ids, support_probs, confidence, warped)
 
 
 def draft_token(

@@ -11,6 +11,9 @@ Modules:
 - ``static``: ``StaticLookahead`` (``static``), always k.
 - ``confidence``: ``ConfidenceLookahead`` (``confidence``), up to k, and the drafter stops after a
   draft token whose probability is below a threshold.
+- ``disco``: ``DiscoLookahead`` (``disco``), up to k, and the drafter stops where the pair's trained
+  stop classifier says so (``StopClassifierRef``, named by every Draft of a request whose plan carries
+  it; ``auto`` uses it too when the coordinator loaded one).
 - ``auto``: ``CostModelLookahead`` (``auto``), the k in [0, k_max] with the best expected output
   tokens per second under the cost model; when no k > 0 beats a target-only step it decodes
   target-only and re-probes the drafter out of a probe budget.
@@ -44,6 +47,7 @@ from coordinator.lookahead.acceptance import Acceptance, AcceptanceCounts, expec
 from coordinator.lookahead.auto import CostModelLookahead
 from coordinator.lookahead.confidence import ConfidenceLookahead
 from coordinator.lookahead.costs import CostEstimates, VerifyCostTable
+from coordinator.lookahead.disco import DiscoLookahead, StopClassifierRef
 from coordinator.lookahead.lookup import LookupChooser
 from coordinator.lookahead.policy import LookaheadDecision, LookaheadPolicy, RoundObservation
 from coordinator.lookahead.static import StaticLookahead
@@ -54,11 +58,13 @@ __all__ = [
     "ConfidenceLookahead",
     "CostEstimates",
     "CostModelLookahead",
+    "DiscoLookahead",
     "LookaheadDecision",
     "LookaheadPolicy",
     "LookupChooser",
     "RoundObservation",
     "StaticLookahead",
+    "StopClassifierRef",
     "VerifyCostTable",
     "expected_output_tokens",
 ]

@@ -26,8 +26,10 @@ from coordinator.lookahead import (
     ConfidenceLookahead,
     CostEstimates,
     CostModelLookahead,
+    DiscoLookahead,
     LookaheadPolicy,
     StaticLookahead,
+    StopClassifierRef,
 )
 from coordinator.pair import ModelPair
 from coordinator.prompting import PromptFormatError, encode_prompt, encode_target_prompt, input_field
@@ -49,6 +51,7 @@ class RequestPlan:
     drafter_prompt: tuple[int, ...] | None  # None: no drafting (AR, or the drafter cannot take the input)
     fallback_reason: str  # set when the request runs target-only although it asked for drafting
     note: str = ""  # set when another algorithm runs than the one asked for
+    stop_classifier: StopClassifierRef | None = None  # DISCO's stop, named by every Draft (disco, auto)
 
     @property
     def lookahead_label(self) -> str:
@@ -139,6 +142,8 @@ def make_lookahead(
     drafter_max: int,
     estimates: CostEstimates,
     regime: Regime,
+    *,
+    classifier: StopClassifierRef | None = None,
 ) -> LookaheadPolicy:
     """The lookahead policy of a speculative request (k capped by the drafter's own limit).
 
@@ -147,11 +152,17 @@ def make_lookahead(
     ``auto_confidence_threshold``: a drafter of another model family is right in stretches, and
     where it is unsure its draft is mostly rejected, so the round costs a short draft instead of a
     long one (the stop depends on drafter-side information only, so verification stays lossless).
+    With a trained stop classifier (``classifier``) ``disco`` is allowed and that classifier replaces
+    the fixed confidence stop; without one ``disco`` is refused.
     """
     if request.kind is LookaheadKind.DISCO:
-        raise InvalidArgumentError(
-            "lookahead.policy", "disco needs a trained classifier and this coordinator has none"
-        )
+        if classifier is None:
+            raise InvalidArgumentError(
+                "lookahead.policy",
+                "disco needs a trained classifier and this coordinator has none (serve the coordinator "
+                "with --disco-artifact)",
+            )
+        return DiscoLookahead(k=min(request.k or settings.max_lookahead_k, drafter_max))
     if request.kind is LookaheadKind.CONFIDENCE:
         k = min(request.k or settings.max_lookahead_k, drafter_max)
         threshold = request.confidence_threshold or settings.default_confidence_threshold
@@ -163,7 +174,10 @@ def make_lookahead(
         estimates=estimates,
         k_max=k_max,
         k_initial=min(settings.default_lookahead_k, k_max),
-        confidence_threshold=settings.auto_confidence_threshold if regime.cross_vocabulary else 0.0,
+        # the classifier, when loaded, replaces the fixed confidence stop across vocabularies
+        confidence_threshold=(
+            settings.auto_confidence_threshold if regime.cross_vocabulary and classifier is None else 0.0
+        ),
         regime=regime.key,
     )
 
@@ -185,7 +199,14 @@ def plan_request(
     if algorithm is AlgorithmName.AR or pair.drafter is None:
         return RequestPlan(AlgorithmName.AR, None, seed, target_prompt, None, "", resolved.note)
     regime = Regime(algorithm, params.sampling.is_greedy)
-    lookahead = make_lookahead(params.lookahead, settings, pair.drafter.max_draft_tokens, estimates, regime)
+    classifier = pair.stop_classifier
+    lookahead = make_lookahead(
+        params.lookahead, settings, pair.drafter.max_draft_tokens, estimates, regime, classifier=classifier
+    )
+    uses_classifier = classifier is not None and params.lookahead.kind in (
+        LookaheadKind.DISCO,
+        LookaheadKind.AUTO,
+    )
     fallback_reason = ""
     drafter_prompt: tuple[int, ...] | None
     try:
@@ -195,5 +216,12 @@ def plan_request(
     if drafter_prompt is not None and not drafter_prompt:
         drafter_prompt, fallback_reason = None, "the drafter's prompt is empty: target-only decoding"
     return RequestPlan(
-        algorithm, lookahead, seed, target_prompt, drafter_prompt, fallback_reason, resolved.note
+        algorithm,
+        lookahead,
+        seed,
+        target_prompt,
+        drafter_prompt,
+        fallback_reason,
+        resolved.note,
+        stop_classifier=classifier if uses_classifier else None,
     )

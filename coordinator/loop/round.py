@@ -182,6 +182,7 @@ def draft_call(snapshot: RoundSnapshot, k: int, threshold: float) -> DraftCall:
     frame = snapshot.frame
     assert frame.drafter is not None, "only a request with a drafter drafts"
     masked = snapshot.algorithm is AlgorithmName.TLI and frame.alignment is not None
+    classifier = frame.plan.stop_classifier
     return DraftCall(
         context=ContextRef.whole(frame.drafter_sequence_id, snapshot.drafter_context),
         max_draft_tokens=k,
@@ -191,6 +192,8 @@ def draft_call(snapshot: RoundSnapshot, k: int, threshold: float) -> DraftCall:
         confidence_threshold=threshold,
         max_support=frame.max_support,
         token_mask_id=frame.alignment.mask_id if masked and frame.alignment is not None else "",
+        stop_classifier_id="" if classifier is None else classifier.classifier_id,
+        stop_classifier_threshold=0.0 if classifier is None else classifier.threshold,
     )
 
 

@@ -22,6 +22,7 @@ from coordinator.callcost import CallWork
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic
 from coordinator.config import CoordinatorSettings
 from coordinator.lookahead import CostEstimates, LookupChooser
+from coordinator.loop.classifiers import StopClassifierRegistry
 from coordinator.loop.masks import TokenMaskRegistry
 from coordinator.loop.plan import RequestPlan
 from coordinator.loop.round import DrafterFailedError
@@ -54,6 +55,7 @@ class LoopServices:
     lookups: ReplicaPool | None = None  # a model-free drafter asked first every round (same vocabulary)
     lookup_max_draft_tokens: int = 16  # the lookup drafter's per-call limit (its Info)
     token_masks: TokenMaskRegistry | None = None  # TLI's mask, for a pair with different vocabularies
+    stop_classifiers: StopClassifierRegistry | None = None  # DISCO's classifier, when one is loaded
     slrs_enumeration_budget: int = DEFAULT_SLRS_ENUMERATION_BUDGET
     # Where prompts are tokenized and templated (a small pool the server owns); None: the loop's default.
     prompt_pool: Executor | None = None
@@ -82,12 +84,18 @@ class ServiceCalls:
         masks = self._services.token_masks
         if call.token_mask_id and masks is None:
             raise DrafterFailedError("no token mask is set up for this pair")
+        classifiers = self._services.stop_classifiers
 
-        def invoke(client: ModelServiceClient, timeout: float) -> Awaitable[DraftOutcome]:
-            scope = self._scope.with_timeout(timeout)
+        def send(client: ModelServiceClient, call: DraftCall, scope: CallScope) -> Awaitable[DraftOutcome]:
             if call.token_mask_id and masks is not None:
                 return masks.draft(client, call, scope)
             return client.draft(call, scope)
+
+        def invoke(client: ModelServiceClient, timeout: float) -> Awaitable[DraftOutcome]:
+            scope = self._scope.with_timeout(timeout)
+            if call.stop_classifier_id and classifiers is not None:
+                return classifiers.draft(client, call, scope, send)
+            return send(client, call, scope)
 
         def work(client: ModelServiceClient) -> CallWork:
             context = call.context

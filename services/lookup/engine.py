@@ -47,6 +47,7 @@ from core.modelcalls import (
 )
 from services.lookup.sessions import ContextIndex, LookupSession, LookupSessions
 from services.lookup.settings import LookupServiceSettings
+from services.model.classifiers import RegisteredClassifier
 from services.model.identity import (
     eos_token_ids,
     find_fim_tokens,
@@ -135,6 +136,10 @@ class LookupEngine:
     def set_token_mask(self, mask_id: str, bitmap: bytes) -> RegisteredMask:
         """Registers (or replaces) a token mask for later Draft calls; thread-safe."""
         return self.token_masks.register(mask_id, bitmap)
+
+    def set_stop_classifier(self, classifier_id: str, spec_json: str, weights: bytes) -> RegisteredClassifier:
+        """Refused: a lookup draft is a stored continuation, not a distribution to judge token by token."""
+        raise CallNotServedError("a model-free drafter takes no stop classifier")
 
     def release(self, sequence_ids: Iterable[str]) -> int:
         """Ends the named sequences; returns how many were held. Thread-safe."""

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,11 +34,13 @@ from core.modelcalls import (
 )
 from core.sampling import score_candidates, sparse_to_dense, top2_logit_margins
 from services.model.cache import CacheSession, EvictionReason, KvCacheManager, kv_nbytes
+from services.model.classifiers import RegisteredClassifier, StopClassifierStore
 from services.model.identity import (
     dtype_name,
     eos_token_ids,
     find_fim_tokens,
     max_context_tokens,
+    model_fingerprint,
     tokenizer_files,
     tokenizer_fingerprint,
 )
@@ -102,6 +104,7 @@ class ModelEngine:
             on_evict=on_evict,
         )
         self.token_masks = TokenMaskStore(settings.max_token_masks, self._vocab_size, SAMPLING_DEVICE)
+        self.stop_classifiers = StopClassifierStore(settings.max_token_masks)
 
     @classmethod
     def load(
@@ -132,6 +135,7 @@ class ModelEngine:
             emulated_forward_seconds=self._settings.emulated_forward_seconds,
             max_draft_tokens=self._settings.max_draft_tokens,
             max_queue=self._settings.max_queue,
+            model_fingerprint=model_fingerprint(self.model),
         )
 
     def _precision(self, parameter: torch.Tensor) -> str:
@@ -157,6 +161,10 @@ class ModelEngine:
     def set_token_mask(self, mask_id: str, bitmap: bytes) -> RegisteredMask:
         """Registers (or replaces) a token mask for later Draft calls; thread-safe, needs no worker turn."""
         return self.token_masks.register(mask_id, bitmap)
+
+    def set_stop_classifier(self, classifier_id: str, spec_json: str, weights: bytes) -> RegisteredClassifier:
+        """Registers (or replaces) a stop classifier for later Draft calls; thread-safe, no worker turn."""
+        return self.stop_classifiers.register(classifier_id, spec_json, weights)
 
     def release(self, sequence_ids: Iterable[str]) -> int:
         """Drops the caches of the named sequences; returns how many were held. Thread-safe."""
@@ -185,6 +193,7 @@ class ModelEngine:
         the sequence's cache is touched.
         """
         mask = self.token_masks.get(call.token_mask_id) if call.token_mask_id else None
+        rule = self._draft_rule(call)
         with torch.inference_mode():
             self.cache.expire_idle()
             context = self.resolve_context(call.context)
@@ -204,25 +213,41 @@ class ModelEngine:
             stats.reused_tokens = prepared.reused_tokens
             session = prepared.session
             with self._dropped_on_failure(session.sequence_id):
-                drafts = self._draft_loop(session, prepared.feed_tokens, call, count, stats, mask=mask)
+                drafts = self._draft_loop(
+                    session, prepared.feed_tokens, call, replace(rule, count=count), stats, mask=mask
+                )
                 draft_tokens, draft_probs = drafts.row(0)
                 # Fed: all but the last draft token, or every one when drafting ran out of mask mass.
                 self.cache.commit(session, context + list(draft_tokens), kv_len=session.kv_len)
-        return DraftOutcome(draft_tokens, draft_probs, stats)
+        features = drafts.row_features(0) if call.return_features else ()
+        return DraftOutcome(draft_tokens, draft_probs, stats, features)
+
+    def _draft_rule(self, call: DraftCall) -> DraftRule:
+        """The call's stop rule (count set later); an unknown classifier raises before any work."""
+        classifier = None
+        if call.stop_classifier_id:
+            held = self.stop_classifiers.get(call.stop_classifier_id)
+            classifier = held.stop_rule(call.stop_classifier_threshold)
+        return DraftRule(
+            call.max_draft_tokens,
+            call.stop_token_ids,
+            call.confidence_threshold,
+            stop_classifier=classifier,
+            keep_features=call.return_features,
+        )
 
     def _draft_loop(
         self,
         session: CacheSession,
         feed_tokens: list[int],
         call: DraftCall,
-        count: int,
+        rule: DraftRule,
         stats: ForwardStats,
         *,
         mask: torch.Tensor | None,  # [vocab] bool on SAMPLING_DEVICE
     ) -> Drafts:
         """One row of ``core.drafting.draft_rows``: a forward per draft token but the last."""
         generator = torch.Generator(device=SAMPLING_DEVICE).manual_seed(call.seed)
-        rule = DraftRule(count, call.stop_token_ids, call.confidence_threshold)
         first = self._forward(session, feed_tokens, 1, stats)  # [1, vocab]
 
         def advance(rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:  # [1, vocab]

@@ -104,3 +104,24 @@ def eos_token_ids(
 def dtype_name(dtype: Any) -> str:
     """``torch.float32`` -> ``float32``."""
     return str(dtype).removeprefix("torch.")
+
+
+# Config keys that change with how a model is loaded or saved, not with its weights.
+_LOADING_KEYS = ("torch_dtype", "dtype", "_name_or_path", "transformers_version", "quantization_config")
+_FINGERPRINT_ENTRIES = 4096
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 (hex, 32 digits) of the model's architecture and a sample of its weights.
+
+    Cheap (no full pass over the weights) and independent of the serving precision: the config without
+    its loading keys, plus the signs of the first and last ``_FINGERPRINT_ENTRIES`` entries of the input
+    embedding (rounding to bfloat16 or quantizing the linear layers keeps them). Two sizes of one
+    family, sharing a tokenizer, differ in both.
+    """
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _LOADING_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
+    flat = model.get_input_embeddings().weight.detach().reshape(-1)
+    for part in (flat[:_FINGERPRINT_ENTRIES], flat[-_FINGERPRINT_ENTRIES:]):
+        digest.update((part.float().cpu() > 0).numpy().tobytes())
+    return digest.hexdigest()[:32]

@@ -3,7 +3,8 @@
 Only Draft and Score (the forwards) go through the worker's bounded first-in-first-out queue. The
 housekeeping calls run on the event loop and are never refused by a full queue nor wait behind
 forwards: Info (a prepared answer), SetTokenMask (unpacking a bitmap of ceil(vocab / 8) bytes into a
-thread-safe store; a Draft sent after SetTokenMask returned always sees the mask) and Release
+thread-safe store; a Draft sent after SetTokenMask returned always sees the mask; SetStopClassifier
+likewise parses a small artifact into one) and Release
 (dropping cache entries under the cache manager's lock; a forward still running on a released
 sequence finishes on its own copy and keeps nothing). Under overload a Release therefore frees its
 caches at once instead of leaving them to the idle expiry. Health is the server's own service.
@@ -17,9 +18,10 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
-from core.errors import ContextMissError, UnknownTokenMaskError
+from core.errors import ContextMissError, UnknownStopClassifierError, UnknownTokenMaskError
 from core.modelcalls import DraftCall, DraftOutcome, EngineInfo, ScoreCall, ScoreOutcome
 from services.model import wire
+from services.model.classifiers import RegisteredClassifier
 from services.model.masks import RegisteredMask
 from services.model.metrics import ModelMetrics
 from services.model.validation import (
@@ -27,6 +29,7 @@ from services.model.validation import (
     check_draft_request,
     check_release_request,
     check_score_request,
+    check_set_stop_classifier_request,
     check_set_token_mask_request,
 )
 from services.model.worker import ModelWorker
@@ -50,6 +53,10 @@ class ServedEngine(Protocol):
     def release(self, sequence_ids: Iterable[str]) -> int: ...
 
     def set_token_mask(self, mask_id: str, bitmap: bytes) -> RegisteredMask: ...
+
+    def set_stop_classifier(
+        self, classifier_id: str, spec_json: str, weights: bytes
+    ) -> RegisteredClassifier: ...
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -106,6 +113,16 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             registered = self._engine.set_token_mask(request.mask_id, request.allowed_bitmap)
             return model_pb2.SetTokenMaskResponse(allowed_tokens=registered.allowed_tokens)
 
+    async def SetStopClassifier(  # noqa: N802 (gRPC method name)
+        self, request: model_pb2.SetStopClassifierRequest, context: _Context
+    ) -> model_pb2.SetStopClassifierResponse:
+        with self._metrics.timed("SetStopClassifier"):
+            check_set_stop_classifier_request(request)
+            registered = self._engine.set_stop_classifier(
+                request.classifier_id, request.spec_json, request.weights
+            )
+            return model_pb2.SetStopClassifierResponse(parameters=registered.parameters)
+
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
             return await self._worker.run(fn)
@@ -114,4 +131,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             raise
         except UnknownTokenMaskError:
             self._metrics.token_mask_misses.inc()
+            raise
+        except UnknownStopClassifierError:
+            self._metrics.token_mask_misses.inc()  # the same kind of miss: a registration to resend
             raise

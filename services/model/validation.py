@@ -68,6 +68,20 @@ def check_draft_request(request: model_pb2.DraftRequest, limits: RequestLimits) 
         raise InvalidArgumentError(
             "token_mask_id", f"must be at most {MAX_TOKEN_MASK_ID_CHARS} characters (empty = no mask)"
         )
+    check_stop_classifier_fields(request)
+
+
+def check_stop_classifier_fields(request: model_pb2.DraftRequest) -> None:
+    """The stop classifier's id (bounded length) and a threshold in [0, 1) (0 = the classifier's own)."""
+    if len(request.stop_classifier_id) > MAX_TOKEN_MASK_ID_CHARS:
+        raise InvalidArgumentError(
+            "stop_classifier_id", f"must be at most {MAX_TOKEN_MASK_ID_CHARS} characters (empty = none)"
+        )
+    threshold = request.stop_classifier_threshold
+    if not math.isfinite(threshold) or not 0 <= threshold < 1:
+        raise InvalidArgumentError("stop_classifier_threshold", f"must lie in [0, 1), got {threshold}")
+    if threshold and not request.stop_classifier_id:
+        raise InvalidArgumentError("stop_classifier_threshold", "is set but no stop_classifier_id is named")
 
 
 def check_sparse_distribution(
@@ -140,3 +154,17 @@ def check_set_token_mask_request(request: model_pb2.SetTokenMaskRequest, limits:
         raise InvalidArgumentError(
             "allowed_bitmap", f"sets a bit of a token id >= vocab_size {limits.vocab_size}"
         )
+
+
+MAX_CLASSIFIER_BYTES = 1 << 20  # a logistic or small MLP artifact is a few kilobytes
+
+
+def check_set_stop_classifier_request(request: model_pb2.SetStopClassifierRequest) -> None:
+    """A non-empty bounded id, and spec and weights within ``MAX_CLASSIFIER_BYTES`` (parsed by the store)."""
+    if not request.classifier_id:
+        raise InvalidArgumentError("classifier_id", "must not be empty")
+    if len(request.classifier_id) > MAX_TOKEN_MASK_ID_CHARS:
+        raise InvalidArgumentError("classifier_id", f"must be at most {MAX_TOKEN_MASK_ID_CHARS} characters")
+    for field, size in (("spec_json", len(request.spec_json)), ("weights", len(request.weights))):
+        if size > MAX_CLASSIFIER_BYTES:
+            raise InvalidArgumentError(field, f"{size} bytes exceed {MAX_CLASSIFIER_BYTES}")

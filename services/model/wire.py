@@ -53,6 +53,9 @@ def draft_call(request: model_pb2.DraftRequest) -> DraftCall:
         confidence_threshold=request.confidence_threshold,
         max_support=request.max_support,
         token_mask_id=request.token_mask_id,
+        stop_classifier_id=request.stop_classifier_id,
+        stop_classifier_threshold=request.stop_classifier_threshold,
+        return_features=request.return_features,
     )
 
 
@@ -84,6 +87,7 @@ def draft_response(outcome: DraftOutcome) -> model_pb2.DraftResponse:
             common_pb2.SparseDistribution(token_ids=d.token_ids, probs=d.probs) for d in outcome.draft_probs
         ],
         stats=stats_message(outcome.stats),
+        features=[model_pb2.DraftTokenFeatures(values=values) for values in outcome.features],
     )
 
 
@@ -115,4 +119,5 @@ def info_response(info: EngineInfo) -> model_pb2.InfoResponse:
         emulated_forward_seconds=info.emulated_forward_seconds,
         max_draft_tokens=info.max_draft_tokens,
         max_queue=info.max_queue,
+        model_fingerprint=info.model_fingerprint,
     )

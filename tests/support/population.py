@@ -44,6 +44,7 @@ from coordinator.loop.round import (
 from coordinator.loop.snapshot import DrafterView, RequestFrame, RoundSnapshot
 from coordinator.loop.translate import EMPTY, Candidates, UnusableDraftError, drafted_bytes
 from coordinator.vocab import draft_continuation
+from core.disco.classifier import StopRule
 from core.drafting import DraftRule, Drafts, draft_rows
 from core.modelcalls import DraftCall, DraftOutcome, ForwardStats, ScoreCall, ScoreOutcome, SparseProbs
 from core.sampling import ScoreResult, score_candidates_batch, sparse_to_dense
@@ -67,6 +68,9 @@ class LawCase:
     # A deterministic drafter on domain types (a model-free lookup drafter) in place of ``drafter``:
     # called once per distinct Draft call, its draft is every trial's in that state.
     lookup: Callable[[DraftCall], DraftOutcome] | None = None
+    # A stop rule over each draft token's features (``core.disco``) the drafter applies, as a stop
+    # classifier named by the Draft would be
+    stop_rule: StopRule | None = None
 
 
 @dataclass
@@ -273,7 +277,10 @@ class PopulationRun:
             drafter.logits(current),
             advance,
             DraftRule(
-                call.max_draft_tokens, drafter.columns_of(call.stop_token_ids), call.confidence_threshold
+                call.max_draft_tokens,
+                drafter.columns_of(call.stop_token_ids),
+                call.confidence_threshold,
+                stop_classifier=self.case.stop_rule,
             ),
             config=call.sampling,
             max_support=call.max_support or DEFAULT_MAX_SUPPORT,

@@ -37,6 +37,7 @@ from core.modelcalls import (
 from core.sampling import score_candidates, sparse_to_dense
 from core.serving.server import GrpcServerSettings, RunningServer, start_server
 from services.model import wire
+from services.model.classifiers import StopClassifierStore
 from services.model.masks import mask_from_bitmap
 from tests.support.toy_lm import ToyLM
 from tests.support.toy_tokenizers import EOS, fingerprint, tokenizer_files
@@ -124,6 +125,7 @@ class ToyModel:
         self.info = info
         self.max_support = max_support
         self.state = ToyState()
+        self.stop_classifiers = StopClassifierStore(8)  # the model service's own store
 
     def _context(self, method: str, context: ContextRef) -> list[int]:
         if self.state.evict_every_call:
@@ -150,6 +152,9 @@ class ToyModel:
                     f"token_mask_id {call.token_mask_id!r} is not registered on this server; "
                     "register it with SetTokenMask and retry"
                 )
+        classifier = None
+        if call.stop_classifier_id:  # checked before the cache is touched, as the engine does
+            classifier = self.stop_classifiers.get(call.stop_classifier_id)
         context = self._context("Draft", call.context)
         if len(context) >= self.info.max_context_tokens:
             raise InvalidArgumentError("context", "no room")
@@ -163,7 +168,15 @@ class ToyModel:
         drafts = draft_rows(
             self.lm.logits(sequence).unsqueeze(0),
             advance,
-            DraftRule(count, call.stop_token_ids, call.confidence_threshold),
+            DraftRule(
+                count,
+                call.stop_token_ids,
+                call.confidence_threshold,
+                stop_classifier=None
+                if classifier is None
+                else classifier.stop_rule(call.stop_classifier_threshold),
+                keep_features=call.return_features,
+            ),
             config=call.sampling,
             max_support=call.max_support or self.max_support,
             generator=torch.Generator().manual_seed(call.seed),
@@ -173,7 +186,8 @@ class ToyModel:
         held = [*context, *tokens]
         self.state.held[call.context.sequence_id] = held
         self.state.held_after.append(list(held))
-        return DraftOutcome(tokens, probs, ForwardStats(forwards=len(tokens)))
+        features = drafts.row_features(0) if call.return_features else ()
+        return DraftOutcome(tokens, probs, ForwardStats(forwards=len(tokens)), features)
 
     def score(self, call: ScoreCall) -> ScoreOutcome:
         tokens = self._context("Score", call.context)
@@ -290,6 +304,14 @@ class ToyModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def SetTokenMask(self, request: Any, context: Any) -> model_pb2.SetTokenMaskResponse:  # noqa: N802
         allowed = self.model.set_token_mask(request.mask_id, request.allowed_bitmap)
         return model_pb2.SetTokenMaskResponse(allowed_tokens=allowed)
+
+    async def SetStopClassifier(  # noqa: N802
+        self, request: Any, context: Any
+    ) -> model_pb2.SetStopClassifierResponse:
+        registered = self.model.stop_classifiers.register(
+            request.classifier_id, request.spec_json, request.weights
+        )
+        return model_pb2.SetStopClassifierResponse(parameters=registered.parameters)
 
     async def Release(self, request: Any, context: Any) -> model_pb2.ReleaseResponse:  # noqa: N802
         return model_pb2.ReleaseResponse(released=self.model.release(list(request.sequence_ids)))

@@ -206,6 +206,7 @@ class InfoResponse(_message.Message):
     EMULATED_FORWARD_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_DRAFT_TOKENS_FIELD_NUMBER: _builtins.int
     MAX_QUEUE_FIELD_NUMBER: _builtins.int
+    MODEL_FINGERPRINT_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Configured model name."""
     model_type: _builtins.str
@@ -225,6 +226,11 @@ class InfoResponse(_message.Message):
     """Draft and Score calls the server holds at once (waiting or running); one
     more is RESOURCE_EXHAUSTED. A coordinator keeps its calls within it.
     0 = not reported.
+    """
+    model_fingerprint: _builtins.str
+    """Derived from the weights (config and a few parameter tensors): two models of
+    one tokenizer (e.g. 0.5B and 1.5B of a family) differ. A trained stop
+    classifier is tied to the drafter/target pair by it.
     """
     @_builtins.property
     def eos_token_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -246,10 +252,11 @@ class InfoResponse(_message.Message):
         emulated_forward_seconds: _builtins.float = ...,
         max_draft_tokens: _builtins.int = ...,
         max_queue: _builtins.int = ...,
+        model_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tokenizer", b"tokenizer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "dtype", b"dtype", "emulated_forward_seconds", b"emulated_forward_seconds", "eos_token_ids", b"eos_token_ids", "max_context_tokens", b"max_context_tokens", "max_draft_tokens", b"max_draft_tokens", "max_queue", b"max_queue", "model_name", b"model_name", "model_type", b"model_type", "tokenizer", b"tokenizer", "vocab_size", b"vocab_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "dtype", b"dtype", "emulated_forward_seconds", b"emulated_forward_seconds", "eos_token_ids", b"eos_token_ids", "max_context_tokens", b"max_context_tokens", "max_draft_tokens", b"max_draft_tokens", "max_queue", b"max_queue", "model_fingerprint", b"model_fingerprint", "model_name", b"model_name", "model_type", b"model_type", "tokenizer", b"tokenizer", "vocab_size", b"vocab_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -267,6 +274,9 @@ class DraftRequest(_message.Message):
     CONFIDENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
     MAX_SUPPORT_FIELD_NUMBER: _builtins.int
     TOKEN_MASK_ID_FIELD_NUMBER: _builtins.int
+    STOP_CLASSIFIER_ID_FIELD_NUMBER: _builtins.int
+    STOP_CLASSIFIER_THRESHOLD_FIELD_NUMBER: _builtins.int
+    RETURN_FEATURES_FIELD_NUMBER: _builtins.int
     max_draft_tokens: _builtins.int
     """Number of draft tokens to propose, 1..InfoResponse.max_draft_tokens."""
     seed: _builtins.int
@@ -286,6 +296,16 @@ class DraftRequest(_message.Message):
     restriction. An unknown id is FAILED_PRECONDITION with reason
     UNKNOWN_TOKEN_MASK (register it again).
     """
+    stop_classifier_id: _builtins.str
+    """Stop after a draft token for which the classifier registered under this id
+    with SetStopClassifier gives a continue probability below
+    stop_classifier_threshold (the token is kept). Empty = no classifier. An
+    unknown id is FAILED_PRECONDITION with reason UNKNOWN_STOP_CLASSIFIER.
+    """
+    stop_classifier_threshold: _builtins.float
+    """In (0, 1); 0 = the classifier's own threshold."""
+    return_features: _builtins.bool
+    """Return the stop-rule features of every draft token (collection for training)."""
     @_builtins.property
     def context(self) -> Global___TokenContext: ...
     @_builtins.property
@@ -305,14 +325,39 @@ class DraftRequest(_message.Message):
         confidence_threshold: _builtins.float = ...,
         max_support: _builtins.int = ...,
         token_mask_id: _builtins.str = ...,
+        stop_classifier_id: _builtins.str = ...,
+        stop_classifier_threshold: _builtins.float = ...,
+        return_features: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_threshold", b"confidence_threshold", "context", b"context", "max_draft_tokens", b"max_draft_tokens", "max_support", b"max_support", "sampling", b"sampling", "seed", b"seed", "stop_token_ids", b"stop_token_ids", "token_mask_id", b"token_mask_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_threshold", b"confidence_threshold", "context", b"context", "max_draft_tokens", b"max_draft_tokens", "max_support", b"max_support", "return_features", b"return_features", "sampling", b"sampling", "seed", b"seed", "stop_classifier_id", b"stop_classifier_id", "stop_classifier_threshold", b"stop_classifier_threshold", "stop_token_ids", b"stop_token_ids", "token_mask_id", b"token_mask_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DraftRequest: _TypeAlias = DraftRequest  # noqa: Y015
+
+@_typing.final
+class DraftTokenFeatures(_message.Message):
+    """The stop-rule features of one draft token (core.disco.features order)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DraftTokenFeatures: _TypeAlias = DraftTokenFeatures  # noqa: Y015
 
 @_typing.final
 class DraftResponse(_message.Message):
@@ -321,6 +366,7 @@ class DraftResponse(_message.Message):
     DRAFT_TOKENS_FIELD_NUMBER: _builtins.int
     DRAFT_PROBS_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def draft_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -331,16 +377,21 @@ class DraftResponse(_message.Message):
 
     @_builtins.property
     def stats(self) -> Global___ForwardStats: ...
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___DraftTokenFeatures]:
+        """One per draft token when the request set return_features; empty otherwise."""
+
     def __init__(
         self,
         *,
         draft_tokens: _abc.Iterable[_builtins.int] | None = ...,
         draft_probs: _abc.Iterable[_common_pb2.SparseDistribution] | None = ...,
         stats: Global___ForwardStats | None = ...,
+        features: _abc.Iterable[Global___DraftTokenFeatures] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft_probs", b"draft_probs", "draft_tokens", b"draft_tokens", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft_probs", b"draft_probs", "draft_tokens", b"draft_tokens", "features", b"features", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -530,3 +581,51 @@ class SetTokenMaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetTokenMaskResponse: _TypeAlias = SetTokenMaskResponse  # noqa: Y015
+
+@_typing.final
+class SetStopClassifierRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLASSIFIER_ID_FIELD_NUMBER: _builtins.int
+    SPEC_JSON_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    classifier_id: _builtins.str
+    """Caller-chosen id (the artifact's content hash)."""
+    spec_json: _builtins.str
+    """The artifact's JSON (feature spec, model kind, threshold)."""
+    weights: _builtins.bytes
+    """The artifact's weights in safetensors format."""
+    def __init__(
+        self,
+        *,
+        classifier_id: _builtins.str = ...,
+        spec_json: _builtins.str = ...,
+        weights: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classifier_id", b"classifier_id", "spec_json", b"spec_json", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStopClassifierRequest: _TypeAlias = SetStopClassifierRequest  # noqa: Y015
+
+@_typing.final
+class SetStopClassifierResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    parameters: _builtins.int
+    """Number of parameters of the registered classifier."""
+    def __init__(
+        self,
+        *,
+        parameters: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStopClassifierResponse: _TypeAlias = SetStopClassifierResponse  # noqa: Y015

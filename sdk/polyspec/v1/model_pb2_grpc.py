@@ -71,6 +71,11 @@ class ModelServiceStub:
                 request_serializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskRequest.SerializeToString,
                 response_deserializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskResponse.FromString,
                 _registered_method=True)
+        self.SetStopClassifier = channel.unary_unary(
+                '/polyspec.v1.ModelService/SetStopClassifier',
+                request_serializer=polyspec_dot_v1_dot_model__pb2.SetStopClassifierRequest.SerializeToString,
+                response_deserializer=polyspec_dot_v1_dot_model__pb2.SetStopClassifierResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -126,6 +131,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetStopClassifier(self, request, context):
+        """Registers a trained stop classifier (DISCO) once per drafter replica; Draft
+        requests then name it by id. An unknown id in Draft is FAILED_PRECONDITION
+        with reason UNKNOWN_STOP_CLASSIFIER (register it again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +167,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.SetTokenMask,
                     request_deserializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskRequest.FromString,
                     response_serializer=polyspec_dot_v1_dot_model__pb2.SetTokenMaskResponse.SerializeToString,
+            ),
+            'SetStopClassifier': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStopClassifier,
+                    request_deserializer=polyspec_dot_v1_dot_model__pb2.SetStopClassifierRequest.FromString,
+                    response_serializer=polyspec_dot_v1_dot_model__pb2.SetStopClassifierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +321,33 @@ class ModelService:
             '/polyspec.v1.ModelService/SetTokenMask',
             polyspec_dot_v1_dot_model__pb2.SetTokenMaskRequest.SerializeToString,
             polyspec_dot_v1_dot_model__pb2.SetTokenMaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStopClassifier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyspec.v1.ModelService/SetStopClassifier',
+            polyspec_dot_v1_dot_model__pb2.SetStopClassifierRequest.SerializeToString,
+            polyspec_dot_v1_dot_model__pb2.SetStopClassifierResponse.FromString,
             options,
             channel_credentials,
             insecure,

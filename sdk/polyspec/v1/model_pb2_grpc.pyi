@@ -61,6 +61,11 @@ class ModelServiceStub:
     """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
     drafter/target pair; Draft requests then name it instead of shipping a mask each round.
     """
+    SetStopClassifier: _grpc.UnaryUnaryMultiCallable[_model_pb2.SetStopClassifierRequest, _model_pb2.SetStopClassifierResponse]
+    """Registers a trained stop classifier (DISCO) once per drafter replica; Draft
+    requests then name it by id. An unknown id in Draft is FAILED_PRECONDITION
+    with reason UNKNOWN_STOP_CLASSIFIER (register it again).
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -94,6 +99,11 @@ class ModelServiceAsyncStub(ModelServiceStub):
     SetTokenMask: _aio.UnaryUnaryMultiCallable[_model_pb2.SetTokenMaskRequest, _model_pb2.SetTokenMaskResponse]  # type: ignore[assignment]
     """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
     drafter/target pair; Draft requests then name it instead of shipping a mask each round.
+    """
+    SetStopClassifier: _aio.UnaryUnaryMultiCallable[_model_pb2.SetStopClassifierRequest, _model_pb2.SetStopClassifierResponse]  # type: ignore[assignment]
+    """Registers a trained stop classifier (DISCO) once per drafter replica; Draft
+    requests then name it by id. An unknown id in Draft is FAILED_PRECONDITION
+    with reason UNKNOWN_STOP_CLASSIFIER (register it again).
     """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -155,6 +165,17 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_pb2.SetTokenMaskResponse, _abc.Awaitable[_model_pb2.SetTokenMaskResponse]]:
         """Registers a set of allowed tokens (e.g. TLI's vocabulary intersection) once per
         drafter/target pair; Draft requests then name it instead of shipping a mask each round.
+        """
+
+    @_abc_1.abstractmethod
+    def SetStopClassifier(
+        self,
+        request: _model_pb2.SetStopClassifierRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.SetStopClassifierResponse, _abc.Awaitable[_model_pb2.SetStopClassifierResponse]]:
+        """Registers a trained stop classifier (DISCO) once per drafter replica; Draft
+        requests then name it by id. An unknown id in Draft is FAILED_PRECONDITION
+        with reason UNKNOWN_STOP_CLASSIFIER (register it again).
         """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -87,6 +87,7 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--max-lookahead-k": ("8", 8),
         "--confidence-threshold": ("0.25", 0.25),
         "--auto-confidence-threshold": ("0.5", 0.5),
+        "--disco-artifact": ("models/disco", Path("models/disco")),
         "--max-support": ("32", 32),
         "--max-new-tokens-cap": ("99", 99),
         "--near-tie-logit-margin": ("0.05", 0.05),

@@ -1,0 +1,39 @@
+"""``disco``: up to k draft tokens, the drafter stopping where its trained classifier says so (DISCO).
+
+DISCO (Mamou et al. 2024, "Dynamic Speculation Lookahead") trains a small classifier per drafter/target
+pair on drafter-side features (``core.disco``); the drafter service evaluates it between draft tokens
+and stops after a token it judges likely to be rejected, keeping that token. This policy only sets the
+cap; the classifier itself travels on the request plan (``RequestPlan.stop_classifier``) so that every
+Draft of the request, ``auto``'s included, names it. The stop reads the drafter's own features only, so
+verification stays lossless whatever the classifier decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.lookahead.policy import LookaheadDecision, RoundObservation
+
+
+@dataclass(frozen=True)
+class StopClassifierRef:
+    """A stop classifier the coordinator registered on its drafters, as a Draft names it."""
+
+    classifier_id: str
+    threshold: float  # its continue-probability threshold (the artifact's)
+
+
+@dataclass
+class DiscoLookahead:
+    """Up to ``k`` draft tokens; the classifier named by the request plan ends a draft early."""
+
+    k: int
+
+    def decide(self, remaining_tokens: int, drafter_lag: int = 0) -> LookaheadDecision:
+        return LookaheadDecision(k=max(1, min(self.k, remaining_tokens)))
+
+    def observe(self, observation: RoundObservation) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"disco:{self.k}"

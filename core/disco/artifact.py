@@ -1,0 +1,200 @@
+"""The DISCO artifact: a folder with ``classifier.json`` (the spec) and ``classifier.safetensors``.
+
+The spec (JSON object) holds ``format`` (``polyspec-disco-classifier``), ``version`` (1), ``features``
+(``core.disco.features.FEATURE_NAMES`` and ``feature_version``), ``kind`` (logistic | mlp),
+``threshold`` (the continue probability under which the draft stops), ``pair`` (the drafter's and the
+target's ``model_fingerprint`` from Info, and their names for messages), ``regime`` (greedy | sampled:
+the labels it was trained on), ``validation`` (metrics on the validation prompts) and ``training``
+(seed and settings, to reproduce it). The coordinator sends spec and weights to each drafter replica
+with SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
+``DiscoArtifactError`` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import Tensor
+
+from core.disco.classifier import ClassifierKind, StopClassifier
+from core.disco.features import FEATURE_NAMES, FEATURE_VERSION
+
+ARTIFACT_FORMAT = "polyspec-disco-classifier"
+ARTIFACT_VERSION = 1
+SPEC_FILE = "classifier.json"
+WEIGHTS_FILE = "classifier.safetensors"
+REGIMES = ("greedy", "sampled")
+
+
+class DiscoArtifactError(ValueError):
+    """A stop-classifier artifact that cannot be used (unreadable, another version, another pair)."""
+
+
+@dataclass(frozen=True)
+class PairFingerprint:
+    """The drafter/target pair an artifact was trained for (Info ``model_fingerprint`` of each)."""
+
+    drafter: str
+    target: str
+    drafter_model: str = ""
+    target_model: str = ""
+
+
+@dataclass(frozen=True)
+class StopArtifact:
+    """A parsed artifact: the classifier, what it was trained for, and the bytes it travels as."""
+
+    classifier: StopClassifier
+    pair: PairFingerprint
+    regime: str
+    validation: Mapping[str, Any]
+    spec_json: str = field(repr=False)
+    weights: bytes = field(repr=False)
+
+    @property
+    def classifier_id(self) -> str:
+        digest = hashlib.sha256(self.spec_json.encode() + b"\0" + self.weights).hexdigest()
+        return f"disco-{digest[:16]}"
+
+    def check_pair(self, drafter_fingerprint: str, target_fingerprint: str) -> None:
+        """Raises ``DiscoArtifactError`` unless the artifact was trained for this drafter and target."""
+        for role, trained, served in (
+            ("drafter", self.pair.drafter, drafter_fingerprint),
+            ("target", self.pair.target, target_fingerprint),
+        ):
+            if trained != served:
+                name = self.pair.drafter_model if role == "drafter" else self.pair.target_model
+                raise DiscoArtifactError(
+                    f"the stop classifier was trained for the {role} {name or '?'} (model fingerprint "
+                    f"{trained}), but the {role} served here has model fingerprint {served or 'unknown'}; "
+                    "train one for this pair with `polyspec disco collect` and `polyspec disco train`"
+                )
+
+
+def build_spec(
+    classifier: StopClassifier,
+    pair: PairFingerprint,
+    regime: str,
+    validation: Mapping[str, Any],
+    training: Mapping[str, Any],
+) -> str:
+    """The JSON spec of an artifact (keys sorted, so equal artifacts are equal bytes)."""
+    spec = {
+        "format": ARTIFACT_FORMAT,
+        "version": ARTIFACT_VERSION,
+        "features": {"names": list(FEATURE_NAMES), "version": FEATURE_VERSION},
+        "kind": classifier.kind.value,
+        "threshold": classifier.threshold,
+        "pair": {
+            "drafter_fingerprint": pair.drafter,
+            "target_fingerprint": pair.target,
+            "drafter_model": pair.drafter_model,
+            "target_model": pair.target_model,
+        },
+        "regime": regime,
+        "validation": dict(validation),
+        "training": dict(training),
+    }
+    return json.dumps(spec, indent=2, sort_keys=True)
+
+
+def serialize_weights(classifier: StopClassifier) -> bytes:
+    tensors: dict[str, Tensor] = {name: t.contiguous() for name, t in classifier.weights.items()}
+    return bytes(save_tensors(tensors, metadata={"format": ARTIFACT_FORMAT}))
+
+
+def parse_artifact(spec_json: str, weights: bytes) -> StopArtifact:
+    """Checks and parses an artifact's two parts; ``DiscoArtifactError`` says what is wrong."""
+    spec = _spec_object(spec_json)
+    kind = _kind(spec)
+    try:
+        tensors = load_tensors(weights)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise DiscoArtifactError(f"the weights are not a readable safetensors file: {exc}") from exc
+    threshold = spec.get("threshold")
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
+        raise DiscoArtifactError(f"threshold must be a number, got {threshold!r}")
+    try:
+        classifier = StopClassifier.build(kind, tensors, len(FEATURE_NAMES), float(threshold))
+    except ValueError as exc:
+        raise DiscoArtifactError(f"the weights do not form a {kind.value} classifier: {exc}") from exc
+    regime = spec.get("regime")
+    if regime not in REGIMES:
+        raise DiscoArtifactError(f"regime must be one of {REGIMES}, got {regime!r}")
+    validation = spec.get("validation", {})
+    if not isinstance(validation, dict):
+        raise DiscoArtifactError("validation must be a JSON object")
+    return StopArtifact(classifier, _pair(spec), str(regime), validation, spec_json, weights)
+
+
+def _spec_object(spec_json: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(spec_json)
+    except json.JSONDecodeError as exc:
+        raise DiscoArtifactError(f"the spec is not JSON: {exc}") from exc
+    if not isinstance(spec, dict) or spec.get("format") != ARTIFACT_FORMAT:
+        raise DiscoArtifactError(f"the spec is not a {ARTIFACT_FORMAT} spec (its 'format' differs)")
+    if spec.get("version") != ARTIFACT_VERSION:
+        raise DiscoArtifactError(
+            f"artifact version {spec.get('version')!r} is not supported (this build reads {ARTIFACT_VERSION})"
+        )
+    features = spec.get("features")
+    expected = {"names": list(FEATURE_NAMES), "version": FEATURE_VERSION}
+    if features != expected:
+        raise DiscoArtifactError(f"the artifact's features {features!r} differ from this build's {expected}")
+    return spec
+
+
+def _kind(spec: Mapping[str, Any]) -> ClassifierKind:
+    try:
+        return ClassifierKind(spec.get("kind"))
+    except ValueError as exc:
+        kinds = [k.value for k in ClassifierKind]
+        raise DiscoArtifactError(f"kind must be one of {kinds}, got {spec.get('kind')!r}") from exc
+
+
+def _pair(spec: Mapping[str, Any]) -> PairFingerprint:
+    pair = spec.get("pair")
+    if not isinstance(pair, dict):
+        raise DiscoArtifactError("pair must be a JSON object with the drafter's and target's fingerprints")
+    values = {key: pair.get(key, "") for key in ("drafter_fingerprint", "target_fingerprint")}
+    if not all(isinstance(v, str) and v for v in values.values()):
+        raise DiscoArtifactError("pair.drafter_fingerprint and pair.target_fingerprint must be non-empty")
+    return PairFingerprint(
+        values["drafter_fingerprint"],
+        values["target_fingerprint"],
+        str(pair.get("drafter_model", "")),
+        str(pair.get("target_model", "")),
+    )
+
+
+def write_artifact(folder: Path, spec_json: str, weights: bytes) -> StopArtifact:
+    """Checks and writes an artifact into ``folder`` (created); returns it parsed."""
+    artifact = parse_artifact(spec_json, weights)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC_FILE).write_text(spec_json + "\n", encoding="utf-8")
+    (folder / WEIGHTS_FILE).write_bytes(weights)
+    return artifact
+
+
+def load_artifact(folder: Path) -> StopArtifact:
+    """Reads and checks the artifact in ``folder``; ``DiscoArtifactError`` names the path and the cause."""
+    try:
+        spec_json = (folder / SPEC_FILE).read_text(encoding="utf-8").rstrip("\n")
+        weights = (folder / WEIGHTS_FILE).read_bytes()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DiscoArtifactError(
+            f"{folder}: cannot read the stop-classifier artifact ({SPEC_FILE} + {WEIGHTS_FILE}): {exc}"
+        ) from exc
+    try:
+        return parse_artifact(spec_json, weights)
+    except DiscoArtifactError as exc:
+        raise DiscoArtifactError(f"{folder}: {exc}") from exc
