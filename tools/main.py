@@ -20,6 +20,7 @@ from services.model import cli as model_cli
 from services.modelstore import cli as modelstore_cli
 from tools import client_commands
 from tools.bench import cli as bench_cli
+from tools.disco import cli as disco_cli
 from tools.simulate import cli as simulate_cli
 
 # What a shell reports for a command killed by SIGPIPE (``yes | head -1``).
@@ -44,6 +45,7 @@ def build_parser(serve_roles: bool = True) -> argparse.ArgumentParser:
     client_commands.register(commands)
     bench_cli.register(commands)
     simulate_cli.register(commands)
+    disco_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""Training a stop classifier from collected rounds, and choosing it by replayed tokens per second.
+
+A collected round (``CollectedRound``) holds the features of every draft token of a full-length draft
+(k tokens, no stop), each token's label (greedy: 1 when the target's own path continues with it; sampled:
+the acceptance probability min(1, target_prob / draft_prob), a soft label) and how many leading tokens
+were accepted. A stop rule can be *replayed* on it: it would have drafted up to its first stop
+(the stopping token kept), so the round yields min(accepted, drafted) + 1 output tokens at the cost of
+that many drafter steps and one target step (``replay_rate``). Greedy collection follows the target's
+path, so a replay is exact for the labels; sampled replay uses the round's own accepted count.
+
+Training examples are the tokens up to and including the first rejected one (later tokens were drafted
+after a token the target did not take, so whether they would be accepted is not defined). Models:
+logistic regression and a one-hidden-layer MLP over standardized features, fitted with Adam on binary
+cross-entropy (soft labels allowed) from a seeded generator. The model and threshold chosen are those
+with the best replayed tokens per second on the validation rounds (``choose``), not the best AUC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from core.disco.classifier import ClassifierKind, StopClassifier
+
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+
+
+@dataclass(frozen=True)
+class CollectedRound:
+    """One round drafted to its full length, with what the target made of it."""
+
+    prompt_index: int
+    features: tuple[tuple[float, ...], ...]  # [k][F]
+    labels: tuple[float, ...]  # [k] in [0, 1]
+    accepted: int  # leading draft tokens accepted (0..k)
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Seconds of one drafter step and one target step (measured during collection)."""
+
+    draft_seconds: float
+    target_seconds: float
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    seed: int = 0
+    epochs: int = 300
+    learning_rate: float = 0.05
+    hidden: int = 16
+    weight_decay: float = 1e-4
+
+
+def training_examples(rounds: Sequence[CollectedRound]) -> tuple[Tensor, Tensor]:  # [n, F], [n]
+    """Each round's tokens up to and including the first rejected one, with their labels."""
+    features: list[tuple[float, ...]] = []
+    labels: list[float] = []
+    for item in rounds:
+        last = min(item.accepted, len(item.features) - 1)
+        features.extend(item.features[: last + 1])
+        labels.extend(item.labels[: last + 1])
+    return torch.tensor(features, dtype=torch.float32), torch.tensor(labels, dtype=torch.float32)
+
+
+def fit(kind: ClassifierKind, features: Tensor, labels: Tensor, settings: FitSettings) -> StopClassifier:
+    """A classifier of ``kind`` fitted to (features, labels); threshold 0.5 until ``choose`` sets one."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    mean = features.mean(0)
+    std = features.std(0).clamp_min(1e-6) if features.shape[0] > 1 else torch.ones(features.shape[1])
+    width = 1 if kind is ClassifierKind.LOGISTIC else settings.hidden
+    first = nn.Linear(features.shape[1], width)
+    layers: list[nn.Module] = [first]
+    second = None
+    if kind is ClassifierKind.MLP:
+        second = nn.Linear(width, 1)
+        layers += [nn.ReLU(), second]
+    with torch.no_grad():
+        for layer in (first, second):
+            if layer is not None:
+                bound = 1.0 / layer.in_features**0.5
+                layer.weight.copy_(
+                    torch.empty_like(layer.weight).uniform_(-bound, bound, generator=generator)
+                )
+                layer.bias.zero_()
+    model = nn.Sequential(*layers)
+    inputs = (features - mean) / std
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+    for _ in range(settings.epochs):
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs)[:, 0], labels)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    weights = {"mean": mean, "std": std, "layer0.weight": first.weight, "layer0.bias": first.bias}
+    if second is not None:
+        weights |= {"layer1.weight": second.weight, "layer1.bias": second.bias}
+    return StopClassifier.build(kind, weights, features.shape[1], 0.5)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A stop rule replayed on rounds: output tokens per second and what the rounds did."""
+
+    rate: float  # output tokens per second
+    mean_drafted: float
+    mean_accepted: float
+    rounds: int
+
+
+def replay_rate(
+    rounds: Sequence[CollectedRound], stops: Sequence[Sequence[bool]], costs: StepCosts
+) -> Replay:
+    """The rounds replayed with a stop decision per draft token (True: the draft ends with it)."""
+    tokens = seconds = drafted_total = accepted_total = 0.0
+    for item, decisions in zip(rounds, stops, strict=True):
+        drafted = next((j + 1 for j, stop in enumerate(decisions) if stop), len(decisions))
+        accepted = min(item.accepted, drafted)
+        tokens += accepted + 1
+        seconds += drafted * costs.draft_seconds + costs.target_seconds
+        drafted_total += drafted
+        accepted_total += accepted
+    count = max(len(rounds), 1)
+    return Replay(
+        tokens / seconds if seconds else 0.0, drafted_total / count, accepted_total / count, len(rounds)
+    )
+
+
+def classifier_stops(classifier: StopClassifier, rounds: Sequence[CollectedRound]) -> list[list[float]]:
+    """The classifier's continue probability for every draft token of every round."""
+    return [
+        classifier.continue_probs(torch.tensor(item.features, dtype=torch.float32)).tolist()
+        if item.features
+        else []
+        for item in rounds
+    ]
+
+
+@dataclass(frozen=True)
+class Choice:
+    classifier: StopClassifier  # with the chosen threshold
+    replay: Replay
+    static: Replay  # the full-length drafts (no stop), for comparison
+
+
+def choose(
+    candidates: Sequence[StopClassifier], validation: Sequence[CollectedRound], costs: StepCosts
+) -> Choice:
+    """The classifier and threshold with the best replayed tokens per second on ``validation``."""
+    static = replay_rate(validation, [[False] * len(r.features) for r in validation], costs)
+    best: Choice | None = None
+    for classifier in candidates:
+        probs = classifier_stops(classifier, validation)
+        for threshold in THRESHOLDS:
+            replay = replay_rate(validation, [[p < threshold for p in row] for row in probs], costs)
+            if best is None or replay.rate > best.replay.rate:
+                chosen = StopClassifier(classifier.kind, classifier.weights, threshold)
+                best = Choice(chosen, replay, static)
+    assert best is not None, "choose needs at least one candidate"
+    return best

@@ -1,0 +1,197 @@
+"""``polyspec disco collect`` and ``polyspec disco train`` (see ``tools.disco.collect`` and ``.train``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from core.disco.artifact import PairFingerprint
+from core.disco.training import FitSettings
+
+
+def prompt_range(text: str) -> range:
+    """``A-B`` (inclusive) as a range; argparse reports a bad one."""
+    first, _, last = text.partition("-")
+    try:
+        start, stop = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B (prompt indexes), got {text!r}") from None
+    if start < 0 or stop < start:
+        raise argparse.ArgumentTypeError(f"expected 0 <= A <= B, got {text!r}")
+    return range(start, stop + 1)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``polyspec disco`` with its ``collect`` and ``train`` commands."""
+    disco = commands.add_parser("disco", help="train DISCO's stop classifier for a drafter/target pair")
+    actions = disco.add_subparsers(dest="disco_command", required=True, metavar="ACTION")
+    _register_collect(actions)
+    _register_train(actions)
+
+
+def _register_collect(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = actions.add_parser(
+        "collect",
+        help="run prompts through the pair (in-process models): each draft token's features and label",
+    )
+    add = parser.add_argument
+    add("--drafter-model", type=Path, required=True, metavar="DIR", help="the drafter's transformers folder")
+    add("--target-model", type=Path, required=True, metavar="DIR", help="the target's transformers folder")
+    add("--out", type=Path, required=True, metavar="FILE", help="where the rounds go (JSON)")
+    add(
+        "--prompts",
+        type=prompt_range,
+        default=range(0, 150),
+        metavar="A-B",
+        help="HumanEval tasks (default: 0-149)",
+    )
+    add(
+        "--prompts-file", type=Path, metavar="FILE", help="a JSON list of prompt strings instead of HumanEval"
+    )
+    add("--k", type=int, default=8, help="draft tokens per round (default: 8)")
+    add("--max-new-tokens", type=int, default=64, help="output tokens per prompt (default: 64)")
+    add(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 = greedy labels; else sampled soft labels (default: 0)",
+    )
+    add("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    add("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="(default: float32)")
+    parser.set_defaults(handler=_collect)
+
+
+def _register_train(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = actions.add_parser(
+        "train", help="fit logistic and MLP stop classifiers; keep the one with the best replayed tokens/s"
+    )
+    add = parser.add_argument
+    add(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="collected rounds (repeatable)",
+    )
+    add("--out", type=Path, required=True, metavar="DIR", help="the artifact's folder")
+    add("--train-prompts", type=prompt_range, default=range(0, 100), metavar="A-B", help="(default: 0-99)")
+    add(
+        "--validation-prompts",
+        type=prompt_range,
+        default=range(100, 120),
+        metavar="A-B",
+        help="(default: 100-119)",
+    )
+    add("--seed", type=int, default=0, help="seed of the fits (default: 0)")
+    add("--epochs", type=int, default=300, help="full-batch Adam steps (default: 300)")
+    add("--hidden", type=int, default=16, help="the MLP's hidden units (default: 16)")
+    parser.set_defaults(handler=_train)
+
+
+def _prompts(args: argparse.Namespace) -> list[tuple[int, str]]:
+    if args.prompts_file is not None:
+        texts = json.loads(args.prompts_file.read_text(encoding="utf-8"))
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise SystemExit(f"{args.prompts_file}: expected a JSON list of strings")
+        return list(enumerate(texts))
+    from tools.bench.prompts import load_prompts
+
+    chosen: range = args.prompts
+    return [(p.index, p.text) for p in load_prompts(chosen.start, len(chosen))]
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.sampling import SamplingConfig
+    from services.model.engine import ModelEngine
+    from services.model.settings import ModelServiceSettings
+    from tools.disco.collect import CollectSettings, collect, save_collection
+
+    def engine(folder: Path) -> ModelEngine:
+        settings = ModelServiceSettings(
+            model_dir=folder, device=args.device, dtype=args.dtype, max_draft_tokens=max(args.k, 1)
+        )
+        return ModelEngine.load(settings)
+
+    drafter, target = engine(args.drafter_model), engine(args.target_model)
+    if drafter.info.tokenizer_fingerprint != target.info.tokenizer_fingerprint:
+        raise SystemExit("disco collect needs drafter and target with the same tokenizer (sd)")
+    tokenizer = _tokenizer(args.target_model)
+    prompts = [(index, tokenizer.encode(text)) for index, text in _prompts(args)]
+    settings = CollectSettings(
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        sampling=SamplingConfig(args.temperature),
+        seed=args.seed,
+        stop_token_ids=frozenset(target.info.eos_token_ids),
+    )
+    with tqdm(total=len(prompts) * args.max_new_tokens, unit="tok", desc="disco collect") as bar:
+        collection = collect(drafter, target, prompts, settings, progress=bar.update)
+    header: dict[str, Any] = {
+        "pair": {
+            "drafter_fingerprint": drafter.info.model_fingerprint,
+            "target_fingerprint": target.info.model_fingerprint,
+            "drafter_model": drafter.info.model_name,
+            "target_model": target.info.model_name,
+        },
+        "regime": "greedy" if settings.sampling.is_greedy else "sampled",
+        "settings": {
+            "k": args.k,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        },
+    }
+    save_collection(args.out, collection, header)
+    costs = collection.costs()
+    print(
+        json.dumps({"rounds": len(collection.rounds), "costs": [costs.draft_seconds, costs.target_seconds]})
+    )
+    return 0
+
+
+def _tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tools.disco.collect import load_collection
+    from tools.disco.train import TrainInputs, train_artifact
+
+    headers, rounds, costs = [], [], None
+    for path in args.data:
+        header, file_rounds, file_costs = load_collection(path)
+        headers.append(header)
+        rounds.extend(file_rounds)
+        costs = costs or file_costs
+    assert costs is not None
+    if any(h["pair"] != headers[0]["pair"] or h["regime"] != headers[0]["regime"] for h in headers):
+        raise SystemExit("the collection files come from different pairs or regimes")
+    named = headers[0]["pair"]
+    pair = PairFingerprint(
+        named["drafter_fingerprint"],
+        named["target_fingerprint"],
+        named["drafter_model"],
+        named["target_model"],
+    )
+    inputs = TrainInputs(pair, headers[0]["regime"], rounds, costs)
+    settings = FitSettings(seed=args.seed, epochs=args.epochs, hidden=args.hidden)
+    artifact = train_artifact(
+        inputs, args.out, train=args.train_prompts, validation=args.validation_prompts, settings=settings
+    )
+    summary = {
+        "out": str(args.out),
+        "classifier_id": artifact.classifier_id,
+        "kind": artifact.classifier.kind.value,
+        "threshold": artifact.classifier.threshold,
+        "validation": dict(artifact.validation),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

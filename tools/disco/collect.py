@@ -1,0 +1,188 @@
+"""Collection: run prompts through a drafter and a target, recording each draft token's features and label.
+
+Every round drafts the full k tokens (no stop rule: any rule can be replayed afterwards) with
+``return_features`` (the drafter service's own feature path, ``core.disco.features``) and scores them:
+
+- greedy: a token's label is 1 while the draft follows the target's own greedy path, so the rounds follow
+  the target's output exactly and a replayed stop rule is exact;
+- sampled: a token's label is its acceptance probability min(1, target_prob / draft_prob), and the round
+  accepts by the speculative-sampling rule with a seeded generator (recovered or bonus token after).
+
+The models are anything with the model service's ``draft`` and ``score`` on domain types: the engines of
+``services.model.engine`` loaded in-process (``polyspec disco collect``), or the test kits' toy models.
+Step costs come from the calls' own ``ForwardStats``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from core.disco.features import FEATURE_NAMES, FEATURE_VERSION
+from core.disco.training import CollectedRound, StepCosts
+from core.modelcalls import ContextRef, DraftCall, DraftOutcome, ScoreCall, ScoreOutcome
+from core.sampling import SamplingConfig
+
+COLLECTION_FORMAT = "polyspec-disco-rounds"
+
+
+class DraftScore(Protocol):
+    def draft(self, call: DraftCall) -> DraftOutcome: ...
+
+    def score(self, call: ScoreCall) -> ScoreOutcome: ...
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    k: int = 8
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0))
+    seed: int = 0
+    stop_token_ids: frozenset[int] = frozenset()  # the target's end of sequence: a prompt's output ends
+
+
+@dataclass
+class Collection:
+    """Collected rounds and the step costs measured while collecting them."""
+
+    rounds: list[CollectedRound]
+    draft_seconds: float = 0.0
+    draft_forwards: int = 0
+    target_seconds: float = 0.0
+    target_calls: int = 0
+
+    def costs(self) -> StepCosts:
+        draft = self.draft_seconds / self.draft_forwards if self.draft_forwards else 0.0
+        target = self.target_seconds / self.target_calls if self.target_calls else 0.0
+        return StepCosts(draft, target)
+
+
+def collect(
+    drafter: DraftScore,
+    target: DraftScore,
+    prompts: Sequence[tuple[int, Sequence[int]]],  # (prompt index, prompt tokens)
+    settings: CollectSettings,
+    progress: Callable[[int], None] = lambda tokens: None,
+) -> Collection:
+    """Runs every prompt to ``max_new_tokens`` (or the target's stop token); see the module docstring."""
+    collection = Collection([])
+    generator = torch.Generator().manual_seed(settings.seed)
+    for index, prompt in prompts:
+        output: list[int] = []
+        while len(output) < settings.max_new_tokens:
+            committed = _round(
+                drafter,
+                target,
+                index,
+                [*prompt, *output],
+                settings=settings,
+                generator=generator,
+                collection=collection,
+            )
+            output.extend(committed)
+            progress(len(committed))
+            if settings.stop_token_ids.intersection(committed):
+                break
+    return collection
+
+
+def _round(
+    drafter: DraftScore,
+    target: DraftScore,
+    index: int,
+    context: list[int],
+    *,
+    settings: CollectSettings,
+    generator: torch.Generator,
+    collection: Collection,
+) -> list[int]:
+    """One full-length round: records it and returns the tokens it commits."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    drafted = drafter.draft(
+        DraftCall(
+            ContextRef.whole(f"disco/{index}/drafter", context),
+            settings.k,
+            settings.sampling,
+            seed,
+            return_features=True,
+        )
+    )
+    greedy = settings.sampling.is_greedy
+    scored = target.score(
+        ScoreCall(
+            ContextRef.whole(f"disco/{index}/target", context),
+            drafted.draft_tokens,
+            None if greedy else drafted.draft_probs,
+            settings.sampling,
+            seed + 1,
+        )
+    )
+    labels, accepted = _labels(drafted, scored, greedy, generator)
+    collection.rounds.append(CollectedRound(index, drafted.features, labels, accepted))
+    collection.draft_seconds += drafted.stats.compute_seconds
+    collection.draft_forwards += max(drafted.stats.forwards, 1)
+    collection.target_seconds += scored.stats.compute_seconds
+    collection.target_calls += 1
+    tokens = list(drafted.draft_tokens[:accepted])
+    if greedy or accepted == len(drafted.draft_tokens):
+        return [*tokens, scored.target_samples[accepted]]
+    return [*tokens, scored.recovered_tokens[accepted]]
+
+
+def _labels(
+    drafted: DraftOutcome, scored: ScoreOutcome, greedy: bool, generator: torch.Generator
+) -> tuple[tuple[float, ...], int]:
+    """Each draft token's label and the number of leading tokens accepted."""
+    tokens = drafted.draft_tokens
+    if greedy:
+        labels = [1.0 if t == s else 0.0 for t, s in zip(tokens, scored.target_samples, strict=False)]
+        accepted = next((j for j, label in enumerate(labels) if label == 0.0), len(labels))
+        return tuple(labels), accepted
+    labels = []
+    for token, proposal, target_prob in zip(
+        tokens, drafted.draft_probs, scored.candidate_target_probs, strict=True
+    ):
+        draft_prob = dict(zip(proposal.token_ids, proposal.probs, strict=True))[token]
+        labels.append(min(1.0, target_prob / draft_prob) if draft_prob > 0 else 0.0)
+    uniforms = torch.rand(len(labels), generator=generator, dtype=torch.float64).tolist()
+    accepted = next((j for j, (u, p) in enumerate(zip(uniforms, labels, strict=True)) if u >= p), len(labels))
+    return tuple(labels), accepted
+
+
+def save_collection(path: Path, collection: Collection, header: dict[str, Any]) -> None:
+    """Writes the rounds as JSON with the pair's identity, the regime and the step costs."""
+    document = {
+        "format": COLLECTION_FORMAT,
+        "features": {"names": list(FEATURE_NAMES), "version": FEATURE_VERSION},
+        **header,
+        "costs": asdict(collection.costs()),
+        "rounds": [asdict(item) for item in collection.rounds],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def load_collection(path: Path) -> tuple[dict[str, Any], list[CollectedRound], StepCosts]:
+    """The header, rounds and step costs of a collection file; ``ValueError`` for another file."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or document.get("format") != COLLECTION_FORMAT:
+        raise ValueError(f"{path}: not a {COLLECTION_FORMAT} file")
+    if document.get("features") != {"names": list(FEATURE_NAMES), "version": FEATURE_VERSION}:
+        raise ValueError(f"{path}: collected with other features than this build's {list(FEATURE_NAMES)}")
+    rounds = [
+        CollectedRound(
+            int(item["prompt_index"]),
+            tuple(tuple(float(v) for v in token) for token in item["features"]),
+            tuple(float(v) for v in item["labels"]),
+            int(item["accepted"]),
+        )
+        for item in document["rounds"]
+    ]
+    costs = StepCosts(float(document["costs"]["draft_seconds"]), float(document["costs"]["target_seconds"]))
+    header = {k: v for k, v in document.items() if k not in ("rounds", "costs", "features", "format")}
+    return header, rounds, costs
