@@ -55,6 +55,7 @@ class Collection:
     draft_forwards: int = 0
     target_seconds: float = 0.0
     target_calls: int = 0
+    outputs: dict[int, list[int]] = field(default_factory=dict)  # each prompt's output tokens
 
     def costs(self) -> StepCosts:
         draft = self.draft_seconds / self.draft_forwards if self.draft_forwards else 0.0
@@ -88,6 +89,7 @@ def collect(
             progress(len(committed))
             if settings.stop_token_ids.intersection(committed):
                 break
+        collection.outputs[index] = output[: settings.max_new_tokens]
     return collection
 
 
