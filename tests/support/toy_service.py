@@ -96,6 +96,7 @@ def toy_info(
         device="cpu",
         emulated_forward_seconds=emulated_forward_seconds,
         max_draft_tokens=max_draft_tokens,
+        model_fingerprint=f"toy-{model_name}",
     )
 
 
