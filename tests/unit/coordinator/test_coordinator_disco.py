@@ -32,7 +32,7 @@ def artifact_folder(tmp_path: Path, pair: PairFingerprint = PAIR) -> Path:
     return folder
 
 
-def request(policy: int, k: int = 6) -> coordinator_pb2.GenerateRequest:
+def request(policy: coordinator_pb2.LookaheadPolicy.ValueType, k: int = 6) -> coordinator_pb2.GenerateRequest:
     return coordinator_pb2.GenerateRequest(
         prompt="alpha beta",
         max_new_tokens=16,
