@@ -11,8 +11,8 @@ AlgorithmName: TypeAlias = Literal["auto", "ar", "sd", "slem", "slrs", "tli"]
 
 LookaheadPolicyName: TypeAlias = Literal["auto", "static", "confidence", "disco"]
 """``auto``: the coordinator drafts as far as it pays (from measured costs); ``static``: k tokens per
-round; ``confidence``: up to k, stopping at an unsure draft token. ``disco`` is reserved: coordinators
-reject it with INVALID_ARGUMENT until the DISCO classifier lands."""
+round; ``confidence``: up to k, stopping at an unsure draft token; ``disco``: up to k, stopping where the
+pair's trained classifier says so (INVALID_ARGUMENT from a coordinator started without one)."""
 
 FinishReasonName: TypeAlias = Literal["length", "stop", "context", "unspecified"]
 """``length``: max_new_tokens reached; ``stop``: end of sequence; ``context``: context window full."""

@@ -36,8 +36,8 @@ class _LookaheadPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Looka
     is below confidence_threshold.
     """
     LOOKAHEAD_POLICY_DISCO: _LookaheadPolicy.ValueType  # 4
-    """Reserved for DISCO (a trained classifier decides after each draft token):
-    coordinators reject it with INVALID_ARGUMENT until the classifier lands.
+    """DISCO: up to k draft tokens, the drafter stopping where the pair's trained
+    classifier says so; INVALID_ARGUMENT from a coordinator without one.
     """
 
 class LookaheadPolicy(_LookaheadPolicy, metaclass=_LookaheadPolicyEnumTypeWrapper): ...
@@ -52,8 +52,8 @@ LOOKAHEAD_POLICY_CONFIDENCE: LookaheadPolicy.ValueType  # 3
 is below confidence_threshold.
 """
 LOOKAHEAD_POLICY_DISCO: LookaheadPolicy.ValueType  # 4
-"""Reserved for DISCO (a trained classifier decides after each draft token):
-coordinators reject it with INVALID_ARGUMENT until the classifier lands.
+"""DISCO: up to k draft tokens, the drafter stopping where the pair's trained
+classifier says so; INVALID_ARGUMENT from a coordinator without one.
 """
 Global___LookaheadPolicy: _TypeAlias = LookaheadPolicy  # noqa: Y015
 
