@@ -1,4 +1,6 @@
-"""``polyspec disco collect`` and ``polyspec disco train`` (see ``tools.disco.collect`` and ``.train``)."""
+"""``polyspec disco collect`` and ``polyspec disco train`` (see ``tools.disco.collect`` and ``.train``).
+
+torch and the models are imported when a command runs, so ``polyspec --help`` stays light."""
 
 from __future__ import annotations
 
@@ -6,9 +8,6 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
-
-from core.disco.artifact import PairFingerprint
-from core.disco.training import FitSettings
 
 
 def prompt_range(text: str) -> range:
@@ -162,6 +161,8 @@ def _tokenizer(folder: Path) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from core.disco.artifact import PairFingerprint
+    from core.disco.training import FitSettings
     from tools.disco.collect import load_collection
     from tools.disco.train import TrainInputs, train_artifact
 
