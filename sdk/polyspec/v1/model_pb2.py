@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from polyspec.v1 import common_pb2 as polyspec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17polyspec/v1/model.proto\x12\x0bpolyspec.v1\x1a\x18polyspec/v1/common.proto\"n\n\x0cTokenContext\x12\x13\n\x0bsequence_id\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61\x63hed_prefix_len\x18\x02 \x01(\r\x12\x1e\n\x16\x63\x61\x63hed_prefix_checksum\x18\x03 \x01(\x06\x12\x0e\n\x06tokens\x18\x04 \x03(\x05\"\x83\x01\n\x0c\x46orwardStats\x12\x17\n\x0f\x63omputed_tokens\x18\x01 \x01(\r\x12\x15\n\rreused_tokens\x18\x02 \x01(\r\x12\x10\n\x08\x66orwards\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x65mulated_latency\x18\x05 \x01(\x08\"\r\n\x0bInfoRequest\";\n\tFimTokens\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x0e\n\x06suffix\x18\x02 \x01(\t\x12\x0e\n\x06middle\x18\x03 \x01(\t\"\xad\x01\n\rTokenizerInfo\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x34\n\x05\x66iles\x18\x02 \x03(\x0b\x32%.polyspec.v1.TokenizerInfo.FilesEntry\x12#\n\x03\x66im\x18\x03 \x01(\x0b\x32\x16.polyspec.v1.FimTokens\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x9a\x02\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x05\x12\x15\n\reos_token_ids\x18\x05 \x03(\x05\x12-\n\ttokenizer\x18\x06 \x01(\x0b\x32\x1a.polyspec.v1.TokenizerInfo\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12 \n\x18\x65mulated_forward_seconds\x18\t \x01(\x01\x12\x18\n\x10max_draft_tokens\x18\n \x01(\x05\x12\x11\n\tmax_queue\x18\x0b \x01(\x05\"\xf3\x01\n\x0c\x44raftRequest\x12*\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x19.polyspec.v1.TokenContext\x12\x18\n\x10max_draft_tokens\x18\x02 \x01(\x05\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.polyspec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x16\n\x0estop_token_ids\x18\x05 \x03(\x05\x12\x1c\n\x14\x63onfidence_threshold\x18\x06 \x01(\x02\x12\x13\n\x0bmax_support\x18\x07 \x01(\x05\x12\x15\n\rtoken_mask_id\x18\x08 \x01(\t\"\x85\x01\n\rDraftResponse\x12\x14\n\x0c\x64raft_tokens\x18\x01 \x03(\x05\x12\x34\n\x0b\x64raft_probs\x18\x02 \x03(\x0b\x32\x1f.polyspec.v1.SparseDistribution\x12(\n\x05stats\x18\x03 \x01(\x0b\x32\x19.polyspec.v1.ForwardStats\"\xc7\x01\n\x0cScoreRequest\x12*\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x19.polyspec.v1.TokenContext\x12\x18\n\x10\x63\x61ndidate_tokens\x18\x02 \x03(\x05\x12\x34\n\x0b\x64raft_probs\x18\x03 \x03(\x0b\x32\x1f.polyspec.v1.SparseDistribution\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.polyspec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xa7\x01\n\rScoreResponse\x12\x1e\n\x16\x63\x61ndidate_target_probs\x18\x01 \x03(\x02\x12\x16\n\x0etarget_samples\x18\x02 \x03(\x05\x12\x18\n\x10recovered_tokens\x18\x03 \x03(\x05\x12(\n\x05stats\x18\x04 \x01(\x0b\x32\x19.polyspec.v1.ForwardStats\x12\x1a\n\x12top2_logit_margins\x18\x05 \x03(\x02\"&\n\x0eReleaseRequest\x12\x14\n\x0csequence_ids\x18\x01 \x03(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\r\">\n\x13SetTokenMaskRequest\x12\x0f\n\x07mask_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61llowed_bitmap\x18\x02 \x01(\x0c\".\n\x14SetTokenMaskResponse\x12\x16\n\x0e\x61llowed_tokens\x18\x01 \x01(\r2\xe6\x02\n\x0cModelService\x12;\n\x04Info\x12\x18.polyspec.v1.InfoRequest\x1a\x19.polyspec.v1.InfoResponse\x12>\n\x05\x44raft\x12\x19.polyspec.v1.DraftRequest\x1a\x1a.polyspec.v1.DraftResponse\x12>\n\x05Score\x12\x19.polyspec.v1.ScoreRequest\x1a\x1a.polyspec.v1.ScoreResponse\x12\x44\n\x07Release\x12\x1b.polyspec.v1.ReleaseRequest\x1a\x1c.polyspec.v1.ReleaseResponse\x12S\n\x0cSetTokenMask\x12 .polyspec.v1.SetTokenMaskRequest\x1a!.polyspec.v1.SetTokenMaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17polyspec/v1/model.proto\x12\x0bpolyspec.v1\x1a\x18polyspec/v1/common.proto\"n\n\x0cTokenContext\x12\x13\n\x0bsequence_id\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61\x63hed_prefix_len\x18\x02 \x01(\r\x12\x1e\n\x16\x63\x61\x63hed_prefix_checksum\x18\x03 \x01(\x06\x12\x0e\n\x06tokens\x18\x04 \x03(\x05\"\x9e\x01\n\x0c\x46orwardStats\x12\x17\n\x0f\x63omputed_tokens\x18\x01 \x01(\r\x12\x15\n\rreused_tokens\x18\x02 \x01(\r\x12\x10\n\x08\x66orwards\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x65mulated_latency\x18\x05 \x01(\x08\x12\x19\n\x11\x65mulated_overruns\x18\x06 \x01(\r\"\r\n\x0bInfoRequest\";\n\tFimTokens\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x0e\n\x06suffix\x18\x02 \x01(\t\x12\x0e\n\x06middle\x18\x03 \x01(\t\"\xad\x01\n\rTokenizerInfo\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x34\n\x05\x66iles\x18\x02 \x03(\x0b\x32%.polyspec.v1.TokenizerInfo.FilesEntry\x12#\n\x03\x66im\x18\x03 \x01(\x0b\x32\x16.polyspec.v1.FimTokens\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xce\x02\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x05\x12\x15\n\reos_token_ids\x18\x05 \x03(\x05\x12-\n\ttokenizer\x18\x06 \x01(\x0b\x32\x1a.polyspec.v1.TokenizerInfo\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12 \n\x18\x65mulated_forward_seconds\x18\t \x01(\x01\x12\x18\n\x10max_draft_tokens\x18\n \x01(\x05\x12\x11\n\tmax_queue\x18\x0b \x01(\x05\x12\x17\n\x0f\x66orwards_served\x18\x0c \x01(\x04\x12\x19\n\x11\x65mulated_overruns\x18\r \x01(\x04\"\xf3\x01\n\x0c\x44raftRequest\x12*\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x19.polyspec.v1.TokenContext\x12\x18\n\x10max_draft_tokens\x18\x02 \x01(\x05\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.polyspec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x16\n\x0estop_token_ids\x18\x05 \x03(\x05\x12\x1c\n\x14\x63onfidence_threshold\x18\x06 \x01(\x02\x12\x13\n\x0bmax_support\x18\x07 \x01(\x05\x12\x15\n\rtoken_mask_id\x18\x08 \x01(\t\"\x85\x01\n\rDraftResponse\x12\x14\n\x0c\x64raft_tokens\x18\x01 \x03(\x05\x12\x34\n\x0b\x64raft_probs\x18\x02 \x03(\x0b\x32\x1f.polyspec.v1.SparseDistribution\x12(\n\x05stats\x18\x03 \x01(\x0b\x32\x19.polyspec.v1.ForwardStats\"\xc7\x01\n\x0cScoreRequest\x12*\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x19.polyspec.v1.TokenContext\x12\x18\n\x10\x63\x61ndidate_tokens\x18\x02 \x03(\x05\x12\x34\n\x0b\x64raft_probs\x18\x03 \x03(\x0b\x32\x1f.polyspec.v1.SparseDistribution\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.polyspec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xa7\x01\n\rScoreResponse\x12\x1e\n\x16\x63\x61ndidate_target_probs\x18\x01 \x03(\x02\x12\x16\n\x0etarget_samples\x18\x02 \x03(\x05\x12\x18\n\x10recovered_tokens\x18\x03 \x03(\x05\x12(\n\x05stats\x18\x04 \x01(\x0b\x32\x19.polyspec.v1.ForwardStats\x12\x1a\n\x12top2_logit_margins\x18\x05 \x03(\x02\"&\n\x0eReleaseRequest\x12\x14\n\x0csequence_ids\x18\x01 \x03(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\r\">\n\x13SetTokenMaskRequest\x12\x0f\n\x07mask_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61llowed_bitmap\x18\x02 \x01(\x0c\".\n\x14SetTokenMaskResponse\x12\x16\n\x0e\x61llowed_tokens\x18\x01 \x01(\r2\xe6\x02\n\x0cModelService\x12;\n\x04Info\x12\x18.polyspec.v1.InfoRequest\x1a\x19.polyspec.v1.InfoResponse\x12>\n\x05\x44raft\x12\x19.polyspec.v1.DraftRequest\x1a\x1a.polyspec.v1.DraftResponse\x12>\n\x05Score\x12\x19.polyspec.v1.ScoreRequest\x1a\x1a.polyspec.v1.ScoreResponse\x12\x44\n\x07Release\x12\x1b.polyspec.v1.ReleaseRequest\x1a\x1c.polyspec.v1.ReleaseResponse\x12S\n\x0cSetTokenMask\x12 .polyspec.v1.SetTokenMaskRequest\x1a!.polyspec.v1.SetTokenMaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,33 +37,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENCONTEXT']._serialized_start=66
   _globals['_TOKENCONTEXT']._serialized_end=176
   _globals['_FORWARDSTATS']._serialized_start=179
-  _globals['_FORWARDSTATS']._serialized_end=310
-  _globals['_INFOREQUEST']._serialized_start=312
-  _globals['_INFOREQUEST']._serialized_end=325
-  _globals['_FIMTOKENS']._serialized_start=327
-  _globals['_FIMTOKENS']._serialized_end=386
-  _globals['_TOKENIZERINFO']._serialized_start=389
-  _globals['_TOKENIZERINFO']._serialized_end=562
-  _globals['_TOKENIZERINFO_FILESENTRY']._serialized_start=518
-  _globals['_TOKENIZERINFO_FILESENTRY']._serialized_end=562
-  _globals['_INFORESPONSE']._serialized_start=565
-  _globals['_INFORESPONSE']._serialized_end=847
-  _globals['_DRAFTREQUEST']._serialized_start=850
-  _globals['_DRAFTREQUEST']._serialized_end=1093
-  _globals['_DRAFTRESPONSE']._serialized_start=1096
-  _globals['_DRAFTRESPONSE']._serialized_end=1229
-  _globals['_SCOREREQUEST']._serialized_start=1232
-  _globals['_SCOREREQUEST']._serialized_end=1431
-  _globals['_SCORERESPONSE']._serialized_start=1434
-  _globals['_SCORERESPONSE']._serialized_end=1601
-  _globals['_RELEASEREQUEST']._serialized_start=1603
-  _globals['_RELEASEREQUEST']._serialized_end=1641
-  _globals['_RELEASERESPONSE']._serialized_start=1643
-  _globals['_RELEASERESPONSE']._serialized_end=1678
-  _globals['_SETTOKENMASKREQUEST']._serialized_start=1680
-  _globals['_SETTOKENMASKREQUEST']._serialized_end=1742
-  _globals['_SETTOKENMASKRESPONSE']._serialized_start=1744
-  _globals['_SETTOKENMASKRESPONSE']._serialized_end=1790
-  _globals['_MODELSERVICE']._serialized_start=1793
-  _globals['_MODELSERVICE']._serialized_end=2151
+  _globals['_FORWARDSTATS']._serialized_end=337
+  _globals['_INFOREQUEST']._serialized_start=339
+  _globals['_INFOREQUEST']._serialized_end=352
+  _globals['_FIMTOKENS']._serialized_start=354
+  _globals['_FIMTOKENS']._serialized_end=413
+  _globals['_TOKENIZERINFO']._serialized_start=416
+  _globals['_TOKENIZERINFO']._serialized_end=589
+  _globals['_TOKENIZERINFO_FILESENTRY']._serialized_start=545
+  _globals['_TOKENIZERINFO_FILESENTRY']._serialized_end=589
+  _globals['_INFORESPONSE']._serialized_start=592
+  _globals['_INFORESPONSE']._serialized_end=926
+  _globals['_DRAFTREQUEST']._serialized_start=929
+  _globals['_DRAFTREQUEST']._serialized_end=1172
+  _globals['_DRAFTRESPONSE']._serialized_start=1175
+  _globals['_DRAFTRESPONSE']._serialized_end=1308
+  _globals['_SCOREREQUEST']._serialized_start=1311
+  _globals['_SCOREREQUEST']._serialized_end=1510
+  _globals['_SCORERESPONSE']._serialized_start=1513
+  _globals['_SCORERESPONSE']._serialized_end=1680
+  _globals['_RELEASEREQUEST']._serialized_start=1682
+  _globals['_RELEASEREQUEST']._serialized_end=1720
+  _globals['_RELEASERESPONSE']._serialized_start=1722
+  _globals['_RELEASERESPONSE']._serialized_end=1757
+  _globals['_SETTOKENMASKREQUEST']._serialized_start=1759
+  _globals['_SETTOKENMASKREQUEST']._serialized_end=1821
+  _globals['_SETTOKENMASKRESPONSE']._serialized_start=1823
+  _globals['_SETTOKENMASKRESPONSE']._serialized_end=1869
+  _globals['_MODELSERVICE']._serialized_start=1872
+  _globals['_MODELSERVICE']._serialized_end=2230
 # @@protoc_insertion_point(module_scope)
