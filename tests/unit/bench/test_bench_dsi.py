@@ -21,6 +21,7 @@ from tools.bench.dsi_report import (
     overrun_share,
     predict,
     rejected,
+    tokens_per_second,
 )
 from tools.bench.options import BenchOptions
 
@@ -64,6 +65,7 @@ def test_decode_speed_leaves_the_first_token_and_its_prefill_out() -> None:
     records = [record("si"), record("si", 1, output_tokens=21, total_seconds=4.5)]
     assert decode_tokens_per_second(records) == pytest.approx((10 + 20) / (2.0 + 4.0))
     assert decode_tokens_per_second([]) == 0.0
+    assert tokens_per_second(records) == pytest.approx((11 + 21) / (2.5 + 4.5))  # what the model predicts
 
 
 def test_the_prediction_is_the_simulators_for_the_padded_costs() -> None:
