@@ -43,6 +43,7 @@ from tools.bench.records import BenchPrompt
 from tools.demo import LocalStack, report_failure, resolve_model, sigterm_as_interrupt, wait_until_serving
 
 CALL_TIMEOUT_SECONDS = 3600.0
+INFO_BYTES = 256 * 1024 * 1024
 
 
 def start_services(
@@ -69,7 +70,10 @@ def read_counts(addresses: Sequence[str]) -> list[ForwardCount]:
     """Each service's forwards and overruns so far (its Info)."""
     counts = []
     for address in addresses:
-        with grpc.insecure_channel(address) as channel:
+        # An Info carries the tokenizer's files: allow what the coordinator allows.
+        with grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", INFO_BYTES)]
+        ) as channel:
             info = model_pb2_grpc.ModelServiceStub(channel).Info(model_pb2.InfoRequest(), timeout=30)
         counts.append(ForwardCount(info.forwards_served, info.emulated_overruns))
     return counts
