@@ -307,9 +307,10 @@ def _add_dsi_flags(parser: argparse.ArgumentParser) -> None:
         default=(),
         metavar="LIST",
         help="run the DSI benchmark instead: one drafter and max(LIST) target replicas (each on "
-        "--threads, default 1), per count N a coordinator over N of them; target-only, then sd under each "
-        "--scheduler with the first --lookahead and --temperatures; decode tokens/s, acceptance, the "
-        "simulator's prediction, overruns (a count with more than 1%% overrun forwards is rejected). "
+        "--threads, default 1), per count N a coordinator over N of them; target-only, then the first "
+        "drafting --algorithms under each --scheduler with the first --lookahead and --temperatures; "
+        "tokens/s, acceptance, the simulator's prediction, overruns (a count with more than 1%% "
+        "overrun forwards is rejected). "
         "Pad every forward (--emulate-forward-ms, --emulate-drafter-forward-ms) so the replicas do "
         "not compete for the cores (default: off)",
     )

@@ -3,10 +3,11 @@
 Starts one drafter and max(replicas) target services (each on ``--threads`` torch threads, every forward
 padded: ``--emulate-forward-ms`` for the targets, ``--emulate-drafter-forward-ms`` for the drafter), then
 per replica count N a coordinator over the first N targets. On each prompt it runs target-only decoding
-and, per scheduler, sd with the lookahead given, passing ``scheduler=`` per request (the coordinators keep
-their default, si). The scheduler each request really ran is recorded from its statistics, so a ``dsi``
-request that a coordinator ran as SI shows as such. Each replica count's overruns come from the services'
-Info totals read before and after it. Pure parts: ``tools.bench.dsi_report``.
+and, per scheduler, the first drafting algorithm of ``--algorithms`` with the first lookahead, passing
+``scheduler=`` per request (the coordinators keep their default, si). The scheduler each request really
+ran is recorded from its statistics, so a ``dsi`` request that a coordinator ran as SI shows as such.
+Each replica count's overruns come from the services' Info totals read before and after it. Pure parts:
+``tools.bench.dsi_report``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def record_of(replicas: int, mode: Mode, prompt: BenchPrompt, result: Generation
     )
 
 
+def speculative_algorithm(options: BenchOptions) -> str:
+    """The first drafting algorithm of ``--algorithms`` (sd by default; auto across vocabularies)."""
+    return next((a for a in options.algorithms if a != "ar"), "auto")
+
+
 def modes(options: BenchOptions) -> list[Mode]:
     return ["target-only", *options.schedulers]
 
@@ -109,7 +115,7 @@ def generate(client: Client, mode: Mode, prompt: BenchPrompt, options: BenchOpti
         max_new_tokens=options.max_new_tokens,
         temperature=options.temperatures[0],
         seed=options.seed + prompt.index,
-        algorithm="sd" if speculative else "ar",
+        algorithm=speculative_algorithm(options) if speculative else "ar",
         lookahead=options.lookaheads[0] if speculative else None,
         scheduler="si" if mode == "target-only" else mode,
     )
@@ -119,7 +125,8 @@ def run_replica_count(
     client: Client, replicas: int, prompts: Sequence[BenchPrompt], options: BenchOptions, out: IO[str]
 ) -> list[DsiRecord]:
     """Every mode on every prompt, the order rotated from prompt to prompt; one untimed warm-up first."""
-    client.generate(prompts[0].text, max_new_tokens=4, temperature=0.0, algorithm="sd", scheduler="si")
+    algorithm = speculative_algorithm(options)
+    client.generate(prompts[0].text, max_new_tokens=4, temperature=0.0, algorithm=algorithm, scheduler="si")
     order = modes(options)
     records = []
     for position, prompt in enumerate(prompts):
@@ -200,6 +207,7 @@ def _settings(options: BenchOptions) -> dict[str, Any]:
         "max_new_tokens": options.max_new_tokens,
         "temperature": options.temperatures[0],
         "lookahead": options.lookaheads[0],
+        "algorithm": speculative_algorithm(options),
         "threads_per_service": options.threads or 1,
         "emulate_forward_ms": options.emulate_forward_ms,
         "emulate_drafter_forward_ms": options.emulate_drafter_forward_ms,
