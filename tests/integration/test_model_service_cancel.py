@@ -11,7 +11,7 @@ import asyncio
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -26,7 +26,8 @@ CONTEXT = [3 + (7 * i) % 250 for i in range(20)]
 PAD_SECONDS = 1.0  # per forward: a 12-token draft would take 12 s uncancelled
 WAIT_BOUND_SECONDS = 30.0
 GREEDY = common_pb2.SamplingParams(temperature=0.0)
-Served = tuple[ModelServer, model_pb2_grpc.ModelServiceAsyncStub]
+if TYPE_CHECKING:  # the async stub type exists in the stubs' .pyi only
+    Served = tuple[ModelServer, model_pb2_grpc.ModelServiceAsyncStub]
 
 
 @pytest.fixture(scope="module")
