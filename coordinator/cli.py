@@ -8,6 +8,7 @@ from that field (``SETTINGS_FLAGS``); an unset flag keeps the field's default.
 from __future__ import annotations
 
 import argparse
+import enum
 import sys
 import types
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
         grpc=True,
         help="seconds in-flight calls get after SIGTERM",
     ),
+    SettingsFlag("--scheduler", "default_scheduler", "NAME", "request defaults and limits"),
     SettingsFlag("--lookahead-k", "default_lookahead_k", "K", "request defaults and limits"),
     SettingsFlag("--max-lookahead-k", "max_lookahead_k", "K", "request defaults and limits"),
     SettingsFlag(
@@ -184,17 +186,22 @@ def field_flag(info: FieldInfo, help_text: str | None = None, unset: str = "off"
     if help_text is None and text[1:2].islower():  # "Draft tokens ..." -> "draft tokens ..." as elsewhere
         text = text[0].lower() + text[1:]
     shown = unset if info.default is None else info.default
+    if isinstance(shown, enum.Enum):
+        shown = shown.value
     help_line = f"{text.rstrip('.')} (default: {shown})".replace("%", "%%")
     return {"help": help_line, "default": None, **_value_type(info.annotation)}
 
 
 def _value_type(annotation: Any) -> dict[str, Any]:
-    """``type=`` (or ``choices=``) for a field annotation: int, float, str, Path, a Literal, each optional."""
+    """``type=`` (or ``choices=``) for a field annotation: int, float, str, Path, a Literal or an Enum (its
+    values), each optional."""
     members = [annotation]
     if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
     if len(members) == 1 and get_origin(members[0]) is Literal:
         return {"choices": get_args(members[0])}
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], enum.Enum):
+        return {"choices": tuple(member.value for member in members[0])}  # pydantic takes the value
     if len(members) == 1 and members[0] in (int, float, str, Path):
         return {"type": members[0]}
     raise TypeError(f"no command-line type for a field of type {annotation!r}")

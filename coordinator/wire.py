@@ -27,6 +27,7 @@ from coordinator.request import (
     LookaheadRequest,
     PromptInput,
     RequestStats,
+    SchedulerName,
     TextInput,
     prompt_bytes,
 )
@@ -70,6 +71,17 @@ _LOOKAHEAD_FROM_PROTO: dict[int, LookaheadKind] = {
     coordinator_pb2.LOOKAHEAD_POLICY_CONFIDENCE: LookaheadKind.CONFIDENCE,
     coordinator_pb2.LOOKAHEAD_POLICY_DISCO: LookaheadKind.DISCO,
 }
+_SCHEDULER_FROM_PROTO: dict[int, SchedulerName | None] = {
+    coordinator_pb2.SCHEDULER_UNSPECIFIED: None,  # the coordinator's default
+    coordinator_pb2.SCHEDULER_SI: SchedulerName.SI,
+    coordinator_pb2.SCHEDULER_DSI: SchedulerName.DSI,
+    coordinator_pb2.SCHEDULER_AUTO: SchedulerName.AUTO,
+}
+_SCHEDULER_TO_PROTO: dict[SchedulerName, coordinator_pb2.Scheduler.ValueType] = {
+    SchedulerName.SI: coordinator_pb2.SCHEDULER_SI,
+    SchedulerName.DSI: coordinator_pb2.SCHEDULER_DSI,
+    SchedulerName.AUTO: coordinator_pb2.SCHEDULER_AUTO,
+}
 FINISH_REASONS: dict[FinishReason, coordinator_pb2.FinishReason.ValueType] = {
     FinishReason.LENGTH: coordinator_pb2.FINISH_REASON_LENGTH,
     FinishReason.STOP: coordinator_pb2.FINISH_REASON_STOP,
@@ -93,6 +105,7 @@ def params_from_proto(
         lookahead=_lookahead(request.lookahead, settings.max_lookahead_k),
         ignore_eos=request.ignore_eos,
         request_id=_request_id(request.request_id),
+        scheduler=_scheduler(request.scheduler),
     )
 
 
@@ -150,6 +163,17 @@ def _algorithm(value: int) -> AlgorithmName:
         return _ALGORITHM_FROM_PROTO[value]
     except KeyError:
         raise InvalidArgumentError("algorithm", f"unknown value {value}") from None
+
+
+def _scheduler(value: int) -> SchedulerName | None:
+    try:
+        return _SCHEDULER_FROM_PROTO[value]
+    except KeyError:
+        raise InvalidArgumentError("scheduler", f"unknown value {value}") from None
+
+
+def scheduler_to_proto(scheduler: SchedulerName) -> coordinator_pb2.Scheduler.ValueType:
+    return _SCHEDULER_TO_PROTO[scheduler]
 
 
 def algorithm_to_proto(algorithm: AlgorithmName) -> common_pb2.Algorithm.ValueType:
@@ -211,6 +235,11 @@ def stats_message(stats: RequestStats) -> coordinator_pb2.GenerationStats:
         near_tie_positions=stats.near_tie_positions,
         drafter_dtype=stats.drafter_dtype,
         target_dtype=stats.target_dtype,
+        scheduler=scheduler_to_proto(stats.scheduler),
+        target_replicas_used=stats.target_replicas_used,
+        verifications_preempted=stats.verifications_preempted,
+        target_tokens_per_output_token=stats.target_tokens_per_output_token,
+        call_queue_seconds=stats.call_queue_seconds,
     )
 
 
@@ -272,6 +301,7 @@ def forward_stats(stats: model_pb2.ForwardStats) -> ForwardStats:
         forwards=stats.forwards,
         compute_seconds=stats.compute_seconds,
         emulated_latency=stats.emulated_latency,
+        emulated_overruns=stats.emulated_overruns,
     )
 
 

@@ -70,6 +70,7 @@ class ForwardStats:
     forwards: int = 0
     compute_seconds: float = 0.0
     emulated_latency: bool = False
+    emulated_overruns: int = 0  # forwards whose real compute exceeded the emulated latency
 
 
 @dataclass(frozen=True)

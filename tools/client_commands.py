@@ -102,6 +102,13 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
     inputs.add_argument("--fim-suffix", metavar="TEXT", help="fill in the middle: code after the gap")
     _add_sampling_flags(parser, max_new_tokens=128, temperature=None)
     parser.add_argument("--ignore-eos", action="store_true", help="generate max_new_tokens even past EOS")
+    parser.add_argument(
+        "--scheduler",
+        choices=("si", "dsi", "auto"),
+        help="si: one round at a time; dsi: verifications fanned out over the coordinator's target "
+        "replicas while the drafter drafts on (same output law); auto: dsi where it pays "
+        "(default: the coordinator's)",
+    )
     parser.add_argument("--request-id", help="id for the coordinator's logs (unset: it makes one)")
     parser.add_argument("--timeout", type=float, metavar="S", help="deadline of the call (default: none)")
     parser.add_argument(
@@ -204,6 +211,7 @@ def stats_line(result: GenerationResult) -> str:
     stats = result.stats
     parts = [
         f"algorithm={stats.algorithm}",
+        f"scheduler={stats.scheduler}",
         f"lookahead={stats.lookahead or '-'}",
         f"tokens={stats.output_tokens}",
         f"acceptance={stats.acceptance_rate:.2f}",
@@ -239,6 +247,7 @@ def _generate(args: argparse.Namespace) -> int:
         "lookahead": args.lookahead,
         "ignore_eos": args.ignore_eos,
         "request_id": args.request_id,
+        "scheduler": args.scheduler,
     }
     try:
         with Client(args.coordinator, timeout=args.timeout, max_retries=args.max_retries) as client:

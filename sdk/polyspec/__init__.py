@@ -28,6 +28,7 @@ from polyspec.retry import RetryPolicy
 from polyspec.types import (
     ALGORITHMS,
     LOOKAHEAD_POLICIES,
+    SCHEDULERS,
     AlgorithmName,
     ChatMessage,
     FinishReasonName,
@@ -35,11 +36,13 @@ from polyspec.types import (
     GenerationStats,
     Lookahead,
     LookaheadPolicyName,
+    SchedulerName,
 )
 
 __all__ = [
     "ALGORITHMS",
     "LOOKAHEAD_POLICIES",
+    "SCHEDULERS",
     "AlgorithmName",
     "AsyncClient",
     "AsyncGenerationStream",
@@ -61,6 +64,7 @@ __all__ = [
     "RequestCancelledError",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "SchedulerName",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

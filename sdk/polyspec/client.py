@@ -36,7 +36,7 @@ import grpc
 from polyspec.convert import LookaheadSpec, StreamAssembler, build_request, result_from_proto
 from polyspec.errors import InvalidArgumentError, error_from_rpc
 from polyspec.retry import ACCEPTED_HEADER, CallBudget, RetryPolicy, accepted_by_server
-from polyspec.types import AlgorithmName, ChatInput, GenerationResult
+from polyspec.types import AlgorithmName, ChatInput, GenerationResult, SchedulerName
 from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 if TYPE_CHECKING:
@@ -226,6 +226,7 @@ class Client(_ClientBase):
         confidence_threshold: float | None = None,
         ignore_eos: bool = False,
         request_id: str | None = None,
+        scheduler: SchedulerName | str | None = None,
         timeout: float | None = None,
     ) -> GenerationResult:
         """Generates a continuation of exactly one of ``prompt``, ``chat`` or ``fim`` (prefix, suffix).
@@ -241,6 +242,10 @@ class Client(_ClientBase):
         lookahead (static, confidence) with the same drafter and target; under ``auto`` (the default) the
         round boundaries follow measured timings, so each output is an exact sample of the target's law
         but the same seed may give a different one from run to run.
+
+        ``scheduler``: ``"si"`` (one round at a time), ``"dsi"`` (verifications fanned out over the
+        target replicas while the drafter drafts on; the same output law) or ``"auto"`` (dsi where it
+        pays); None uses the coordinator's default. ``result.stats.scheduler`` says which one ran.
         """
         request = build_request(
             prompt=prompt,
@@ -257,6 +262,7 @@ class Client(_ClientBase):
             confidence_threshold=confidence_threshold,
             ignore_eos=ignore_eos,
             request_id=request_id,
+            scheduler=scheduler,
         )
         return self._generate(request, self._budget(timeout))
 
@@ -292,6 +298,7 @@ class Client(_ClientBase):
         confidence_threshold: float | None = None,
         ignore_eos: bool = False,
         request_id: str | None = None,
+        scheduler: SchedulerName | str | None = None,
         timeout: float | None = None,
     ) -> GenerationStream:
         """Like ``generate``, streamed: iterate the returned stream for text deltas, then read ``.result``.
@@ -313,6 +320,7 @@ class Client(_ClientBase):
             confidence_threshold=confidence_threshold,
             ignore_eos=ignore_eos,
             request_id=request_id,
+            scheduler=scheduler,
         )
         stream_request = coordinator_pb2.GenerateStreamRequest(request=request)
 
@@ -444,6 +452,7 @@ class AsyncClient(_ClientBase):
         confidence_threshold: float | None = None,
         ignore_eos: bool = False,
         request_id: str | None = None,
+        scheduler: SchedulerName | str | None = None,
         timeout: float | None = None,
     ) -> GenerationResult:
         """See ``Client.generate``."""
@@ -462,6 +471,7 @@ class AsyncClient(_ClientBase):
             confidence_threshold=confidence_threshold,
             ignore_eos=ignore_eos,
             request_id=request_id,
+            scheduler=scheduler,
         )
         budget = self._budget(timeout)
         while True:
@@ -495,6 +505,7 @@ class AsyncClient(_ClientBase):
         confidence_threshold: float | None = None,
         ignore_eos: bool = False,
         request_id: str | None = None,
+        scheduler: SchedulerName | str | None = None,
         timeout: float | None = None,
     ) -> AsyncGenerationStream:
         """See ``Client.generate_stream``; iterate with ``async for``."""
@@ -513,6 +524,7 @@ class AsyncClient(_ClientBase):
             confidence_threshold=confidence_threshold,
             ignore_eos=ignore_eos,
             request_id=request_id,
+            scheduler=scheduler,
         )
         stream_request = coordinator_pb2.GenerateStreamRequest(request=request)
 

@@ -9,6 +9,7 @@ from polyspec.errors import InternalError, InvalidArgumentError
 from polyspec.types import (
     ALGORITHMS,
     LOOKAHEAD_POLICIES,
+    SCHEDULERS,
     AlgorithmName,
     ChatInput,
     ChatMessage,
@@ -17,6 +18,7 @@ from polyspec.types import (
     GenerationStats,
     Lookahead,
     LookaheadPolicyName,
+    SchedulerName,
 )
 from polyspec.v1 import common_pb2, coordinator_pb2
 
@@ -33,6 +35,11 @@ _POLICY_TO_PROTO: dict[str, coordinator_pb2.LookaheadPolicy.ValueType] = {
     "static": coordinator_pb2.LOOKAHEAD_POLICY_STATIC,
     "confidence": coordinator_pb2.LOOKAHEAD_POLICY_CONFIDENCE,
     "disco": coordinator_pb2.LOOKAHEAD_POLICY_DISCO,
+}
+_SCHEDULER_TO_PROTO: dict[str, coordinator_pb2.Scheduler.ValueType] = {
+    "si": coordinator_pb2.SCHEDULER_SI,
+    "dsi": coordinator_pb2.SCHEDULER_DSI,
+    "auto": coordinator_pb2.SCHEDULER_AUTO,
 }
 _FINISH_FROM_PROTO: dict[int, FinishReasonName] = {
     coordinator_pb2.FINISH_REASON_UNSPECIFIED: "unspecified",
@@ -83,6 +90,27 @@ def algorithm_to_proto(name: str) -> common_pb2.Algorithm.ValueType:
         raise InvalidArgumentError(
             f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {name!r}"
         ) from None
+
+
+def scheduler_to_proto(name: object) -> coordinator_pb2.Scheduler.ValueType:
+    """``"dsi"`` -> ``SCHEDULER_DSI``; None -> unspecified (the coordinator's default)."""
+    if name is None:
+        return coordinator_pb2.SCHEDULER_UNSPECIFIED
+    if not isinstance(name, str) or name not in _SCHEDULER_TO_PROTO:
+        raise InvalidArgumentError(f"scheduler: must be one of {', '.join(SCHEDULERS)} or None, got {name!r}")
+    return _SCHEDULER_TO_PROTO[name]
+
+
+def scheduler_name(value: int) -> str:
+    """``SCHEDULER_DSI`` -> ``"dsi"``; unspecified (an older coordinator: it ran SI) -> ``"si"``; an enum
+    value this SDK does not know -> ``"unknown(N)"``."""
+    if value == coordinator_pb2.SCHEDULER_UNSPECIFIED:
+        return "si"
+    try:
+        name = coordinator_pb2.Scheduler.Name(cast(coordinator_pb2.Scheduler.ValueType, value))
+    except ValueError:
+        return f"unknown({value})"
+    return name.removeprefix("SCHEDULER_").lower()
 
 
 def _parse_k(text: str) -> int:
@@ -241,6 +269,7 @@ def build_request(
     confidence_threshold: float | None = None,
     ignore_eos: bool = False,
     request_id: str | None = None,
+    scheduler: SchedulerName | str | None = None,
 ) -> coordinator_pb2.GenerateRequest:
     """The ``GenerateRequest`` for these options (see ``Client.generate``).
 
@@ -260,6 +289,7 @@ def build_request(
         lookahead=lookahead_to_proto(parsed_lookahead),
         ignore_eos=ignore_eos,
         request_id=request_id or "",
+        scheduler=scheduler_to_proto(scheduler),
     )
     _set_input(request, prompt, chat, fim)
     if seed is not None:
@@ -294,6 +324,11 @@ def stats_from_proto(stats: coordinator_pb2.GenerationStats) -> GenerationStats:
         near_tie_positions=tuple(stats.near_tie_positions),
         drafter_dtype=stats.drafter_dtype,
         target_dtype=stats.target_dtype,
+        scheduler=scheduler_name(stats.scheduler),
+        target_replicas_used=stats.target_replicas_used,
+        verifications_preempted=stats.verifications_preempted,
+        target_tokens_per_output_token=stats.target_tokens_per_output_token,
+        call_queue_seconds=stats.call_queue_seconds,
     )
 
 

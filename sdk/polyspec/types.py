@@ -14,11 +14,16 @@ LookaheadPolicyName: TypeAlias = Literal["auto", "static", "confidence", "disco"
 round; ``confidence``: up to k, stopping at an unsure draft token; ``disco``: up to k, stopping where the
 pair's trained classifier says so (INVALID_ARGUMENT from a coordinator started without one)."""
 
+SchedulerName: TypeAlias = Literal["si", "dsi", "auto"]
+"""``si``: one round at a time; ``dsi``: verifications fanned out over the coordinator's target replicas
+while the drafter drafts on (the same output law); ``auto``: the coordinator picks dsi where it pays."""
+
 FinishReasonName: TypeAlias = Literal["length", "stop", "context", "unspecified"]
 """``length``: max_new_tokens reached; ``stop``: end of sequence; ``context``: context window full."""
 
 ALGORITHMS: tuple[AlgorithmName, ...] = ("auto", "ar", "sd", "slem", "slrs", "tli")
 LOOKAHEAD_POLICIES: tuple[LookaheadPolicyName, ...] = ("auto", "static", "confidence", "disco")
+SCHEDULERS: tuple[SchedulerName, ...] = ("si", "dsi", "auto")
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,16 @@ class GenerationStats:
     ran. It changes speed and acceptance only: the output law is the target's."""
     target_dtype: str = ""
     """The target's precision as its Info reports it (e.g. ``float32``)."""
+    scheduler: str = "si"
+    """The scheduler that ran: ``si`` or ``dsi`` (never ``auto``)."""
+    target_replicas_used: int = 0
+    """Distinct target replicas that served a verification for the request."""
+    verifications_preempted: int = 0
+    """Verifications cancelled or discarded under DSI (their prefix was made stale by a rejection)."""
+    target_tokens_per_output_token: float = 0.0
+    """Tokens fed through target forwards per output token, discarded work included."""
+    call_queue_seconds: float = 0.0
+    """Total time the request's model-service calls waited for a free replica slot."""
 
 
 @dataclass(frozen=True)

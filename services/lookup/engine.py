@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from core.cancel import CancelSignal
 from core.checksum import whole_context
 from core.errors import CallNotServedError, InvalidArgumentError
 from core.lookup import NgramIndex, OutputMemory, SuffixIndex, suffix_draft
@@ -115,6 +116,8 @@ class LookupEngine:
             clock=clock,
         )
         self.token_masks = TokenMaskStore(settings.max_token_masks, info.vocab_size, MASK_DEVICE)
+        self.forwards_served = 0  # no model: no forwards, nothing emulated
+        self.emulated_overruns = 0
 
     @classmethod
     def load(cls, settings: LookupServiceSettings) -> LookupEngine:
@@ -149,16 +152,17 @@ class LookupEngine:
         """Ends sequences idle for longer than the TTL. Thread-safe."""
         return self.sessions.expire_idle()
 
-    def score(self, call: ScoreCall) -> ScoreOutcome:
+    def score(self, call: ScoreCall, cancel: CancelSignal | None = None) -> ScoreOutcome:
         """Refused: a lookup drafter has no model to score with."""
         raise CallNotServedError(
             f"this is a model-free drafter ({self._settings.kind}): it serves Draft only, not Score; "
             "the target must be a model service (polyspec serve model)"
         )
 
-    def draft(self, call: DraftCall) -> DraftOutcome:
+    def draft(self, call: DraftCall, cancel: CancelSignal | None = None) -> DraftOutcome:
         """Up to ``call.max_draft_tokens`` looked-up draft tokens, each a point mass; the sequence then
-        holds context + draft tokens. An unknown mask raises before the sequence is touched."""
+        holds context + draft tokens. An unknown mask raises before the sequence is touched. One lookup,
+        no forwards: nothing to stop part-way, so ``cancel`` is not consulted."""
         mask = self.token_masks.get(call.token_mask_id) if call.token_mask_id else None
         started = self._timer()
         self.sessions.expire_idle()

@@ -5,6 +5,11 @@ the housekeeping ones, which are thread-safe and need no worker turn: ``set_toke
 and ``expire_idle``. Forwards feed only the tokens not already cached; the sampling math is
 ``core.sampling``, and Draft runs the drafter's loop and stop rule of ``core.drafting`` (restricted to a
 token mask with ``core.restrict``, see ``services.model.masks``).
+
+A call given a ``core.cancel.CancelSignal`` stops once it is set: before its next forward, or at once
+while it sits in an emulated-latency pad; the forwards it did stay cached (the cache then holds what was
+fed), so a pre-empted call costs its caller no re-prefill. A forward whose real compute exceeds the
+emulated latency is an overrun (``ForwardStats.emulated_overruns``, the engine's running totals).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache
 
+from core.cancel import CallCancelledError, CancelSignal
 from core.checksum import whole_context
 from core.drafting import DraftRule, Drafts, draft_rows
 from core.errors import InvalidArgumentError
@@ -105,6 +111,8 @@ class ModelEngine:
         )
         self.token_masks = TokenMaskStore(settings.max_token_masks, self._vocab_size, SAMPLING_DEVICE)
         self.stop_classifiers = StopClassifierStore(settings.max_token_masks)
+        self.forwards_served = 0  # running totals (written on the worker thread only)
+        self.emulated_overruns = 0
 
     @classmethod
     def load(
@@ -185,7 +193,7 @@ class ModelEngine:
             held,
         )
 
-    def draft(self, call: DraftCall) -> DraftOutcome:
+    def draft(self, call: DraftCall, cancel: CancelSignal | None = None) -> DraftOutcome:
         """Samples up to ``call.max_draft_tokens`` draft tokens; the cache then holds context + drafts.
 
         With ``call.token_mask_id`` every draft token lies in that mask (``services.model.masks``); a mask
@@ -212,9 +220,17 @@ class ModelEngine:
             )
             stats.reused_tokens = prepared.reused_tokens
             session = prepared.session
-            with self._dropped_on_failure(session.sequence_id):
+            fed = list(context)  # context, then each draft token as it is fed
+            with self._kept_if_cancelled(session, fed):
                 drafts = self._draft_loop(
-                    session, prepared.feed_tokens, call, replace(rule, count=count), stats, mask=mask
+                    session,
+                    prepared.feed_tokens,
+                    call,
+                    replace(rule, count=count),
+                    stats,
+                    mask=mask,
+                    cancel=cancel,
+                    fed=fed,
                 )
                 draft_tokens, draft_probs = drafts.row(0)
                 # Fed: all but the last draft token, or every one when drafting ran out of mask mass.
@@ -245,20 +261,26 @@ class ModelEngine:
         stats: ForwardStats,
         *,
         mask: torch.Tensor | None,  # [vocab] bool on SAMPLING_DEVICE
+        cancel: CancelSignal | None,
+        fed: list[int],
     ) -> Drafts:
-        """One row of ``core.drafting.draft_rows``: a forward per draft token but the last."""
+        """One row of ``core.drafting.draft_rows``: a forward per draft token but the last.
+
+        ``fed`` gets each draft token as it is fed (what the cache holds if the call is cancelled).
+        """
         generator = torch.Generator(device=SAMPLING_DEVICE).manual_seed(call.seed)
-        first = self._forward(session, feed_tokens, 1, stats)  # [1, vocab]
+        first = self._forward(session, feed_tokens, 1, stats, cancel)  # [1, vocab]
 
         def advance(rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:  # [1, vocab]
-            return self._forward(session, [int(tokens[0])], 1, stats)
+            fed.append(int(tokens[0]))
+            return self._forward(session, [int(tokens[0])], 1, stats, cancel)
 
         support = call.max_support or self._settings.default_max_support
         return draft_rows(
             first, advance, rule, config=call.sampling, max_support=support, generator=generator, mask=mask
         )
 
-    def score(self, call: ScoreCall) -> ScoreOutcome:
+    def score(self, call: ScoreCall, cancel: CancelSignal | None = None) -> ScoreOutcome:
         """One forward over context + candidates; target samples, candidate probs and recovered tokens."""
         with torch.inference_mode():
             self.cache.expire_idle()
@@ -272,8 +294,8 @@ class ModelEngine:
             )
             stats.reused_tokens = prepared.reused_tokens
             session = prepared.session
-            with self._dropped_on_failure(session.sequence_id):
-                logits = self._forward(session, prepared.feed_tokens, len(candidates) + 1, stats)
+            with self._kept_if_cancelled(session, tokens):
+                logits = self._forward(session, prepared.feed_tokens, len(candidates) + 1, stats, cancel)
                 self.cache.commit(session, tokens, kv_len=len(tokens))
             result = score_candidates(
                 logits,
@@ -319,29 +341,58 @@ class ModelEngine:
         return torch.cat(rows)  # [k, vocab]
 
     def _forward(
-        self, session: CacheSession, tokens: list[int], keep: int, stats: ForwardStats
+        self,
+        session: CacheSession,
+        tokens: list[int],
+        keep: int,
+        stats: ForwardStats,
+        cancel: CancelSignal | None = None,
     ) -> torch.Tensor:  # [keep, vocab] float32 on the CPU
-        """Feeds tokens after the session's cached ones; returns the logits of the last ``keep``."""
+        """Feeds tokens after the session's cached ones; returns the logits of the last ``keep``.
+
+        Raises ``CallCancelledError`` instead of starting once ``cancel`` is set.
+        """
+        if cancel is not None and cancel.cancelled:
+            raise CallCancelledError(stats)
         started = self._clocks.timer()
         input_ids = torch.tensor([tokens], dtype=torch.long, device=self._device)
         extra = {"logits_to_keep": keep} if self._keeps_logits else {}
         output = self.model(input_ids=input_ids, cache=session.kv, use_cache=True, **extra)
         logits: torch.Tensor = output.logits[0, -keep:].to(device=SAMPLING_DEVICE, dtype=torch.float32)
         session.kv_len += len(tokens)
-        elapsed = self._clocks.timer() - started
-        padding = self._settings.emulated_forward_seconds - elapsed
-        if padding > 0:
-            self._clocks.sleep(padding)
         stats.forwards += 1
         stats.computed_tokens += len(tokens)
-        stats.compute_seconds += self._clocks.timer() - started
+        self._pad(started, stats, cancel)
         return logits
 
+    def _pad(self, started: float, stats: ForwardStats, cancel: CancelSignal | None) -> None:
+        """Sleeps out the rest of the emulated latency (cut short by ``cancel``); counts an overrun."""
+        emulated = self._settings.emulated_forward_seconds
+        padding = emulated - (self._clocks.timer() - started)
+        self.forwards_served += 1
+        if emulated > 0 and padding <= 0:
+            stats.emulated_overruns += 1
+            self.emulated_overruns += 1
+        try:
+            if padding > 0 and cancel is None:
+                self._clocks.sleep(padding)
+            elif padding > 0 and cancel is not None and cancel.wait(padding):
+                raise CallCancelledError(stats)
+        finally:
+            stats.compute_seconds += self._clocks.timer() - started
+
     @contextlib.contextmanager
-    def _dropped_on_failure(self, sequence_id: str) -> Iterator[None]:
-        """Drops a sequence whose cache may be half-updated when a forward or the sampling fails."""
+    def _kept_if_cancelled(self, session: CacheSession, tokens: Sequence[int]) -> Iterator[None]:
+        """Keeps what a cancelled call fed; drops a sequence whose cache may be half-updated on a failure.
+
+        ``tokens`` start with the whole context; a cancelled call stopped between forwards (or in a
+        pad, after its forward), so the cache holds exactly ``tokens[:session.kv_len]``.
+        """
         try:
             yield
+        except CallCancelledError:
+            self.cache.commit(session, tokens[: session.kv_len], kv_len=session.kv_len)
+            raise
         except BaseException:
-            self.cache.release([sequence_id])
+            self.cache.release([session.sequence_id])
             raise

@@ -58,6 +58,16 @@ class ModelMetrics:
         self.cache_bytes = Gauge("polyspec_model_cache_bytes", "Bytes of all cached keys/values.", registry=r)
         self.cache_sessions = Gauge("polyspec_model_cache_sessions", "Sequences with a KV cache.", registry=r)
         self.queue_depth = Gauge("polyspec_model_queue_depth", "Requests waiting or running.", registry=r)
+        self.emulated_overruns = Counter(
+            "polyspec_model_emulated_overruns",
+            "BENCHMARKING: forwards whose real compute exceeded the emulated latency (no padding left).",
+            registry=r,
+        )
+        self.cancelled_calls = Counter(
+            "polyspec_model_cancelled_calls",
+            "Draft/Score calls whose caller went away mid-call: stopped before their next forward.",
+            registry=r,
+        )
         self.emulated_forward_seconds = Gauge(
             "polyspec_model_emulated_forward_seconds",
             "BENCHMARKING FLAG: emulated per-forward latency in seconds (0 = off).",
@@ -86,6 +96,12 @@ class ModelMetrics:
         self.forwards.inc(stats.forwards)
         self.computed_tokens.inc(stats.computed_tokens)
         self.reused_tokens.inc(stats.reused_tokens)
+        self.emulated_overruns.inc(stats.emulated_overruns)
+
+    def record_cancelled(self, stats: ForwardStats) -> None:
+        """A call stopped by its cancel signal, with the work it did."""
+        self.cancelled_calls.inc()
+        self.record_stats(stats)
 
     def record_draft(self, draft_tokens: int) -> None:
         if draft_tokens == 0:

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
+from core.cancel import CallCancelledError, CancelSignal
 from core.errors import ContextMissError, UnknownStopClassifierError, UnknownTokenMaskError
 from core.modelcalls import DraftCall, DraftOutcome, EngineInfo, ScoreCall, ScoreOutcome
 from services.model import wire
@@ -34,7 +35,7 @@ from services.model.validation import (
 )
 from services.model.worker import ModelWorker
 
-T = TypeVar("T")
+_Outcome = TypeVar("_Outcome", DraftOutcome, ScoreOutcome)
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -45,10 +46,12 @@ class ServedEngine(Protocol):
     """
 
     info: EngineInfo
+    forwards_served: int  # running totals for Info (written by the worker thread)
+    emulated_overruns: int
 
-    def draft(self, call: DraftCall) -> DraftOutcome: ...
+    def draft(self, call: DraftCall, cancel: CancelSignal | None = None) -> DraftOutcome: ...
 
-    def score(self, call: ScoreCall) -> ScoreOutcome: ...
+    def score(self, call: ScoreCall, cancel: CancelSignal | None = None) -> ScoreOutcome: ...
 
     def release(self, sequence_ids: Iterable[str]) -> int: ...
 
@@ -74,7 +77,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.InfoRequest, context: _Context
     ) -> model_pb2.InfoResponse:
         with self._metrics.timed("Info"):
-            return self._info
+            response = model_pb2.InfoResponse()
+            response.CopyFrom(self._info)
+            response.forwards_served = self._engine.forwards_served
+            response.emulated_overruns = self._engine.emulated_overruns
+            return response
 
     async def Draft(  # noqa: N802 (gRPC method name)
         self, request: model_pb2.DraftRequest, context: _Context
@@ -82,8 +89,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         with self._metrics.timed("Draft"):
             check_draft_request(request, self._limits)
             call = wire.draft_call(request)
-            outcome = await self._run(lambda: self._engine.draft(call))
-            self._metrics.record_stats(outcome.stats)
+            outcome = await self._run(lambda cancel: self._engine.draft(call, cancel))
             self._metrics.record_draft(len(outcome.draft_tokens))
             return wire.draft_response(outcome)
 
@@ -93,8 +99,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         with self._metrics.timed("Score"):
             check_score_request(request, self._limits)
             call = wire.score_call(request)
-            outcome = await self._run(lambda: self._engine.score(call))
-            self._metrics.record_stats(outcome.stats)
+            outcome = await self._run(lambda cancel: self._engine.score(call, cancel))
             return wire.score_response(outcome)
 
     async def Release(  # noqa: N802 (gRPC method name)
@@ -123,9 +128,21 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             )
             return model_pb2.SetStopClassifierResponse(parameters=registered.parameters)
 
-    async def _run(self, fn: Callable[[], T]) -> T:
+    async def _run(self, fn: Callable[[CancelSignal], _Outcome]) -> _Outcome:
+        """Runs a Draft/Score on the worker; a caller that goes away sets its cancel signal."""
+        cancel = CancelSignal()
+
+        def counted() -> _Outcome:  # on the worker thread: a cancelled call's forwards count too
+            try:
+                outcome = fn(cancel)
+            except CallCancelledError as exc:
+                self._metrics.record_cancelled(exc.stats)
+                raise
+            self._metrics.record_stats(outcome.stats)
+            return outcome
+
         try:
-            return await self._worker.run(fn)
+            return await self._worker.run(counted, cancel)
         except ContextMissError:
             self._metrics.context_misses.inc()
             raise

@@ -77,6 +77,7 @@ def stats_message(stats: ForwardStats) -> model_pb2.ForwardStats:
         forwards=stats.forwards,
         compute_seconds=stats.compute_seconds,
         emulated_latency=stats.emulated_latency,
+        emulated_overruns=stats.emulated_overruns,
     )
 
 

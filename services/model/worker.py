@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from core.cancel import CancelSignal
 from core.errors import ResourceExhaustedError
 
 T = TypeVar("T")
@@ -17,7 +18,8 @@ class ModelWorker:
     """Runs callables one at a time on a dedicated thread.
 
     At most ``max_queue`` calls wait or run at once; one more raises ``ResourceExhaustedError``. A call
-    whose awaiting task is cancelled before it starts is skipped.
+    whose awaiting task is cancelled before it starts is skipped; one already running has its ``cancel``
+    signal set, so a callable that checks it stops early (the model engine does, between forwards).
     """
 
     def __init__(self, max_queue: int, thread_name: str = "polyspec-model") -> None:
@@ -33,7 +35,7 @@ class ModelWorker:
         """Calls waiting or running."""
         return self._pending
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    async def run(self, fn: Callable[[], T], cancel: CancelSignal | None = None) -> T:
         """Queues ``fn`` behind the calls already submitted and returns its result."""
         with self._lock:
             if self._pending >= self._max_queue:
@@ -47,7 +49,12 @@ class ModelWorker:
             self._finished(None)
             raise
         future.add_done_callback(self._finished)
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)  # cancelling this skips fn if it has not started
+        except asyncio.CancelledError:
+            if cancel is not None:
+                cancel.cancel()
+            raise
 
     def _finished(self, _: Future[T] | None) -> None:
         with self._lock:

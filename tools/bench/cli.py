@@ -272,6 +272,15 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="BENCHMARKING FLAG: pad every forward of the target service to MS milliseconds to emulate a "
         "slower target; labelled in every output, not applied to the transformers reference (default: off)",
     )
+    add(
+        "--emulate-drafter-forward-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="BENCHMARKING FLAG: pad every forward of the drafter service to MS milliseconds (with "
+        "--emulate-forward-ms: a fixed drafter/target cost ratio) (default: off)",
+    )
+    _add_dsi_flags(parser)
     add("--out", type=Path, metavar="PATH", help="JSON results (default: bench-results/DRAFTER__TARGET.json)")
     add("--plot", type=Path, metavar="PATH", help="PNG plot (default: the JSON path with .png)")
     add(
@@ -282,6 +291,37 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="how long to wait for each service to serve (default: %(default)s)",
     )
     _add_log_flags(parser)
+
+
+def _scheduler(text: str) -> str:
+    if text not in ("si", "dsi"):
+        raise ValueError(text)
+    return text
+
+
+def _add_dsi_flags(parser: argparse.ArgumentParser) -> None:
+    """The DSI benchmark: target replica counts and the schedulers asked for."""
+    parser.add_argument(
+        "--replicas",
+        type=_comma_list(int, "replica counts"),
+        default=(),
+        metavar="LIST",
+        help="run the DSI benchmark instead: one drafter and max(LIST) target replicas (each on "
+        "--threads, default 1), per count N a coordinator over N of them; target-only, then the first "
+        "drafting --algorithms under each --scheduler with the first --lookahead and --temperatures; "
+        "tokens/s, acceptance, the simulator's prediction, overruns (a count with more than 1%% "
+        "overrun forwards is rejected). "
+        "Pad every forward (--emulate-forward-ms, --emulate-drafter-forward-ms) so the replicas do "
+        "not compete for the cores (default: off)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        type=_comma_list(_scheduler, "schedulers (si, dsi)"),
+        default=("si", "dsi"),
+        metavar="LIST",
+        help="the DSI benchmark's schedulers, passed per request; the coordinators keep si as default "
+        "(default: si,dsi)",
+    )
 
 
 def _add_log_flags(parser: argparse.ArgumentParser) -> None:
@@ -309,6 +349,7 @@ def _bench(args: argparse.Namespace) -> int:
         return missing
     from pydantic import ValidationError
 
+    from tools.bench.dsi import run_dsi_bench
     from tools.bench.options import BenchOptions
     from tools.bench.runner import run_bench
 
@@ -334,6 +375,9 @@ def _bench(args: argparse.Namespace) -> int:
             drafter_dtype=args.drafter_dtype,
             drafter_quantize=args.drafter_quantize,
             emulate_forward_ms=args.emulate_forward_ms,
+            emulate_drafter_forward_ms=args.emulate_drafter_forward_ms,
+            replicas=args.replicas,
+            schedulers=args.scheduler,
             out=args.out,
             plot=args.plot,
             startup_timeout_seconds=args.startup_timeout,
@@ -343,4 +387,4 @@ def _bench(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: invalid bench settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
-    return run_bench(options)
+    return run_dsi_bench(options) if options.replicas else run_bench(options)

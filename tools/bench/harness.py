@@ -88,8 +88,10 @@ def start_stack(
     threads += ["--linear-kernel", options.linear_kernel]
     target_args = list(threads)
     drafter_args = [*threads, "--dtype", options.drafter_dtype, "--quantize", options.drafter_quantize]
-    if options.emulating:
+    if options.emulate_forward_ms > 0:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]
+    if options.emulate_drafter_forward_ms > 0:
+        drafter_args += ["--emulate-forward-ms", f"{options.emulate_drafter_forward_ms:g}"]
     model = start_pair(
         stack,
         drafter_dir,

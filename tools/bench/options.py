@@ -13,6 +13,7 @@ from tools.bench.prompts import Workload
 LinearKernel = Literal["torch", "onednn", "onednn-packed"]  # services.model.settings.LinearKernel
 DType = Literal["float32", "bfloat16", "float16"]  # services.model.settings.DType
 Quantize = Literal["none", "int8-dynamic", "int8-weight-only"]  # services.model.settings.Quantize
+BenchScheduler = Literal["si", "dsi"]
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
 # transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``: the
 # same vocabulary, else universal assisted generation), prompt lookup (``prompt_lookup_num_tokens``).
@@ -22,6 +23,7 @@ LookupKind = Literal["none", "ngram", "suffix"]
 REFERENCE_METHODS: tuple[ReferenceMethod, ...] = ("ar", "assisted", "lookup")
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
+MAX_REPLICAS = 8
 RESULTS_DIR = Path("bench-results")
 
 
@@ -72,6 +74,17 @@ class BenchOptions(BaseModel):
     emulate_forward_ms: float = Field(
         0.0, ge=0.0, description="BENCHMARKING FLAG: pad every target-service forward to this time."
     )
+    emulate_drafter_forward_ms: float = Field(
+        0.0, ge=0.0, description="BENCHMARKING FLAG: pad every drafter-service forward to this time."
+    )
+    replicas: tuple[int, ...] = Field(
+        (),
+        description="Target replica counts of the DSI benchmark (tools/bench/dsi.py); empty: the "
+        "algorithms benchmark.",
+    )
+    schedulers: tuple[BenchScheduler, ...] = Field(
+        ("si", "dsi"), min_length=1, description="The DSI benchmark's schedulers, asked per request."
+    )
     out: Path | None = Field(None, description="JSON path; default bench-results/DRAFTER__TARGET.json.")
     plot: Path | None = Field(None, description="PNG path; default the JSON path with .png.")
     startup_timeout_seconds: float = Field(600.0, gt=0)
@@ -111,6 +124,13 @@ class BenchOptions(BaseModel):
                 raise ValueError(exc.message) from None
         return tuple(dict.fromkeys(values))
 
+    @field_validator("replicas")
+    @classmethod
+    def _replica_counts(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= value <= MAX_REPLICAS for value in values):
+            raise ValueError(f"every replica count must lie in [1, {MAX_REPLICAS}], got {list(values)}")
+        return tuple(sorted(set(values)))
+
     @model_validator(mode="after")
     def _something_to_run(self) -> BenchOptions:
         if not (self.services or self.reference):
@@ -139,16 +159,30 @@ class BenchOptions(BaseModel):
     @property
     def emulating(self) -> bool:
         """Whether a benchmarking flag changes the services' speed."""
-        return self.emulate_forward_ms > 0
+        return self.emulate_forward_ms > 0 or self.emulate_drafter_forward_ms > 0
+
+    @property
+    def static_lookahead(self) -> int | None:
+        """k of the first lookahead when it is static (``K`` or ``static:K``), else None."""
+        from polyspec import parse_lookahead
+
+        lookahead = parse_lookahead(self.lookaheads[0])
+        return lookahead.k if lookahead.policy == "static" and lookahead.k else None
 
     def benchmarking_flags(self) -> list[str]:
         """The active benchmarking flags, as every output labels them."""
-        if not self.emulating:
-            return []
-        return [
-            f"BENCHMARKING FLAG --emulate-forward-ms {self.emulate_forward_ms:g}: every target-service "
-            "forward is padded to this time (the transformers reference is not)"
-        ]
+        flags = []
+        if self.emulate_forward_ms > 0:
+            flags.append(
+                f"BENCHMARKING FLAG --emulate-forward-ms {self.emulate_forward_ms:g}: every target-service "
+                "forward is padded to this time (the transformers reference is not)"
+            )
+        if self.emulate_drafter_forward_ms > 0:
+            flags.append(
+                f"BENCHMARKING FLAG --emulate-drafter-forward-ms {self.emulate_drafter_forward_ms:g}: every "
+                "drafter-service forward is padded to this time (the transformers reference is not)"
+            )
+        return flags
 
     def json_path(self, drafter_name: str, target_name: str) -> Path:
         return self.out or RESULTS_DIR / f"{drafter_name}__{target_name}.json"

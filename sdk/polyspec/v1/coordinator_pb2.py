@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from polyspec.v1 import common_pb2 as polyspec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpolyspec/v1/coordinator.proto\x12\x0bpolyspec.v1\x1a\x18polyspec/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"2\n\x04\x43hat\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.polyspec.v1.ChatMessage\"1\n\x0f\x46illInTheMiddle\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x0e\n\x06suffix\x18\x02 \x01(\t\"b\n\tLookahead\x12,\n\x06policy\x18\x01 \x01(\x0e\x32\x1c.polyspec.v1.LookaheadPolicy\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x1c\n\x14\x63onfidence_threshold\x18\x03 \x01(\x02\"\xdd\x02\n\x0fGenerateRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12!\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x11.polyspec.v1.ChatH\x00\x12+\n\x03\x66im\x18\x03 \x01(\x0b\x32\x1c.polyspec.v1.FillInTheMiddleH\x00\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\x12-\n\x08sampling\x18\x05 \x01(\x0b\x32\x1b.polyspec.v1.SamplingParams\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x01\x88\x01\x01\x12)\n\talgorithm\x18\x07 \x01(\x0e\x32\x16.polyspec.v1.Algorithm\x12)\n\tlookahead\x18\x08 \x01(\x0b\x32\x16.polyspec.v1.Lookahead\x12\x12\n\nignore_eos\x18\t \x01(\x08\x12\x12\n\nrequest_id\x18\n \x01(\tB\x07\n\x05inputB\x07\n\x05_seed\"F\n\x15GenerateStreamRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.polyspec.v1.GenerateRequest\"\x95\x04\n\x0fGenerationStats\x12)\n\talgorithm\x18\x01 \x01(\x0e\x32\x16.polyspec.v1.Algorithm\x12\x11\n\tlookahead\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\x12\x14\n\x0c\x64raft_tokens\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pted_tokens\x18\x06 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65ptance_rate\x18\x07 \x01(\x01\x12\x17\n\x0ftarget_forwards\x18\x08 \x01(\r\x12\x18\n\x10\x64rafter_forwards\x18\t \x01(\r\x12\x0e\n\x06rounds\x18\n \x01(\r\x12#\n\x1btime_to_first_token_seconds\x18\x0b \x01(\x01\x12\x15\n\rtotal_seconds\x18\x0c \x01(\x01\x12\x19\n\x11tokens_per_second\x18\r \x01(\x01\x12\x12\n\nbytes_sent\x18\x0e \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0f \x01(\x04\x12\x18\n\x10\x65mulated_latency\x18\x10 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x11 \x01(\t\x12\x0c\n\x04seed\x18\x12 \x01(\x04\x12\x1a\n\x12near_tie_positions\x18\x13 \x03(\r\x12\x15\n\rdrafter_dtype\x18\x14 \x01(\t\x12\x14\n\x0ctarget_dtype\x18\x15 \x01(\t\"\xa6\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.polyspec.v1.FinishReason\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.polyspec.v1.GenerationStats\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xb2\x01\n\x16GenerateStreamResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.polyspec.v1.FinishReason\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.polyspec.v1.GenerationStats\x12\x12\n\nrequest_id\x18\x05 \x01(\t*\xa8\x01\n\x0fLookaheadPolicy\x12 \n\x1cLOOKAHEAD_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15LOOKAHEAD_POLICY_AUTO\x10\x01\x12\x1b\n\x17LOOKAHEAD_POLICY_STATIC\x10\x02\x12\x1f\n\x1bLOOKAHEAD_POLICY_CONFIDENCE\x10\x03\x12\x1a\n\x16LOOKAHEAD_POLICY_DISCO\x10\x04*z\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x19\n\x15\x46INISH_REASON_CONTEXT\x10\x03\x32\xba\x01\n\x12\x43oordinatorService\x12G\n\x08Generate\x12\x1c.polyspec.v1.GenerateRequest\x1a\x1d.polyspec.v1.GenerateResponse\x12[\n\x0eGenerateStream\x12\".polyspec.v1.GenerateStreamRequest\x1a#.polyspec.v1.GenerateStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpolyspec/v1/coordinator.proto\x12\x0bpolyspec.v1\x1a\x18polyspec/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"2\n\x04\x43hat\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.polyspec.v1.ChatMessage\"1\n\x0f\x46illInTheMiddle\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x0e\n\x06suffix\x18\x02 \x01(\t\"b\n\tLookahead\x12,\n\x06policy\x18\x01 \x01(\x0e\x32\x1c.polyspec.v1.LookaheadPolicy\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x1c\n\x14\x63onfidence_threshold\x18\x03 \x01(\x02\"\x88\x03\n\x0fGenerateRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12!\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x11.polyspec.v1.ChatH\x00\x12+\n\x03\x66im\x18\x03 \x01(\x0b\x32\x1c.polyspec.v1.FillInTheMiddleH\x00\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\x12-\n\x08sampling\x18\x05 \x01(\x0b\x32\x1b.polyspec.v1.SamplingParams\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x01\x88\x01\x01\x12)\n\talgorithm\x18\x07 \x01(\x0e\x32\x16.polyspec.v1.Algorithm\x12)\n\tlookahead\x18\x08 \x01(\x0b\x32\x16.polyspec.v1.Lookahead\x12\x12\n\nignore_eos\x18\t \x01(\x08\x12\x12\n\nrequest_id\x18\n \x01(\t\x12)\n\tscheduler\x18\x0b \x01(\x0e\x32\x16.polyspec.v1.SchedulerB\x07\n\x05inputB\x07\n\x05_seed\"F\n\x15GenerateStreamRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.polyspec.v1.GenerateRequest\"\xc3\x05\n\x0fGenerationStats\x12)\n\talgorithm\x18\x01 \x01(\x0e\x32\x16.polyspec.v1.Algorithm\x12\x11\n\tlookahead\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\x12\x14\n\x0c\x64raft_tokens\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pted_tokens\x18\x06 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65ptance_rate\x18\x07 \x01(\x01\x12\x17\n\x0ftarget_forwards\x18\x08 \x01(\r\x12\x18\n\x10\x64rafter_forwards\x18\t \x01(\r\x12\x0e\n\x06rounds\x18\n \x01(\r\x12#\n\x1btime_to_first_token_seconds\x18\x0b \x01(\x01\x12\x15\n\rtotal_seconds\x18\x0c \x01(\x01\x12\x19\n\x11tokens_per_second\x18\r \x01(\x01\x12\x12\n\nbytes_sent\x18\x0e \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0f \x01(\x04\x12\x18\n\x10\x65mulated_latency\x18\x10 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x11 \x01(\t\x12\x0c\n\x04seed\x18\x12 \x01(\x04\x12\x1a\n\x12near_tie_positions\x18\x13 \x03(\r\x12\x15\n\rdrafter_dtype\x18\x14 \x01(\t\x12\x14\n\x0ctarget_dtype\x18\x15 \x01(\t\x12)\n\tscheduler\x18\x16 \x01(\x0e\x32\x16.polyspec.v1.Scheduler\x12\x1c\n\x14target_replicas_used\x18\x17 \x01(\r\x12\x1f\n\x17verifications_preempted\x18\x18 \x01(\r\x12&\n\x1etarget_tokens_per_output_token\x18\x19 \x01(\x01\x12\x1a\n\x12\x63\x61ll_queue_seconds\x18\x1a \x01(\x01\"\xa6\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.polyspec.v1.FinishReason\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.polyspec.v1.GenerationStats\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xb2\x01\n\x16GenerateStreamResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.polyspec.v1.FinishReason\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.polyspec.v1.GenerationStats\x12\x12\n\nrequest_id\x18\x05 \x01(\t*\xa8\x01\n\x0fLookaheadPolicy\x12 \n\x1cLOOKAHEAD_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15LOOKAHEAD_POLICY_AUTO\x10\x01\x12\x1b\n\x17LOOKAHEAD_POLICY_STATIC\x10\x02\x12\x1f\n\x1bLOOKAHEAD_POLICY_CONFIDENCE\x10\x03\x12\x1a\n\x16LOOKAHEAD_POLICY_DISCO\x10\x04*z\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x19\n\x15\x46INISH_REASON_CONTEXT\x10\x03*_\n\tScheduler\x12\x19\n\x15SCHEDULER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCHEDULER_SI\x10\x01\x12\x11\n\rSCHEDULER_DSI\x10\x02\x12\x12\n\x0eSCHEDULER_AUTO\x10\x03\x32\xba\x01\n\x12\x43oordinatorService\x12G\n\x08Generate\x12\x1c.polyspec.v1.GenerateRequest\x1a\x1d.polyspec.v1.GenerateResponse\x12[\n\x0eGenerateStream\x12\".polyspec.v1.GenerateStreamRequest\x1a#.polyspec.v1.GenerateStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polyspec.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOOKAHEADPOLICY']._serialized_start=1632
-  _globals['_LOOKAHEADPOLICY']._serialized_end=1800
-  _globals['_FINISHREASON']._serialized_start=1802
-  _globals['_FINISHREASON']._serialized_end=1924
+  _globals['_LOOKAHEADPOLICY']._serialized_start=1849
+  _globals['_LOOKAHEADPOLICY']._serialized_end=2017
+  _globals['_FINISHREASON']._serialized_start=2019
+  _globals['_FINISHREASON']._serialized_end=2141
+  _globals['_SCHEDULER']._serialized_start=2143
+  _globals['_SCHEDULER']._serialized_end=2238
   _globals['_CHATMESSAGE']._serialized_start=72
   _globals['_CHATMESSAGE']._serialized_end=116
   _globals['_CHAT']._serialized_start=118
@@ -45,15 +47,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKAHEAD']._serialized_start=221
   _globals['_LOOKAHEAD']._serialized_end=319
   _globals['_GENERATEREQUEST']._serialized_start=322
-  _globals['_GENERATEREQUEST']._serialized_end=671
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=673
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=743
-  _globals['_GENERATIONSTATS']._serialized_start=746
-  _globals['_GENERATIONSTATS']._serialized_end=1279
-  _globals['_GENERATERESPONSE']._serialized_start=1282
-  _globals['_GENERATERESPONSE']._serialized_end=1448
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1451
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1629
-  _globals['_COORDINATORSERVICE']._serialized_start=1927
-  _globals['_COORDINATORSERVICE']._serialized_end=2113
+  _globals['_GENERATEREQUEST']._serialized_end=714
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=716
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=786
+  _globals['_GENERATIONSTATS']._serialized_start=789
+  _globals['_GENERATIONSTATS']._serialized_end=1496
+  _globals['_GENERATERESPONSE']._serialized_start=1499
+  _globals['_GENERATERESPONSE']._serialized_end=1665
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1668
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1846
+  _globals['_COORDINATORSERVICE']._serialized_start=2241
+  _globals['_COORDINATORSERVICE']._serialized_end=2427
 # @@protoc_insertion_point(module_scope)

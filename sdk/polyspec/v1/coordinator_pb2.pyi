@@ -82,6 +82,37 @@ FINISH_REASON_CONTEXT: FinishReason.ValueType  # 3
 """The model's context window is full."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
+class _Scheduler:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SchedulerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Scheduler.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCHEDULER_UNSPECIFIED: _Scheduler.ValueType  # 0
+    """The coordinator's default scheduler (`serve coordinator --scheduler`)."""
+    SCHEDULER_SI: _Scheduler.ValueType  # 1
+    """Speculative inference: one round at a time, drafting then verifying on one target replica."""
+    SCHEDULER_DSI: _Scheduler.ValueType  # 2
+    """Distributed speculative inference: verifications fanned out over the target replicas while the
+    drafter drafts on; the output law is the same as SI's (greedy: the same tokens).
+    """
+    SCHEDULER_AUTO: _Scheduler.ValueType  # 3
+    """DSI where the measured costs, acceptance and replica count say it pays; SI otherwise."""
+
+class Scheduler(_Scheduler, metaclass=_SchedulerEnumTypeWrapper): ...
+
+SCHEDULER_UNSPECIFIED: Scheduler.ValueType  # 0
+"""The coordinator's default scheduler (`serve coordinator --scheduler`)."""
+SCHEDULER_SI: Scheduler.ValueType  # 1
+"""Speculative inference: one round at a time, drafting then verifying on one target replica."""
+SCHEDULER_DSI: Scheduler.ValueType  # 2
+"""Distributed speculative inference: verifications fanned out over the target replicas while the
+drafter drafts on; the output law is the same as SI's (greedy: the same tokens).
+"""
+SCHEDULER_AUTO: Scheduler.ValueType  # 3
+"""DSI where the measured costs, acceptance and replica count say it pays; SI otherwise."""
+Global___Scheduler: _TypeAlias = Scheduler  # noqa: Y015
+
 @_typing.final
 class ChatMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -197,6 +228,7 @@ class GenerateRequest(_message.Message):
     LOOKAHEAD_FIELD_NUMBER: _builtins.int
     IGNORE_EOS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULER_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Raw text, tokenized the way each model's tokenizer does by default."""
     max_new_tokens: _builtins.int
@@ -214,6 +246,8 @@ class GenerateRequest(_message.Message):
     """Generate max_new_tokens even past end-of-sequence (benchmarking)."""
     request_id: _builtins.str
     """Caller's id for logs and metrics; the coordinator makes one if empty."""
+    scheduler: Global___Scheduler.ValueType
+    """How the rounds are scheduled; UNSPECIFIED = the coordinator's default."""
     @_builtins.property
     def chat(self) -> Global___Chat: ...
     @_builtins.property
@@ -235,10 +269,11 @@ class GenerateRequest(_message.Message):
         lookahead: Global___Lookahead | None = ...,
         ignore_eos: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        scheduler: Global___Scheduler.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "chat", b"chat", "fim", b"fim", "input", b"input", "lookahead", b"lookahead", "prompt", b"prompt", "sampling", b"sampling", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "algorithm", b"algorithm", "chat", b"chat", "fim", b"fim", "ignore_eos", b"ignore_eos", "input", b"input", "lookahead", b"lookahead", "max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "request_id", b"request_id", "sampling", b"sampling", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "algorithm", b"algorithm", "chat", b"chat", "fim", b"fim", "ignore_eos", b"ignore_eos", "input", b"input", "lookahead", b"lookahead", "max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "request_id", b"request_id", "sampling", b"sampling", "scheduler", b"scheduler", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -296,6 +331,11 @@ class GenerationStats(_message.Message):
     NEAR_TIE_POSITIONS_FIELD_NUMBER: _builtins.int
     DRAFTER_DTYPE_FIELD_NUMBER: _builtins.int
     TARGET_DTYPE_FIELD_NUMBER: _builtins.int
+    SCHEDULER_FIELD_NUMBER: _builtins.int
+    TARGET_REPLICAS_USED_FIELD_NUMBER: _builtins.int
+    VERIFICATIONS_PREEMPTED_FIELD_NUMBER: _builtins.int
+    TARGET_TOKENS_PER_OUTPUT_TOKEN_FIELD_NUMBER: _builtins.int
+    CALL_QUEUE_SECONDS_FIELD_NUMBER: _builtins.int
     algorithm: _common_pb2.Algorithm.ValueType
     """The algorithm that ran (never AUTO/UNSPECIFIED)."""
     lookahead: _builtins.str
@@ -332,6 +372,18 @@ class GenerationStats(_message.Message):
     (the target's). Empty: no drafter ran (drafter_dtype) or unknown.
     """
     target_dtype: _builtins.str
+    scheduler: Global___Scheduler.ValueType
+    """The scheduler that ran (SI or DSI; never AUTO/UNSPECIFIED)."""
+    target_replicas_used: _builtins.int
+    """Distinct target replicas that served a verification for the request."""
+    verifications_preempted: _builtins.int
+    """Verifications cancelled or discarded (computed on a prefix a rejection made stale) under DSI."""
+    target_tokens_per_output_token: _builtins.float
+    """Tokens fed through target forwards per output token, discarded work included (SI: about 1 plus
+    the rejected draft tokens; DSI spends more target compute for speed).
+    """
+    call_queue_seconds: _builtins.float
+    """Total time the request's model-service calls waited for a free replica slot."""
     @_builtins.property
     def near_tie_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Greedy requests: output positions (0-based) whose token was the target's
@@ -364,10 +416,15 @@ class GenerationStats(_message.Message):
         near_tie_positions: _abc.Iterable[_builtins.int] | None = ...,
         drafter_dtype: _builtins.str = ...,
         target_dtype: _builtins.str = ...,
+        scheduler: Global___Scheduler.ValueType = ...,
+        target_replicas_used: _builtins.int = ...,
+        verifications_preempted: _builtins.int = ...,
+        target_tokens_per_output_token: _builtins.float = ...,
+        call_queue_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "draft_tokens", b"draft_tokens", "drafter_dtype", b"drafter_dtype", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "seed", b"seed", "target_dtype", b"target_dtype", "target_forwards", b"target_forwards", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "call_queue_seconds", b"call_queue_seconds", "draft_tokens", b"draft_tokens", "drafter_dtype", b"drafter_dtype", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "scheduler", b"scheduler", "seed", b"seed", "target_dtype", b"target_dtype", "target_forwards", b"target_forwards", "target_replicas_used", b"target_replicas_used", "target_tokens_per_output_token", b"target_tokens_per_output_token", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds", "verifications_preempted", b"verifications_preempted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -68,6 +68,7 @@ class ForwardStats(_message.Message):
     FORWARDS_FIELD_NUMBER: _builtins.int
     COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
     EMULATED_LATENCY_FIELD_NUMBER: _builtins.int
+    EMULATED_OVERRUNS_FIELD_NUMBER: _builtins.int
     computed_tokens: _builtins.int
     """Tokens fed through the model in this call."""
     reused_tokens: _builtins.int
@@ -78,6 +79,10 @@ class ForwardStats(_message.Message):
     """Wall time spent in forwards (including any emulated latency)."""
     emulated_latency: _builtins.bool
     """True when the server pads forwards to an emulated latency (benchmarking)."""
+    emulated_overruns: _builtins.int
+    """Forwards of this call whose real compute exceeded the emulated latency (no padding was left: the
+    emulation under-reports that forward's cost).
+    """
     def __init__(
         self,
         *,
@@ -86,10 +91,11 @@ class ForwardStats(_message.Message):
         forwards: _builtins.int = ...,
         compute_seconds: _builtins.float = ...,
         emulated_latency: _builtins.bool = ...,
+        emulated_overruns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "computed_tokens", b"computed_tokens", "emulated_latency", b"emulated_latency", "forwards", b"forwards", "reused_tokens", b"reused_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "computed_tokens", b"computed_tokens", "emulated_latency", b"emulated_latency", "emulated_overruns", b"emulated_overruns", "forwards", b"forwards", "reused_tokens", b"reused_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,6 +213,8 @@ class InfoResponse(_message.Message):
     MAX_DRAFT_TOKENS_FIELD_NUMBER: _builtins.int
     MAX_QUEUE_FIELD_NUMBER: _builtins.int
     MODEL_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    FORWARDS_SERVED_FIELD_NUMBER: _builtins.int
+    EMULATED_OVERRUNS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Configured model name."""
     model_type: _builtins.str
@@ -232,6 +240,11 @@ class InfoResponse(_message.Message):
     one tokenizer (e.g. 0.5B and 1.5B of a family) differ. A trained stop
     classifier is tied to the drafter/target pair by it.
     """
+    forwards_served: _builtins.int
+    """Forwards served since the server started, and those whose real compute exceeded the emulated
+    latency (0 without emulation). A benchmark rejects a run whose overrun share is material.
+    """
+    emulated_overruns: _builtins.int
     @_builtins.property
     def eos_token_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Tokens that end generation."""
@@ -253,10 +266,12 @@ class InfoResponse(_message.Message):
         max_draft_tokens: _builtins.int = ...,
         max_queue: _builtins.int = ...,
         model_fingerprint: _builtins.str = ...,
+        forwards_served: _builtins.int = ...,
+        emulated_overruns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tokenizer", b"tokenizer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "dtype", b"dtype", "emulated_forward_seconds", b"emulated_forward_seconds", "eos_token_ids", b"eos_token_ids", "max_context_tokens", b"max_context_tokens", "max_draft_tokens", b"max_draft_tokens", "max_queue", b"max_queue", "model_fingerprint", b"model_fingerprint", "model_name", b"model_name", "model_type", b"model_type", "tokenizer", b"tokenizer", "vocab_size", b"vocab_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "dtype", b"dtype", "emulated_forward_seconds", b"emulated_forward_seconds", "emulated_overruns", b"emulated_overruns", "eos_token_ids", b"eos_token_ids", "forwards_served", b"forwards_served", "max_context_tokens", b"max_context_tokens", "max_draft_tokens", b"max_draft_tokens", "max_queue", b"max_queue", "model_fingerprint", b"model_fingerprint", "model_name", b"model_name", "model_type", b"model_type", "tokenizer", b"tokenizer", "vocab_size", b"vocab_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,8 +9,8 @@ import pytest
 from polyspec.v1 import common_pb2, coordinator_pb2
 
 from coordinator.config import CoordinatorSettings
-from coordinator.request import AlgorithmName, LookaheadKind, TextInput
-from coordinator.wire import params_from_proto
+from coordinator.request import AlgorithmName, LookaheadKind, RequestStats, SchedulerName, TextInput
+from coordinator.wire import params_from_proto, stats_message
 from core.errors import InvalidArgumentError
 
 SETTINGS = CoordinatorSettings(target_addresses=("127.0.0.1:1",), max_new_tokens_cap=100, max_lookahead_k=8)
@@ -31,6 +31,7 @@ def test_defaults() -> None:
     assert params.lookahead.kind is LookaheadKind.AUTO
     assert params.lookahead.k is None and params.lookahead.confidence_threshold is None
     assert params.request_id  # made up when empty
+    assert params.scheduler is None  # the coordinator's default
 
 
 def test_explicit_values() -> None:
@@ -44,6 +45,7 @@ def test_explicit_values() -> None:
             ),
             request_id="abc",
             ignore_eos=True,
+            scheduler=coordinator_pb2.SCHEDULER_DSI,
         ),
         SETTINGS,
     )
@@ -52,6 +54,45 @@ def test_explicit_values() -> None:
     assert params.algorithm is AlgorithmName.SD
     assert params.lookahead.k == 8 and params.lookahead.confidence_threshold == 0.25
     assert params.request_id == "abc" and params.ignore_eos
+    assert params.scheduler is SchedulerName.DSI
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(coordinator_pb2.SCHEDULER_SI, SchedulerName.SI), (coordinator_pb2.SCHEDULER_AUTO, SchedulerName.AUTO)],
+)
+def test_scheduler_values(value: coordinator_pb2.Scheduler.ValueType, expected: SchedulerName) -> None:
+    assert params_from_proto(request(scheduler=value), SETTINGS).scheduler is expected
+
+
+def test_dsi_statistics_reach_the_wire() -> None:
+    stats = RequestStats(
+        algorithm=AlgorithmName.SD,
+        lookahead="static:4",
+        prompt_tokens=3,
+        output_tokens=8,
+        draft_tokens=8,
+        accepted_tokens=6,
+        target_forwards=3,
+        drafter_forwards=8,
+        rounds=3,
+        time_to_first_token_seconds=0.1,
+        total_seconds=1.0,
+        bytes_sent=10,
+        bytes_received=20,
+        emulated_latency=False,
+        fallback_reason="",
+        seed=1,
+        scheduler=SchedulerName.DSI,
+        target_replicas_used=2,
+        verifications_preempted=3,
+        target_tokens_computed=20,
+        call_queue_seconds=0.25,
+    )
+    message = stats_message(stats)
+    assert message.scheduler == coordinator_pb2.SCHEDULER_DSI
+    assert (message.target_replicas_used, message.verifications_preempted) == (2, 3)
+    assert message.target_tokens_per_output_token == 2.5 and message.call_queue_seconds == 0.25
 
 
 def _chat(*messages: tuple[str, str]) -> coordinator_pb2.Chat:
@@ -93,6 +134,7 @@ BAD_REQUESTS: list[tuple[str, coordinator_pb2.GenerateRequest]] = [
         request(lookahead=coordinator_pb2.Lookahead(confidence_threshold=math.nan)),
     ),
     ("algorithm", request(algorithm=42)),  # type: ignore[arg-type]
+    ("scheduler", request(scheduler=7)),  # type: ignore[arg-type]
     ("lookahead.policy", request(lookahead=coordinator_pb2.Lookahead(policy=17))),  # type: ignore[arg-type]
     ("request_id", request(request_id="x" * 200)),
 ]

@@ -17,6 +17,7 @@ import yaml
 
 from coordinator.cli import settings_from_args
 from coordinator.discovery import DnsReplicas, EndpointSliceReplicas, StaticReplicas, source_from_spec
+from coordinator.request import SchedulerName
 from services.lookup import cli as lookup_cli
 from services.lookup.settings import LookupServiceSettings
 from services.model import cli as model_cli
@@ -431,6 +432,17 @@ def test_model_service_args_make_valid_settings(rendered: dict[str, Rendered], n
         assert settings.quantize == ("int8-weight-only" if on_cpu_drafter else "none")
         if component_of(workload) == "drafter":
             assert settings.dtype == "bfloat16"
+
+
+def test_the_scheduler_value_becomes_the_coordinators_default(helm: Helm) -> None:
+    manifests = helm.render(sets=["coordinator.settings.scheduler=dsi", "target.replicaCount=3"])
+    container = main_container(manifests.one("Deployment", "coordinator"))
+    settings = settings_from_args(build_parser().parse_args(_cli_args(container, manifests.config())))
+    assert settings.default_scheduler is SchedulerName.DSI
+    default = helm.render()
+    container = main_container(default.one("Deployment", "coordinator"))
+    settings = settings_from_args(build_parser().parse_args(_cli_args(container, default.config())))
+    assert settings.default_scheduler is SchedulerName.SI and "--scheduler" not in container["args"]
 
 
 def test_static_coordinator_args_make_valid_settings(rendered: dict[str, Rendered]) -> None:

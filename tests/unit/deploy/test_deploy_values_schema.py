@@ -51,6 +51,7 @@ def test_schema_is_strict_at_every_level() -> None:
         ("target.settings.linearKernel=mkl", "/target/settings/linearKernel"),
         ("drafter.settings.quantize=int4", "/drafter/settings/quantize"),
         ("coordinator.settings.confidenceThreshold=1.5", "/coordinator/settings/confidenceThreshold"),
+        ("coordinator.settings.scheduler=fast", "/coordinator/settings/scheduler"),
         ("image.digests.cpu=sha256:abc", "/image/digests/cpu"),
         ("tests.maxNewTokens=0", "/tests/maxNewTokens"),
         ("logLevel=verbose", "/logLevel"),

@@ -80,6 +80,27 @@ def test_emulated_latency_pads_every_forward(llama_dir: Path) -> None:
     assert slept == pytest.approx([0.049] * 3)
     assert outcome.stats.compute_seconds == pytest.approx(3 * 0.051)
     assert engine.info.emulated_forward_seconds == 0.05
+    assert outcome.stats.emulated_overruns == 0 and engine.forwards_served == 3
+
+
+def test_a_forward_slower_than_its_emulated_latency_is_an_overrun(llama_dir: Path) -> None:
+    now = [0.0]
+
+    def timer() -> float:
+        now[0] += 0.001  # each forward takes 1 ms of "real compute": over the 0.5 ms emulated
+        return now[0]
+
+    slept: list[float] = []
+    settings = ModelServiceSettings(model_dir=llama_dir, emulated_forward_seconds=0.0005)
+    engine = ModelEngine.load(settings, clocks=EngineClocks(timer=timer, sleep=slept.append))
+    outcome = engine.draft(DraftCall(ref("o", CONTEXT), 3, SamplingConfig(0.0), seed=0))
+    assert slept == [] and outcome.stats.emulated_overruns == 3
+    assert (engine.forwards_served, engine.emulated_overruns) == (3, 3)
+    plain = ModelEngine.load(ModelServiceSettings(model_dir=llama_dir), clocks=EngineClocks(timer=timer))
+    assert (
+        plain.draft(DraftCall(ref("p", CONTEXT), 3, SamplingConfig(0.0), seed=0)).stats.emulated_overruns == 0
+    )
+    assert plain.emulated_overruns == 0  # no emulation: nothing to overrun
 
 
 def test_a_failed_forward_drops_the_sequence(llama_dir: Path) -> None:

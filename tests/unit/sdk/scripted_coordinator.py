@@ -143,6 +143,14 @@ def sample_stats(**overrides: Any) -> coordinator_pb2.GenerationStats:
         "emulated_latency": True,
         "fallback_reason": "none really",
         "seed": 2**63 + 5,
+        "near_tie_positions": [3, 7],
+        "drafter_dtype": "float32+int8-dynamic",
+        "target_dtype": "bfloat16",
+        "scheduler": coordinator_pb2.SCHEDULER_DSI,
+        "target_replicas_used": 3,
+        "verifications_preempted": 2,
+        "target_tokens_per_output_token": 2.5,
+        "call_queue_seconds": 0.125,
     }
     values.update(overrides)
     return coordinator_pb2.GenerationStats(**values)

@@ -10,10 +10,12 @@ from typing import Literal
 import grpc
 import pytest
 from polyspec import GenerationStats
+from polyspec.v1 import coordinator_pb2
 from pydantic import BaseModel, Field
 
 from coordinator import cli
 from coordinator.config import CoordinatorSettings
+from coordinator.request import SchedulerName
 from core.serving.server import GrpcServerSettings
 from tests.unit.sdk.scripted_coordinator import Reply, ScriptedServer, sample_response, sample_stream
 from tools.main import build_parser
@@ -57,7 +59,7 @@ def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) ->
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for spec in cli.SETTINGS_FLAGS:
         default = _settings_model(spec).model_fields[spec.field].default
-        shown = spec.unset if default is None else default
+        shown = spec.unset if default is None else getattr(default, "value", default)  # an Enum's value
         assert f"{spec.flag} {spec.metavar} " in text
         assert f"(default: {shown})" in text.split(f"{spec.flag} {spec.metavar} ", 1)[1].split(" --", 1)[0]
     assert "draft tokens per round when a request sets none (default: 5)" in text
@@ -83,6 +85,7 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--metrics-host": ("0.0.0.0", "0.0.0.0"),
         "--metrics-port": ("9100", 9100),
         "--shutdown-grace": ("2", 2.0),
+        "--scheduler": ("dsi", SchedulerName.DSI),
         "--lookahead-k": ("3", 3),
         "--max-lookahead-k": ("8", 8),
         "--confidence-threshold": ("0.25", 0.25),
@@ -139,6 +142,17 @@ def test_field_flag_reads_type_choices_and_help_from_the_field() -> None:
     assert GrpcServerSettings.model_fields["shutdown_grace_seconds"].default == 10.0
 
 
+def test_an_enum_field_takes_its_values_as_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    scheduler = cli.field_flag(CoordinatorSettings.model_fields["default_scheduler"])
+    assert scheduler["choices"] == ("auto", "si", "dsi")
+    assert scheduler["help"].endswith("(default: si)")
+    argv = ["serve", "coordinator", "--target", "t:1"]
+    assert cli.settings_from_args(build_parser().parse_args(argv)).default_scheduler is SchedulerName.SI
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--scheduler", "fast"])
+    assert "argument --scheduler: invalid choice: 'fast'" in capsys.readouterr().err
+
+
 def test_invalid_serve_flags_exit_2_before_serving(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["serve", "coordinator", "--target", "no-port-here"]) == 2
     assert "target_addresses" in capsys.readouterr().err
@@ -150,7 +164,7 @@ def test_generate_json_prints_one_object_with_every_stat(
     scripted.script(Reply(response=sample_response()))
     code = run_cli(
         ["generate", "--coordinator", scripted.address, "--json", "--temperature", "0", "--lookahead", "4",
-         "--algorithm", "sd", "--seed", "3", "def f():"]
+         "--algorithm", "sd", "--seed", "3", "--scheduler", "dsi", "def f():"]
     )  # fmt: skip
     assert code == 0
     out = json.loads(capsys.readouterr().out)
@@ -159,6 +173,7 @@ def test_generate_json_prints_one_object_with_every_stat(
     assert out["stats"]["algorithm"] == "tli"
     request = scripted.seen[0].request
     assert request.prompt == "def f():" and request.lookahead.k == 4 and request.seed == 3
+    assert request.scheduler == coordinator_pb2.SCHEDULER_DSI and out["stats"]["scheduler"] == "dsi"
 
 
 def test_generate_stream_prints_deltas_and_stats(

@@ -8,7 +8,13 @@ import grpc
 import polyspec
 import pytest
 from polyspec import GenerationStats, InvalidArgumentError, Lookahead, parse_lookahead
-from polyspec.convert import StreamAssembler, algorithm_name, build_request, result_from_proto
+from polyspec.convert import (
+    StreamAssembler,
+    algorithm_name,
+    build_request,
+    result_from_proto,
+    scheduler_name,
+)
 from polyspec.errors import error_for_status
 from polyspec.v1 import common_pb2, coordinator_pb2
 
@@ -65,9 +71,30 @@ def test_stats_carry_every_proto_field() -> None:
     assert proto_fields == {f.name for f in dataclasses.fields(GenerationStats)}
     stats = result_from_proto(sample_response()).stats
     proto = sample_stats()
-    for name in proto_fields - {"algorithm"}:
+    for name in proto_fields - {"algorithm", "scheduler", "near_tie_positions"}:
         assert getattr(stats, name) == pytest.approx(getattr(proto, name)), name
-    assert stats.algorithm == "tli"
+    assert stats.algorithm == "tli" and stats.scheduler == "dsi" and stats.near_tie_positions == (3, 7)
+
+
+@pytest.mark.parametrize("name", polyspec.SCHEDULERS)
+def test_scheduler_names_round_trip(name: str) -> None:
+    request = build_request(prompt="x", max_new_tokens=1, scheduler=name)
+    assert scheduler_name(request.scheduler) == name
+
+
+def test_an_unset_scheduler_leaves_the_choice_to_the_coordinator() -> None:
+    assert build_request(prompt="x", max_new_tokens=1).scheduler == coordinator_pb2.SCHEDULER_UNSPECIFIED
+    response = sample_response()
+    response.stats.ClearField("scheduler")  # an older coordinator: it ran SI
+    assert result_from_proto(response).stats.scheduler == "si"
+    response.stats.scheduler = 9  # type: ignore[assignment]
+    assert result_from_proto(response).stats.scheduler == "unknown(9)"
+
+
+@pytest.mark.parametrize("bad", ["fast", "DSI", 1, ""])
+def test_a_bad_scheduler_is_refused_before_the_call(bad: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"scheduler: must be one of si, dsi, auto or None"):
+        build_request(prompt="x", max_new_tokens=1, scheduler=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", polyspec.ALGORITHMS)

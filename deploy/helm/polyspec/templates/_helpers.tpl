@@ -199,6 +199,7 @@ cacheBudgetTokens: --cache-budget-tokens
 {{- end }}
 
 {{- define "polyspec.coordinatorFlags" -}}
+scheduler: --scheduler
 lookaheadK: --lookahead-k
 maxLookaheadK: --max-lookahead-k
 confidenceThreshold: --confidence-threshold

@@ -1,0 +1,136 @@
+"""The DSI benchmark's pure side: overrun rejection, decode speed, the model's prediction, rows, table."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from pydantic import ValidationError
+
+from coordinator.dsimodel import choose_schedule
+from coordinator.dsimodel.offline import si_latency
+from tools.bench import cli as bench_cli
+from tools.bench.dsi_report import (
+    OVERRUN_LIMIT,
+    DsiRecord,
+    ForwardCount,
+    Mode,
+    build_row,
+    decode_tokens_per_second,
+    format_dsi_table,
+    overrun_share,
+    predict,
+    rejected,
+    tokens_per_second,
+)
+from tools.bench.options import BenchOptions
+
+
+def record(mode: Mode, prompt: int = 0, **fields: object) -> DsiRecord:
+    values: dict[str, object] = {
+        "replicas": 2,
+        "mode": mode,
+        "prompt_index": prompt,
+        "output_tokens": 11,
+        "total_seconds": 2.5,
+        "time_to_first_token_seconds": 0.5,
+        "draft_tokens": 8,
+        "accepted_tokens": 6,
+        "scheduler_ran": "si" if mode == "target-only" else mode,
+        "target_replicas_used": 2 if mode == "dsi" else 1,
+        "verifications_preempted": 1 if mode == "dsi" else 0,
+        "target_tokens_per_output_token": 2.0,
+        "token_ids": (1, 2, 3),
+    }
+    values.update(fields)
+    return DsiRecord(**values)  # type: ignore[arg-type]
+
+
+def test_overrun_share_counts_only_the_forwards_between_the_readings() -> None:
+    before = [ForwardCount(100, 3), ForwardCount(50, 0)]
+    after = [ForwardCount(300, 4), ForwardCount(250, 3)]
+    assert overrun_share(before, after) == pytest.approx(4 / 400)
+    assert overrun_share(before, before) == 0.0  # nothing ran: nothing overran
+    with pytest.raises(ValueError, match="zip"):
+        overrun_share(before, after[:1])
+
+
+@pytest.mark.parametrize(("share", "is_rejected"), [(0.0, False), (0.01, False), (0.0101, True), (0.5, True)])
+def test_a_run_with_more_than_one_percent_overruns_is_rejected(share: float, is_rejected: bool) -> None:
+    assert OVERRUN_LIMIT == 0.01
+    assert rejected(share) is is_rejected
+
+
+def test_decode_speed_leaves_the_first_token_and_its_prefill_out() -> None:
+    records = [record("si"), record("si", 1, output_tokens=21, total_seconds=4.5)]
+    assert decode_tokens_per_second(records) == pytest.approx((10 + 20) / (2.0 + 4.0))
+    assert decode_tokens_per_second([]) == 0.0
+    assert tokens_per_second(records) == pytest.approx((11 + 21) / (2.5 + 4.5))  # what the model predicts
+
+
+def test_the_prediction_is_the_simulators_for_the_padded_costs() -> None:
+    prediction = predict(1000.0, 130.0, 0.75, 5, 4)
+    c = 0.13
+    assert prediction.drafter_cost == pytest.approx(c) and prediction.servers == 4
+    assert prediction.target_only == pytest.approx(1.0)
+    assert prediction.si == pytest.approx(1.0 / si_latency(c, 0.75, 5))
+    assert prediction.dsi == pytest.approx(1.0 / choose_schedule(c, 0.75, 4).dsi.latency)
+    assert prediction.dsi > prediction.si > prediction.target_only
+    assert predict(1000.0, 130.0, 0.75, None, 1).lookahead >= 1  # no static k: SI's best
+
+
+def test_a_row_reports_what_ran_and_checks_greedy_identity() -> None:
+    baseline = [record("target-only")]
+    dsi = [record("dsi"), record("dsi", scheduler_ran="si", token_ids=(1, 2, 3))]
+    prediction = predict(200.0, 50.0, 0.75, 3, 2)
+    row = build_row("dsi", dsi, baseline, prediction=prediction, share=0.02, greedy=True)
+    assert row.schedulers_ran == ("dsi", "si") and row.rejected and row.greedy_identical
+    assert row.verifications_preempted == 2 and row.target_replicas_used == 2
+    assert row.predicted_tokens_per_second == prediction.dsi
+    differing = build_row(
+        "si", [record("si", token_ids=(9,))], baseline, prediction=None, share=0, greedy=True
+    )
+    assert differing.greedy_identical is False and differing.predicted_tokens_per_second is None
+    sampled = build_row("si", [record("si")], baseline, prediction=None, share=0, greedy=False)
+    assert sampled.greedy_identical is None and not sampled.rejected
+
+
+def test_the_table_marks_rejected_runs_and_dsi_requests_run_as_si() -> None:
+    baseline = [record("target-only")]
+    rows = [
+        build_row("target-only", baseline, baseline, prediction=None, share=0.0, greedy=True),
+        build_row("si", [record("si")], baseline, prediction=None, share=0.0, greedy=True),
+        build_row(
+            "dsi", [record("dsi", scheduler_ran="si")], baseline, prediction=None, share=0.2, greedy=True
+        ),
+    ]
+    table = format_dsi_table(rows)
+    assert table.count("\n| 2 |") == 3
+    assert "20.0% REJECTED" in table and "REJECTED: more than 1% of the forwards" in table
+    assert "ran some `dsi` requests as `si`" in table
+    assert "| 1.00 |" in table  # x SI of the dsi row: equal speeds
+
+
+def parse_bench(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="polyspec")
+    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bench", *argv])
+
+
+def test_the_dsi_flags_parse_and_validate() -> None:
+    args = parse_bench(["--replicas", "4,1,2", "--scheduler", "dsi", "--emulate-drafter-forward-ms", "130"])
+    assert (args.replicas, args.scheduler, args.emulate_drafter_forward_ms) == ((4, 1, 2), ("dsi",), 130.0)
+    options = BenchOptions(drafter="d", target="t", replicas=args.replicas, lookaheads=("static:5",))
+    assert options.replicas == (1, 2, 4) and options.static_lookahead == 5
+    assert BenchOptions(drafter="d", target="t").static_lookahead is None  # auto
+    with pytest.raises(ValidationError, match="replica count"):
+        BenchOptions(drafter="d", target="t", replicas=(0, 2))
+    with pytest.raises(SystemExit):
+        parse_bench(["--scheduler", "auto"])
+
+
+def test_the_drafter_padding_is_a_labelled_benchmarking_flag() -> None:
+    options = BenchOptions(drafter="d", target="t", emulate_forward_ms=1000, emulate_drafter_forward_ms=130)
+    assert options.emulating
+    flags = options.benchmarking_flags()
+    assert len(flags) == 2 and "--emulate-drafter-forward-ms 130" in flags[1]
