@@ -123,6 +123,7 @@ class BlockDecision:
     committed: Committed
     verified: Verified
     continues: bool  # every candidate accepted and the bonus discarded: the next block goes on
+    bonus_discarded: bool = False
 
 
 def block_commit(
@@ -141,7 +142,7 @@ def block_commit(
         verified = Verified(verified.output[:rest], verified.accepted)
     result = commit(snapshot, verified)
     continues = full and next_started and result.finish is None
-    return BlockDecision(result, verified, continues)
+    return BlockDecision(result, verified, continues, full and next_started)
 
 
 def run_algorithm(algorithm: AlgorithmName) -> AlgorithmName:

@@ -79,6 +79,8 @@ class DsiCounters:
     verifications_preempted: int = 0  # Score calls cancelled or whose result was discarded
     drafts_preempted: int = 0
     plain_steps: int = 0
+    bonus_discarded: int = 0  # fully accepted blocks whose bonus token the next block's draws replaced
+    short_drafts: int = 0  # drafts that ended before the block size (a confidence stop, an end of sequence)
     call_queue_seconds: float = 0.0  # time finished drafts waited for a free target replica
     queue_waits: list[float] = field(default_factory=list)  # each verification's wait
     replicas_used: set[str] = field(default_factory=set)
@@ -305,6 +307,7 @@ class DsiScheduler:
             self._fall_back(block, str(exc))
             return
         self.counters.drafter_forwards += outcome.stats.forwards
+        self.counters.short_drafts += len(outcome.draft_tokens) < block.call.max_draft_tokens
         self.counters.emulated_latency |= outcome.stats.emulated_latency
         block.drafted = DraftedBlock(block.snapshot, outcome, proposed)
         block.ready_at = self._clock()
@@ -339,6 +342,7 @@ class DsiScheduler:
         self.counters.rounds += 1
         self.counters.draft_tokens += len(block.drafted.candidates.tokens)
         self.counters.accepted_tokens += decision.verified.accepted
+        self.counters.bonus_discarded += decision.bonus_discarded
         since_base = (*self._state.output[block.drafted.base :], *decision.committed.tokens)
         view = next_view(block.snapshot, block.drafted.drafted, since_base) if self._state.drafting else None
         self._advance(decision.committed, view)
@@ -403,6 +407,7 @@ class DsiScheduler:
         self._cut(0)
         if self._plain is not None:
             self._kill(self._plain.task)
+            self.counters.verifications_preempted += 1
             self._plain = None
 
     async def _cancel_all(self) -> None:
