@@ -38,9 +38,9 @@ class SchedulerChoice:
 
 
 def default_knobs(replicas: int) -> SchedulerKnobs:
-    """DSI's knobs before costs are measured: blocks of 4, one block drafted ahead of the replicas."""
-    replicas = max(1, replicas)
-    return SchedulerKnobs(block_size=4, depth=replicas + 1, plain_steps=replicas > 1)
+    """DSI's knobs before costs are measured: blocks of 4, one block drafted ahead of the replicas, no
+    plain steps (they pay only where the drafter is slow against the target: the model decides that)."""
+    return SchedulerKnobs(block_size=4, depth=max(1, replicas) + 1, plain_steps=False)
 
 
 def measured_costs(estimates: CostEstimates, regime: str) -> MeasuredCosts | None:
