@@ -30,7 +30,9 @@ GREEDY = common_pb2.SamplingParams(temperature=0.0)
 PROMPTS = ["alpha", "beta gamma", "delta delta delta", "kappa lambda mu nu xi"]
 
 
-def request(prompt: str, algorithm: int, k: int = 2) -> coordinator_pb2.GenerateRequest:
+def request(
+    prompt: str, algorithm: common_pb2.Algorithm.ValueType, k: int = 2
+) -> coordinator_pb2.GenerateRequest:
     lookahead = coordinator_pb2.Lookahead(policy=coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=k)
     return coordinator_pb2.GenerateRequest(
         prompt=prompt, max_new_tokens=24, sampling=GREEDY, algorithm=algorithm, lookahead=lookahead
