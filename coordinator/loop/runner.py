@@ -103,7 +103,7 @@ async def _si_rounds(run: RequestRun) -> AsyncGenerator[Committed, None]:
 
 def _dsi_rounds(run: RequestRun, knobs: SchedulerKnobs) -> AsyncGenerator[Committed, None]:
     """DSI (``coordinator.dsi``, imported here: it builds on this package's round and state)."""
-    from coordinator.dsi.driver import dsi_commits  # noqa: PLC0415
+    from coordinator.dsi.driver import dsi_commits
 
     return dsi_commits(run, knobs)
 
