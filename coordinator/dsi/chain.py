@@ -124,6 +124,7 @@ class BlockDecision:
     verified: Verified
     continues: bool  # every candidate accepted and the bonus discarded: the next block goes on
     bonus_discarded: bool = False
+    offset: int = 0  # the block's first draw that decided (earlier positions: plain steps)
 
 
 def block_commit(
@@ -142,7 +143,15 @@ def block_commit(
         verified = Verified(verified.output[:rest], verified.accepted)
     result = commit(snapshot, verified)
     continues = full and next_started and result.finish is None
-    return BlockDecision(result, verified, continues, full and next_started)
+    return BlockDecision(result, verified, continues, full and next_started, offset)
+
+
+def decided_margins(scored: ScoreOutcome, offset: int) -> ScoreOutcome:
+    """The target's answer seen from ``offset`` on: its greedy top-2 margins start at the first position
+    the block decided (``coordinator.loop.round.near_tie_offsets`` reads them from 0)."""
+    if not offset:
+        return scored
+    return dataclasses.replace(scored, top2_logit_margins=scored.top2_logit_margins[offset:])
 
 
 def run_algorithm(algorithm: AlgorithmName) -> AlgorithmName:

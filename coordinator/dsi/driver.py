@@ -101,6 +101,8 @@ async def dsi_commits(run: RequestRun, knobs: SchedulerKnobs) -> AsyncGenerator[
 
 
 def _apply(run: RequestRun, applied: DsiCommit, regime: str) -> None:
+    for offset in applied.near_ties:
+        run.near_ties.append(len(run.output) + offset)
     run.output.extend(applied.committed.tokens)
     if applied.view is not None:
         run.view = applied.view

@@ -20,6 +20,7 @@ from coordinator.dsi.chain import (
     DraftedBlock,
     block_budget,
     block_commit,
+    decided_margins,
     speculative_snapshot,
     usable_offset,
 )
@@ -31,6 +32,7 @@ from coordinator.loop.round import (
     commit,
     decide,
     draft_call,
+    near_tie_offsets,
     next_view,
     score_call,
 )
@@ -118,6 +120,7 @@ class DsiCommit:
     drafted: DraftOutcome | None = None
     candidates: int = 0
     accepted: int = 0
+    near_ties: tuple[int, ...] = ()  # offsets into ``committed.tokens`` decided at a greedy near-tie
 
 
 class DsiScheduler:
@@ -357,6 +360,9 @@ class DsiScheduler:
             drafted.drafted,
             len(drafted.candidates.tokens),
             decision.verified.accepted,
+            near_tie_offsets(
+                block.snapshot, decided_margins(block.scored, decision.offset), decision.committed
+            ),
         )
 
     def _apply_plain(self) -> DsiCommit:
@@ -371,7 +377,8 @@ class DsiScheduler:
         head = self._chain[0].drafted if self._chain else None
         if head is not None and usable_offset(head, self._state.output) is None:
             self._cut(0)  # its first candidate is not the plain step's token
-        return DsiCommit(committed, self._state.view, plain.scored)
+        ties = near_tie_offsets(plain.snapshot, plain.scored, committed)
+        return DsiCommit(committed, self._state.view, plain.scored, near_ties=ties)
 
     def _advance(self, committed: Committed, view: DrafterView | None) -> None:
         output = (*self._state.output, *committed.tokens)
