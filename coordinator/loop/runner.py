@@ -1,4 +1,8 @@
-"""The SI generation loop: rounds until a stop condition, as events.
+"""The generation loop: rounds until a stop condition, as events.
+
+A request runs under the scheduler ``params.scheduler or settings.default_scheduler`` resolves to
+(``coordinator.dsi.policy``): SI, below, or DSI (``coordinator.dsi``: blocks verified on several target
+replicas at once); both yield commits that this module turns into events, statistics and metrics.
 
 Before each round the lookahead policy chooses the number of draft tokens; the round itself runs on a
 frozen snapshot of the request (``coordinator.loop.round``: draft -> candidates -> score -> decide ->
