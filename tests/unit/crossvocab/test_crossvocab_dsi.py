@@ -1,7 +1,7 @@
 """TLI, SLEM and SLRS (run as SLEM) under the DSI scheduler, across two toy tokenizers.
 
 The toy replicas of ``tests.support.dsi_toys`` (in process, seeded delays) serve the cross-vocabulary
-pair of ``crossvocab_cases``: TLI's output law is the target's with 2 and 4 replicas (sampled), and
+pair of ``crossvocab_cases``: TLI's output law is the target's with 1, 2 and 4 replicas (sampled), and
 greedy output is the target's argmax sequence for every algorithm.
 """
 
@@ -74,7 +74,7 @@ def run_outputs(pair: CrossPair, case: LawCase, replicas: int, seeds: range) -> 
     return asyncio.run(every())
 
 
-@pytest.mark.parametrize("replicas", [2, 4])
+@pytest.mark.parametrize("replicas", [1, 2, 4])
 def test_tli_output_law_is_the_target_law(pair: CrossPair, replicas: int) -> None:
     config = SamplingConfig(1.0)
     case = cross_case(pair, AlgorithmName.TLI, config, 16, 2)
