@@ -37,9 +37,33 @@ class CoordinatorMetrics:
         )
         self.prompt_tokens = Counter("polyspec_prompt_tokens", "Prompt tokens (target view).", registry=r)
         self.generation_tokens = Counter("polyspec_generation_tokens", "Output tokens.", registry=r)
-        self.rounds = Counter("polyspec_rounds", "Generation rounds.", ["algorithm"], registry=r)
+        self.rounds = Counter(
+            "polyspec_rounds",
+            "Generation rounds (under DSI: blocks verified and plain target steps applied).",
+            ["algorithm", "scheduler"],
+            registry=r,
+        )
         self.requests = Counter(
-            "polyspec_requests", "Finished requests.", ["algorithm", "finish_reason"], registry=r
+            "polyspec_requests", "Finished requests.", ["algorithm", "finish_reason", "scheduler"], registry=r
+        )
+        self.verifications_preempted = Counter(
+            "polyspec_verifications_preempted",
+            "DSI verifications cancelled or whose result was discarded (a rejection before them or a stale "
+            "prefix).",
+            registry=r,
+        )
+        self.target_tokens_computed = Counter(
+            "polyspec_target_tokens_computed",
+            "Tokens fed through target forwards, discarded work included (per output token: the target "
+            "compute a scheduler spends).",
+            ["scheduler"],
+            registry=r,
+        )
+        self.call_queue_seconds = Histogram(
+            "polyspec_call_queue_seconds",
+            "Time a DSI verification waited for a free target replica before it was sent.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.request_failures = Counter(
             "polyspec_request_failures", "Requests that ended with an error.", ["code"], registry=r

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -136,6 +136,10 @@ class ReplicaPool:
         replica.verified = True
         replica.capacity = max(0, capacity)
 
+    def usable_addresses(self) -> tuple[str, ...]:
+        """The replicas that may take a call now (not ejected, not quarantined)."""
+        return tuple(a for a, r in self._replicas.items() if not r.ejected and not r.quarantined)
+
     def usable(self) -> bool:
         """Whether some replica may take a call now (false: all ejected or quarantined, or none)."""
         return any(not r.ejected and not r.quarantined for r in self._replicas.values())
@@ -176,6 +180,10 @@ class ReplicaPool:
 
         return min(open_, key=key)
 
+    def _only_avoided(self, tried: Sequence[str], excluded: Sequence[str]) -> bool:
+        """Whether a replica left for this call is only avoided for now (worth waiting for)."""
+        return len(excluded) > len(tried) and self.pick(exclude=tried) is not None
+
     def _all_full(self, exclude: Sequence[str]) -> bool:
         """Whether the only replicas left for this call are busy at capacity (worth waiting for)."""
         left = [r for r in self._replicas.values() if r.address not in exclude and not r.quarantined]
@@ -189,10 +197,12 @@ class ReplicaPool:
         prefer: str | None = None,
         work: Callable[[ModelServiceClient], CallWork] | None = None,
         deadline: Deadline | None = None,
+        avoid: Callable[[], Collection[str]] | None = None,
     ) -> tuple[T, str]:
         """Runs ``fn(client, timeout)`` on one replica, re-sending on failure; returns its result and the
         replica used. ``work`` prices the call on a replica (its timeout follows); ``deadline`` is the
-        request's.
+        request's; ``avoid()`` names replicas not to send it to now (busy with the same request's other
+        calls: asked again before every try, so a re-send waits for one of them to free up).
 
         Raises the last replica's error when the replicas failed for good (a persistent pool: past the
         deadline or ``retry_seconds``), or ``UnavailableError`` when the pool has no usable replica.
@@ -203,8 +213,9 @@ class ReplicaPool:
         last_error: PolyspecError | None = None
         backoff = RETRY_BACKOFF_SECONDS
         while True:
-            replica = self.pick(exclude=tried, prefer=prefer)
-            if replica is None and self._all_full(tried):
+            excluded = tried if avoid is None else [*tried, *avoid()]
+            replica = self.pick(exclude=excluded, prefer=prefer)
+            if replica is None and (self._all_full(excluded) or self._only_avoided(tried, excluded)):
                 self._event("waited")
                 await self._wait_for_a_slot(deadline)
                 continue

@@ -1,4 +1,8 @@
-"""The SI generation loop: rounds until a stop condition, as events.
+"""The generation loop: rounds until a stop condition, as events.
+
+A request runs under the scheduler ``params.scheduler or settings.default_scheduler`` resolves to
+(``coordinator.dsi.policy``): SI, below, or DSI (``coordinator.dsi``: blocks verified on several target
+replicas at once); both yield commits that this module turns into events, statistics and metrics.
 
 Before each round the lookahead policy chooses the number of draft tokens; the round itself runs on a
 frozen snapshot of the request (``coordinator.loop.round``: draft -> candidates -> score -> decide ->
@@ -24,7 +28,9 @@ Failure handling:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -32,9 +38,11 @@ from collections.abc import AsyncGenerator
 import structlog
 
 from coordinator.clients import Deadline
+from coordinator.dsi.policy import SchedulerChoice, measured_costs
+from coordinator.dsimodel import SchedulerKnobs
 from coordinator.lookahead import LookaheadDecision, RoundObservation
 from coordinator.loop.events import FinishEvent, GenerationEvent, TokensEvent
-from coordinator.loop.plan import plan_request
+from coordinator.loop.plan import Regime, plan_request
 from coordinator.loop.round import (
     Committed,
     RoundResult,
@@ -52,7 +60,7 @@ from coordinator.loop.round import (
 from coordinator.loop.snapshot import RoundSnapshot
 from coordinator.loop.state import LoopServices, RequestRun
 from coordinator.loop.translate import UnusableDraftError
-from coordinator.request import AlgorithmName, FinishReason, GenerationParams
+from coordinator.request import AlgorithmName, FinishReason, GenerationParams, SchedulerName
 
 log = structlog.get_logger(__name__)
 
@@ -74,18 +82,55 @@ async def generate(
     services.metrics.prompt_tokens.inc(len(plan.target_prompt))
     structlog.contextvars.bind_contextvars(request_id=params.request_id)
     try:
-        while True:
-            committed = await _round(run)
-            if committed.tokens:
-                _observe_tokens(run, len(committed.tokens))
-                yield TokensEvent(committed.tokens)
-            if committed.finish is not None:
-                yield _finish(run, committed.finish)
-                return
+        choice = await _choose_scheduler(run)
+        run.scheduler = choice.scheduler
+        rounds = _si_rounds(run) if choice.knobs is None else _dsi_rounds(run, choice.knobs)
+        async with contextlib.aclosing(rounds):
+            async for committed in rounds:
+                if committed.tokens:
+                    _observe_tokens(run, len(committed.tokens))
+                    yield TokensEvent(committed.tokens)
+                if committed.finish is not None:
+                    yield _finish(run, committed.finish)
+                    return
     finally:
         services.metrics.requests_in_flight.dec()
         structlog.contextvars.unbind_contextvars("request_id")
         await _release(run)
+
+
+async def _si_rounds(run: RequestRun) -> AsyncGenerator[Committed, None]:
+    """SI: one round at a time until one finishes the request."""
+    while True:
+        yield await _round(run)
+
+
+def _dsi_rounds(run: RequestRun, knobs: SchedulerKnobs) -> AsyncGenerator[Committed, None]:
+    """DSI (``coordinator.dsi``, imported here: it builds on this package's round and state)."""
+    from coordinator.dsi.driver import dsi_commits
+
+    return dsi_commits(run, knobs)
+
+
+async def _choose_scheduler(run: RequestRun) -> SchedulerChoice:
+    """SI or DSI (with its knobs) for the request (``coordinator.dsi.policy``); the model's knob search
+    runs off the event loop."""
+    services = run.services
+    asked = run.params.scheduler or services.settings.default_scheduler
+    if asked is SchedulerName.SI:
+        return SchedulerChoice(SchedulerName.SI, None, "asked for")
+    regime = Regime(run.plan.algorithm, run.params.sampling.is_greedy).key
+    choose = functools.partial(
+        services.dsi_policy.choose,
+        asked,
+        replicas=len(services.targets.usable_addresses()),
+        drafting=run.drafting and services.drafters is not None,
+        costs=measured_costs(services.estimates, regime),
+        other_requests=max(0, services.admission.running - 1),
+    )
+    choice = await asyncio.get_running_loop().run_in_executor(services.prompt_pool, choose)
+    log.info("scheduler_chosen", scheduler=choice.scheduler.value, reason=choice.reason)
+    return choice
 
 
 def _decide(run: RequestRun, snapshot: RoundSnapshot) -> LookaheadDecision:
@@ -127,7 +172,7 @@ async def _round(run: RequestRun) -> Committed:
     else:  # target-only rounds time the target for every request's lookahead
         run.services.estimates.observe(observation)
     run.counters.rounds += 1
-    run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value).inc()
+    run.services.metrics.rounds.labels(algorithm=run.plan.algorithm.value, scheduler="si").inc()
     return result.committed
 
 
@@ -157,7 +202,7 @@ async def _lookup_round(run: RequestRun, snapshot: RoundSnapshot, started: float
     run.lookup.observe(_observation(len(proposed.tokens), result, time.monotonic() - started))
     run.counters.rounds += 1
     run.counters.lookup_rounds += 1
-    run.services.metrics.rounds.labels(algorithm="lookup").inc()
+    run.services.metrics.rounds.labels(algorithm="lookup", scheduler="si").inc()
     return result.committed
 
 
@@ -182,6 +227,9 @@ def _apply(run: RequestRun, snapshot: RoundSnapshot, result: RoundResult) -> Non
         counters.drafter_forwards += result.drafted.stats.forwards
         counters.emulated_latency |= result.drafted.stats.emulated_latency
     counters.target_forwards += result.scored.stats.forwards
+    counters.target_tokens_computed += result.scored.stats.computed_tokens
+    if run.calls.target_replica is not None:
+        counters.target_replicas.add(run.calls.target_replica)
     counters.emulated_latency |= result.scored.stats.emulated_latency
     counters.draft_tokens += len(proposed.tokens)
     counters.accepted_tokens += result.verified.accepted
@@ -244,7 +292,11 @@ def _observe_tokens(run: RequestRun, count: int) -> None:
 def _finish(run: RequestRun, reason: FinishReason) -> FinishEvent:
     stats = run.stats()
     metrics = run.services.metrics
-    metrics.requests.labels(algorithm=stats.algorithm.value, finish_reason=reason.value).inc()
+    scheduler = stats.scheduler.value
+    metrics.requests.labels(
+        algorithm=stats.algorithm.value, finish_reason=reason.value, scheduler=scheduler
+    ).inc()
+    metrics.target_tokens_computed.labels(scheduler=scheduler).inc(stats.target_tokens_computed)
     metrics.request_duration.observe(stats.total_seconds)
     log.info(
         "generation_finished",

@@ -21,6 +21,7 @@ from coordinator.admission import AdmissionGate
 from coordinator.callcost import CallWork
 from coordinator.clients import CallScope, Deadline, ModelServiceClient, Traffic
 from coordinator.config import CoordinatorSettings
+from coordinator.dsi.policy import DsiPolicy
 from coordinator.lookahead import CostEstimates, LookupChooser
 from coordinator.loop.classifiers import StopClassifierRegistry
 from coordinator.loop.masks import TokenMaskRegistry
@@ -30,7 +31,7 @@ from coordinator.loop.snapshot import DrafterView, RequestFrame, RoundSnapshot
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.pair import ModelEndpoint, ModelPair
 from coordinator.replicas import ReplicaPool
-from coordinator.request import AlgorithmName, GenerationParams, RequestStats
+from coordinator.request import AlgorithmName, GenerationParams, RequestStats, SchedulerName
 from core.errors import DeadlineExceededError, PolyspecError
 from core.modelcalls import DraftCall, DraftOutcome, ScoreCall, ScoreOutcome
 
@@ -57,6 +58,7 @@ class LoopServices:
     token_masks: TokenMaskRegistry | None = None  # TLI's mask, for a pair with different vocabularies
     stop_classifiers: StopClassifierRegistry | None = None  # DISCO's classifier, when one is loaded
     slrs_enumeration_budget: int = DEFAULT_SLRS_ENUMERATION_BUDGET
+    dsi_policy: DsiPolicy = field(default_factory=DsiPolicy)  # which scheduler a request runs
     # Where prompts are tokenized and templated (a small pool the server owns); None: the loop's default.
     prompt_pool: Executor | None = None
     # Release calls still running after their request was cancelled (kept alive until they finish).
@@ -178,6 +180,10 @@ class RoundCounters:
     emulated_latency: bool = False
     drafter_ejected_rounds: int = 0  # rounds run target-only while every drafter replica was ejected
     lookup_rounds: int = 0  # rounds that verified the lookup drafter's draft
+    target_tokens_computed: int = 0  # tokens fed through target forwards (DSI: discarded ones too)
+    verifications_preempted: int = 0  # DSI: Score calls cancelled or discarded
+    call_queue_seconds: float = 0.0  # DSI: time finished drafts waited for a free target replica
+    target_replicas: set[str] = field(default_factory=set)  # target replicas that served a Score
 
 
 @dataclass
@@ -202,6 +208,8 @@ class RequestRun:
     view: DrafterView | None = None  # cross-vocabulary algorithms only
     lookup: LookupChooser | None = None  # with a lookup drafter: per round, its draft or the model's
     near_ties: list[int] = field(default_factory=list)  # output positions decided at a near-tie
+    scheduler: SchedulerName = SchedulerName.SI  # the scheduler that runs the request (never AUTO)
+    scheduler_note: str = ""  # e.g. SLRS verified as SLEM under DSI
 
     @classmethod
     def start(
@@ -282,12 +290,19 @@ class RequestRun:
             bytes_received=self.scope.traffic.bytes_received,
             emulated_latency=counters.emulated_latency,
             fallback_reason="; ".join(
-                r for r in (self.plan.note, self.fallback_reason, self._ejected_note()) if r
+                r
+                for r in (self.plan.note, self.scheduler_note, self.fallback_reason, self._ejected_note())
+                if r
             ),
             seed=self.plan.seed,
             near_tie_positions=tuple(self.near_ties),
             drafter_dtype=self._drafter_dtype(),
             target_dtype=self.target.dtype,
+            scheduler=self.scheduler,
+            target_replicas_used=len(counters.target_replicas),
+            verifications_preempted=counters.verifications_preempted,
+            target_tokens_computed=counters.target_tokens_computed,
+            call_queue_seconds=counters.call_queue_seconds,
         )
 
     def _drafter_dtype(self) -> str:

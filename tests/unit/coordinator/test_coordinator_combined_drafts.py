@@ -76,7 +76,7 @@ async def combined(
 
 def lookup_rounds(coordinator: CoordinatorServer) -> float:
     value = coordinator.services.metrics.registry.get_sample_value(
-        "polyspec_rounds_total", {"algorithm": "lookup"}
+        "polyspec_rounds_total", {"algorithm": "lookup", "scheduler": "si"}
     )
     return value or 0.0
 

@@ -110,7 +110,9 @@ async def test_health_metrics_and_bad_requests(
         == response.stats.accepted_tokens
     )
     assert (
-        registry.get_sample_value("polyspec_requests_total", {"algorithm": "sd", "finish_reason": "length"})
+        registry.get_sample_value(
+            "polyspec_requests_total", {"algorithm": "sd", "finish_reason": "length", "scheduler": "si"}
+        )
         == 1
     )
     assert (
@@ -123,6 +125,6 @@ async def test_health_metrics_and_bad_requests(
         "polyspec_time_to_first_token_seconds_bucket",
         "polyspec_inter_token_latency_seconds_bucket",
         'polyspec_model_call_seconds_count{method="Score",outcome="ok",role="target"}',
-        'polyspec_rounds_total{algorithm="sd"}',
+        'polyspec_rounds_total{algorithm="sd",scheduler="si"}',
     ):
         assert name in metrics
