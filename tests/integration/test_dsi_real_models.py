@@ -28,7 +28,7 @@ AR, SD = common_pb2.ALGORITHM_AR, common_pb2.ALGORITHM_SD
 TLI, SLEM = common_pb2.ALGORITHM_TLI, common_pb2.ALGORITHM_SLEM
 GREEDY = common_pb2.SamplingParams(temperature=0.0)
 NEW_TOKENS = 24
-PROMPTS = 3
+PROMPTS = 2
 
 
 def request(
