@@ -19,7 +19,7 @@ from coordinator.admission import AdmissionRefusedError
 from core.serving.status import STATUS_DETAILS_KEY, status_for
 from tests.unit.sdk.scripted_coordinator import Reply, ScriptedServer, sample_response, sample_stream
 
-HINT = 0.4
+HINT = 2.0  # recorded, not slept: a deadline of HINT / 2 leaves a loaded machine time to answer
 
 
 class Sleeps:
