@@ -7,7 +7,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coordinator.request import SchedulerName
+from coordinator.scheduler_name import SchedulerName
 from core.serving.server import GrpcServerSettings, MiB
 from core.serving.tls import ClientTLS
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from coordinator.scheduler_name import SchedulerName
 from core.sampling import SamplingConfig
+
+__all__ = ["SchedulerName"]  # re-exported: the request's scheduler (its own module keeps the CLI light)
 
 
 class AlgorithmName(enum.Enum):
@@ -23,19 +26,6 @@ class AlgorithmName(enum.Enum):
     SLEM = "slem"
     SLRS = "slrs"
     TLI = "tli"
-
-
-class SchedulerName(enum.Enum):
-    """How a request's rounds are scheduled: asked for (``AUTO``, ``SI``, ``DSI``) or run (``SI``, ``DSI``).
-
-    ``SI``: one round at a time (draft, then verify on one target replica). ``DSI``: distributed
-    speculative inference, verification fanned out over several target replicas while the drafter drafts
-    on (``coordinator.dsi``). ``AUTO``: DSI where the measured costs say it pays, SI otherwise.
-    """
-
-    AUTO = "auto"
-    SI = "si"
-    DSI = "dsi"
 
 
 class LookaheadKind(enum.Enum):
