@@ -87,7 +87,8 @@ SETTINGS_FLAGS: tuple[SettingsFlag, ...] = (
     SettingsFlag(
         "--auto-confidence-threshold", "auto_confidence_threshold", "P", "request defaults and limits"
     ),
-    SettingsFlag("--disco-artifact", "disco_artifact", "PATH", "request defaults and limits"),
+    SettingsFlag("--disco-artifact", "disco_artifact", "PATH|auto", "request defaults and limits"),
+    SettingsFlag("--disco-artifact-dir", "disco_artifact_dir", "DIR", "request defaults and limits"),
     SettingsFlag("--max-support", "max_support", "N", "request defaults and limits"),
     SettingsFlag("--max-new-tokens-cap", "max_new_tokens_cap", "N", "request defaults and limits"),
     SettingsFlag("--max-prompt-bytes", "max_prompt_bytes", "N", "request defaults and limits"),
@@ -193,11 +194,14 @@ def field_flag(info: FieldInfo, help_text: str | None = None, unset: str = "off"
 
 
 def _value_type(annotation: Any) -> dict[str, Any]:
-    """``type=`` (or ``choices=``) for a field annotation: int, float, str, Path, a Literal or an Enum (its
-    values), each optional."""
+    """``type=`` (or ``choices=``) for a field annotation: int, float, str, Path, a Literal, an Enum (its
+    values) or a Path or Literal (its words, else a path), each optional."""
     members = [annotation]
     if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
+    words = [word for a in members if get_origin(a) is Literal for word in get_args(a)]
+    if len(members) == 2 and Path in members and words:
+        return {"type": PathOrWord(tuple(words))}
     if len(members) == 1 and get_origin(members[0]) is Literal:
         return {"choices": get_args(members[0])}
     if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], enum.Enum):
@@ -205,6 +209,16 @@ def _value_type(annotation: Any) -> dict[str, Any]:
     if len(members) == 1 and members[0] in (int, float, str, Path):
         return {"type": members[0]}
     raise TypeError(f"no command-line type for a field of type {annotation!r}")
+
+
+@dataclass(frozen=True)
+class PathOrWord:
+    """An argparse ``type``: one of ``words`` as given, any other text as a Path."""
+
+    words: tuple[str, ...]
+
+    def __call__(self, text: str) -> str | Path:
+        return text if text in self.words else Path(text)
 
 
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,6 +12,8 @@ from core.serving.server import GrpcServerSettings, MiB
 from core.serving.tls import ClientTLS
 
 _FINGERPRINT_CHARS = frozenset("0123456789abcdef")
+# The stop-classifier artifacts shipped with the package: a folder per drafter/target pair.
+SHIPPED_DISCO_ARTIFACTS = Path(__file__).resolve().parent / "disco_artifacts"
 
 
 def _check_address(address: str) -> str:
@@ -69,10 +71,18 @@ class CoordinatorSettings(BaseModel):
     default_confidence_threshold: float = Field(
         0.4, ge=0.0, lt=1.0, description="Threshold of the confidence lookahead when a request sets none."
     )
-    disco_artifact: Path | None = Field(
+    disco_artifact: Path | Literal["auto"] | None = Field(
         None,
-        description="Folder of a trained stop classifier (polyspec disco train) for this drafter/target "
-        "pair: enables the disco lookahead and is auto's stop; trained for another pair refuses start-up.",
+        description="Trained stop classifier (polyspec disco train): enables the disco lookahead and is "
+        "auto's stop. A folder: the artifact for this drafter/target pair (trained for another pair "
+        "refuses start-up). auto: the artifact under disco_artifact_dir (else the ones shipped with "
+        "polyspec) trained for the pair served, picked by the models' fingerprints; none found runs "
+        "without a classifier.",
+    )
+    disco_artifact_dir: Path | None = Field(
+        None,
+        description="With disco_artifact auto: look for the pair's artifact in the sub-folders of this "
+        "folder instead of the ones shipped with polyspec.",
     )
     auto_confidence_threshold: float = Field(
         0.6,
@@ -224,6 +234,11 @@ class CoordinatorSettings(BaseModel):
         if self.drafter_address is None and self.disco_artifact is not None:
             raise ValueError(
                 "disco_artifact is set but no drafter_address is (the classifier stops a drafter)"
+            )
+        if self.disco_artifact_dir is not None and self.disco_artifact != "auto":
+            raise ValueError(
+                "disco_artifact_dir is set but disco_artifact is not auto (the folder is searched only by "
+                "disco_artifact=auto)"
             )
         if self.min_call_timeout_seconds > self.call_timeout_seconds:
             raise ValueError(

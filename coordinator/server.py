@@ -30,7 +30,7 @@ from polyspec.v1 import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.admission import AdmissionGate
 from coordinator.callcost import TimeoutRule
 from coordinator.clients import ModelServiceClient
-from coordinator.config import CoordinatorSettings
+from coordinator.config import SHIPPED_DISCO_ARTIFACTS, CoordinatorSettings
 from coordinator.discovery import DiscoveryError, source_from_spec
 from coordinator.lookahead import StopClassifierRef
 from coordinator.loop import LoopServices
@@ -47,7 +47,7 @@ from coordinator.pair import (
 )
 from coordinator.replicas import ReplicaPolicy, ReplicaPool
 from coordinator.servicer import CoordinatorServicer
-from core.disco.artifact import DiscoArtifactError, load_artifact
+from core.disco.artifact import DiscoArtifactError, find_artifact, load_artifact
 from core.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -224,7 +224,9 @@ async def connect(
     classifiers = None
     if settings.disco_artifact is not None:
         try:
-            pair, classifiers = _load_stop_classifier(settings.disco_artifact, pair)
+            folder = _stop_classifier_folder(settings, pair)
+            if folder is not None:
+                pair, classifiers = _load_stop_classifier(folder, pair)
         except BaseException:
             await _close_pools(targets, drafters, lookups)
             raise
@@ -244,6 +246,35 @@ async def connect(
         stop_classifiers=classifiers,
         prompt_pool=ThreadPoolExecutor(PROMPT_WORKERS, thread_name_prefix="polyspec-prompt"),
     )
+
+
+def _stop_classifier_folder(settings: CoordinatorSettings, pair: ModelPair) -> Path | None:
+    """The artifact folder ``disco_artifact`` names; under ``auto`` the one trained for the pair served.
+
+    ``auto`` searches ``disco_artifact_dir`` (else the artifacts shipped in the package) by the model
+    fingerprints from Info: none there logs ``stop_classifier_none`` and returns None (no classifier); an
+    unreadable folder or spec there is ``InvalidArgumentError`` naming the setting.
+    """
+    if settings.disco_artifact != "auto":
+        return settings.disco_artifact
+    assert pair.drafter is not None, "settings refuse disco_artifact without a drafter"
+    root = settings.disco_artifact_dir or SHIPPED_DISCO_ARTIFACTS
+    drafter, target = pair.drafter.model_fingerprint, pair.target.model_fingerprint
+    try:
+        folder = find_artifact(root, drafter, target)
+    except DiscoArtifactError as exc:
+        name = "disco_artifact_dir" if settings.disco_artifact_dir is not None else "disco_artifact"
+        raise InvalidArgumentError(name, str(exc)) from exc
+    if folder is None:
+        log.info(
+            "stop_classifier_none",
+            searched=str(root),
+            drafter=pair.drafter.label,
+            drafter_model_fingerprint=drafter,
+            target=pair.target.label,
+            target_model_fingerprint=target,
+        )
+    return folder
 
 
 def _load_stop_classifier(folder: Path, pair: ModelPair) -> tuple[ModelPair, StopClassifierRegistry]:

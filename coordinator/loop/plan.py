@@ -160,7 +160,8 @@ def make_lookahead(
             raise InvalidArgumentError(
                 "lookahead.policy",
                 "disco needs a trained classifier and this coordinator has none (serve the coordinator "
-                "with --disco-artifact)",
+                "with --disco-artifact DIR, or with --disco-artifact auto and an artifact trained for "
+                "this drafter and target)",
             )
         return DiscoLookahead(k=min(request.k or settings.max_lookahead_k, drafter_max))
     if request.kind is LookaheadKind.CONFIDENCE:

@@ -7,7 +7,9 @@ target's ``model_fingerprint`` from Info, and their names for messages), ``regim
 the labels it was trained on), ``validation`` (metrics on the validation prompts) and ``training``
 (seed and settings, to reproduce it). The coordinator sends spec and weights to each drafter replica
 with SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
-``DiscoArtifactError`` saying what is wrong.
+``DiscoArtifactError`` saying what is wrong. ``find_artifact`` picks, among the artifact folders under a
+root, the one trained for a drafter/target pair, by the model fingerprints in the specs (folder names are
+for people only).
 """
 
 from __future__ import annotations
@@ -198,3 +200,39 @@ def load_artifact(folder: Path) -> StopArtifact:
         return parse_artifact(spec_json, weights)
     except DiscoArtifactError as exc:
         raise DiscoArtifactError(f"{folder}: {exc}") from exc
+
+
+def find_artifact(root: Path, drafter_fingerprint: str, target_fingerprint: str) -> Path | None:
+    """The folder under ``root`` whose artifact was trained for this drafter and target, None if none is.
+
+    Reads only each sub-folder's JSON spec (a folder without one is skipped) and compares the pair's model
+    fingerprints; a spec that cannot be read or parsed, or two folders for the same pair, raise
+    ``DiscoArtifactError`` naming the folders.
+    """
+    try:
+        folders = sorted(path for path in root.iterdir() if path.is_dir())
+    except OSError as exc:
+        raise DiscoArtifactError(f"{root}: cannot list the stop-classifier artifacts: {exc}") from exc
+    wanted = (drafter_fingerprint, target_fingerprint)
+    specs = [folder for folder in folders if (folder / SPEC_FILE).is_file()]
+    matches = [folder for folder in specs if _spec_pair(folder) == wanted]
+    if len(matches) > 1:
+        names = ", ".join(str(folder) for folder in matches)
+        raise DiscoArtifactError(
+            f"{root}: {len(matches)} stop-classifier artifacts are trained for this drafter and target "
+            f"({names}); keep one"
+        )
+    return matches[0] if matches else None
+
+
+def _spec_pair(folder: Path) -> tuple[str, str]:
+    """The (drafter, target) model fingerprints of the artifact spec in ``folder``."""
+    try:
+        spec_json = (folder / SPEC_FILE).read_text(encoding="utf-8")
+        pair = _pair(_spec_object(spec_json))
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"cannot read the stop-classifier spec {SPEC_FILE}: {exc}"
+        raise DiscoArtifactError(f"{folder}: {message}") from exc
+    except DiscoArtifactError as exc:
+        raise DiscoArtifactError(f"{folder}: {exc}") from exc
+    return pair.drafter, pair.target

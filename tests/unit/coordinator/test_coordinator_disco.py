@@ -1,6 +1,7 @@
 """``disco`` over gRPC with toy services: the classifier loaded at start-up, registered once per drafter
 replica (again when lost), named by every Draft; the greedy output unchanged; a wrong artifact refuses
-start-up."""
+start-up; ``disco_artifact=auto`` loads the artifact trained for the pair served from an artifact folder,
+or runs without a classifier when there is none."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from polyspec.v1 import common_pb2, coordinator_pb2
+from structlog.testing import capture_logs
 
+from coordinator.config import SHIPPED_DISCO_ARTIFACTS
 from coordinator.pair import PairMismatchError
 from coordinator.server import CoordinatorServer, start_coordinator
-from core.disco.artifact import WEIGHTS_FILE, PairFingerprint, write_artifact
+from core.disco.artifact import SPEC_FILE, WEIGHTS_FILE, PairFingerprint, load_artifact, write_artifact
 from core.errors import InvalidArgumentError
 from tests.support.toy_lm import word_lm
 from tests.support.toy_service import ToyServer
@@ -25,9 +29,12 @@ StartCoord = Callable[..., Awaitable[CoordinatorServer]]
 PAIR = PairFingerprint("toy-drafter", "toy-target", "drafter", "target")
 
 
-def artifact_folder(tmp_path: Path, pair: PairFingerprint = PAIR) -> Path:
+OTHER_PAIR = PairFingerprint("toy-drafter", "toy-1.5b", "d", "other-target")
+
+
+def artifact_folder(tmp_path: Path, pair: PairFingerprint = PAIR, name: str = "disco") -> Path:
     artifact = artifact_of(token_prob_classifier(threshold=0.5), pair)
-    folder = tmp_path / "disco"
+    folder = tmp_path / name
     write_artifact(folder, artifact.spec_json, artifact.weights)
     return folder
 
@@ -74,12 +81,91 @@ async def test_disco_drafts_with_the_classifier_and_keeps_the_greedy_output(
 
 async def test_a_wrong_or_corrupt_artifact_refuses_start_up(start_toy: StartToy, tmp_path: Path) -> None:
     target, drafter = await start_pair(start_toy)
-    other = artifact_folder(
-        tmp_path / "other", PairFingerprint("toy-drafter", "toy-1.5b", "d", "other-target")
-    )
+    other = artifact_folder(tmp_path / "other", OTHER_PAIR)
     with pytest.raises(PairMismatchError, match="trained for the target other-target"):
         await start_coordinator(coordinator_settings(target.address, drafter.address, disco_artifact=other))
     corrupt = artifact_folder(tmp_path)
     (corrupt / WEIGHTS_FILE).write_bytes(b"garbage")
     with pytest.raises(InvalidArgumentError, match=r"disco_artifact: .* not a readable safetensors"):
         await start_coordinator(coordinator_settings(target.address, drafter.address, disco_artifact=corrupt))
+
+
+async def test_auto_loads_the_artifact_trained_for_the_pair_from_the_artifact_dir(
+    start_toy: StartToy, start_coord: StartCoord, channels: Any, tmp_path: Path
+) -> None:
+    target, drafter = await start_pair(start_toy)
+    root = tmp_path / "artifacts"
+    artifact_folder(root, OTHER_PAIR, name="drafter__target")  # named like the pair, trained for another
+    mine = artifact_folder(root, PAIR, name="some-other-name")
+    settings = coordinator_settings(
+        target.address, drafter.address, disco_artifact="auto", disco_artifact_dir=root
+    )
+    server = await start_coord(settings)
+    classifier = server.services.pair.stop_classifier
+    assert classifier is not None
+    assert classifier.classifier_id == load_artifact(mine).classifier_id
+    stub = channels(server.port)
+    reference = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=1))
+    disco = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO))
+    assert disco.stats.lookahead == "disco:6"
+    assert list(disco.token_ids) == list(reference.token_ids)
+    named = [c for c in drafter.state.draft_calls if c.stop_classifier_id]
+    assert named and all(c.stop_classifier_id == classifier.classifier_id for c in named)
+
+
+async def test_auto_without_an_artifact_for_the_pair_runs_without_a_classifier(
+    start_toy: StartToy, start_coord: StartCoord, channels: Any, tmp_path: Path
+) -> None:
+    target, drafter = await start_pair(start_toy)
+    root = tmp_path / "artifacts"
+    artifact_folder(root, OTHER_PAIR, name="drafter__target")
+    settings = coordinator_settings(
+        target.address, drafter.address, disco_artifact="auto", disco_artifact_dir=root
+    )
+    with capture_logs() as logs:
+        server = await start_coord(settings)
+    assert server.services.pair.stop_classifier is None and server.services.stop_classifiers is None
+    (none,) = [line for line in logs if line["event"] == "stop_classifier_none"]
+    assert none["log_level"] == "info" and none["searched"] == str(root)
+    assert (none["drafter_model_fingerprint"], none["target_model_fingerprint"]) == (
+        "toy-drafter",
+        "toy-target",
+    )
+    assert "(drafter)" in none["drafter"] and "(target)" in none["target"]
+    stub = channels(server.port)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "disco needs a trained classifier and this coordinator has none" in str(info.value.details())
+    answer = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_AUTO))
+    assert len(answer.token_ids) == 16
+    assert not any(c.stop_classifier_id for c in drafter.state.draft_calls)
+
+
+async def test_auto_searches_the_shipped_artifacts_without_an_artifact_dir(
+    start_toy: StartToy, start_coord: StartCoord
+) -> None:
+    target, drafter = await start_pair(start_toy)
+    settings = coordinator_settings(target.address, drafter.address, disco_artifact="auto")
+    with capture_logs() as logs:
+        server = await start_coord(settings)
+    assert server.services.pair.stop_classifier is None  # nothing shipped is trained for toy models
+    (none,) = [line for line in logs if line["event"] == "stop_classifier_none"]
+    assert none["searched"] == str(SHIPPED_DISCO_ARTIFACTS)
+
+
+async def test_auto_refuses_start_up_on_a_corrupt_spec_or_a_missing_artifact_dir(
+    start_toy: StartToy, tmp_path: Path
+) -> None:
+    target, drafter = await start_pair(start_toy)
+    root = tmp_path / "artifacts"
+    artifact_folder(root, PAIR, name="good")
+    corrupt = artifact_folder(root, OTHER_PAIR, name="corrupt")
+    (corrupt / SPEC_FILE).write_text("{not json", encoding="utf-8")
+    cases = ((root, f"{corrupt}: the spec is not JSON"), (tmp_path / "nowhere", "cannot list"))
+    for folder, message in cases:
+        settings = coordinator_settings(
+            target.address, drafter.address, disco_artifact="auto", disco_artifact_dir=folder
+        )
+        with pytest.raises(InvalidArgumentError, match=f"disco_artifact_dir: .*{message}"):
+            await start_coordinator(settings)

@@ -90,7 +90,8 @@ def test_every_settings_flag_sets_its_field() -> None:
         "--max-lookahead-k": ("8", 8),
         "--confidence-threshold": ("0.25", 0.25),
         "--auto-confidence-threshold": ("0.5", 0.5),
-        "--disco-artifact": ("models/disco", Path("models/disco")),
+        "--disco-artifact": ("auto", "auto"),  # a path: test_disco_artifact_flag_takes_a_path_or_auto
+        "--disco-artifact-dir": ("models/disco", Path("models/disco")),
         "--max-support": ("32", 32),
         "--max-new-tokens-cap": ("99", 99),
         "--near-tie-logit-margin": ("0.05", 0.05),
@@ -151,6 +152,24 @@ def test_an_enum_field_takes_its_values_as_choices(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         build_parser().parse_args([*argv, "--scheduler", "fast"])
     assert "argument --scheduler: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_disco_artifact_flag_takes_a_path_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve", "coordinator", "--target", "t:1", "--drafter", "d:2"]
+
+    def disco(*flags: str) -> tuple[object, object]:
+        settings = cli.settings_from_args(build_parser().parse_args([*argv, *flags]))
+        return settings.disco_artifact, settings.disco_artifact_dir
+
+    assert disco() == (None, None)  # off by default
+    assert disco("--disco-artifact", "models/disco") == (Path("models/disco"), None)
+    assert disco("--disco-artifact", "./auto") == (Path("auto"), None)  # a folder named auto
+    assert disco("--disco-artifact", "auto") == ("auto", None)
+    assert disco("--disco-artifact", "auto", "--disco-artifact-dir", "a") == ("auto", Path("a"))
+    assert run_cli([*argv, "--disco-artifact", "models/disco", "--disco-artifact-dir", "a"]) == 2
+    assert "disco_artifact_dir is set but disco_artifact is not auto" in capsys.readouterr().err
+    assert run_cli([*argv, "--disco-artifact-dir", "a"]) == 2
+    assert "disco_artifact_dir is set but disco_artifact is not auto" in capsys.readouterr().err
 
 
 def test_invalid_serve_flags_exit_2_before_serving(capsys: pytest.CaptureFixture[str]) -> None:
