@@ -9,6 +9,7 @@ headless target Service, RBAC scope, NetworkPolicies, security contexts and the 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from coordinator.cli import settings_from_args
+from coordinator.config import CoordinatorSettings
 from coordinator.discovery import DnsReplicas, EndpointSliceReplicas, StaticReplicas, source_from_spec
 from coordinator.request import SchedulerName
 from services.lookup import cli as lookup_cli
@@ -443,6 +445,36 @@ def test_the_scheduler_value_becomes_the_coordinators_default(helm: Helm) -> Non
     container = main_container(default.one("Deployment", "coordinator"))
     settings = settings_from_args(build_parser().parse_args(_cli_args(container, default.config())))
     assert settings.default_scheduler is SchedulerName.SI and "--scheduler" not in container["args"]
+
+
+def _coordinator_settings(manifests: Rendered) -> CoordinatorSettings:
+    container = main_container(manifests.one("Deployment", "coordinator"))
+    return settings_from_args(build_parser().parse_args(_cli_args(container, manifests.config())))
+
+
+def test_the_coordinator_loads_the_disco_artifact_of_its_pair_by_default(
+    helm: Helm, rendered: dict[str, Rendered]
+) -> None:
+    """discoArtifact (default auto) and discoArtifactDir (default empty: the artifacts in the image)."""
+    default = rendered["default"]
+    assert (
+        "--disco-artifact=$(COORDINATOR_DISCO_ARTIFACT)"
+        in main_container(default.one("Deployment", "coordinator"))["args"]
+    )
+    settings = _coordinator_settings(default)
+    assert (settings.disco_artifact, settings.disco_artifact_dir) == ("auto", None)
+    assert "COORDINATOR_DISCO_ARTIFACT_DIR" not in default.config()
+    searched = _coordinator_settings(helm.render(sets=["coordinator.settings.discoArtifactDir=/opt/disco"]))
+    assert (searched.disco_artifact, searched.disco_artifact_dir) == ("auto", Path("/opt/disco"))
+    folder = _coordinator_settings(helm.render(sets=["coordinator.settings.discoArtifact=/opt/disco/qwen"]))
+    assert (folder.disco_artifact, folder.disco_artifact_dir) == (Path("/opt/disco/qwen"), None)
+    off = helm.render(sets=["coordinator.settings.discoArtifact=null"])
+    assert (
+        _coordinator_settings(off).disco_artifact is None and "COORDINATOR_DISCO_ARTIFACT" not in off.config()
+    )
+    target_only = rendered["static-target-only"]  # no drafter: nothing to stop, the default is dropped
+    assert _coordinator_settings(target_only).disco_artifact is None
+    assert "COORDINATOR_DISCO_ARTIFACT" not in target_only.config()
 
 
 def test_static_coordinator_args_make_valid_settings(rendered: dict[str, Rendered]) -> None:

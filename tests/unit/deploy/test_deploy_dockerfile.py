@@ -150,7 +150,8 @@ def test_the_build_context_holds_what_the_image_installs(instructions: list[Inst
             path = REPO / source
             assert path.exists(), f"COPY {source}: missing from the repository"
             assert not _ignored(source.rstrip("/"), patterns), f"COPY {source}: excluded by the dockerignore"
-    for kept in ("tools/main.py", "coordinator/discovery.py", "sdk/polyspec/client.py", "README.md"):
+    shipped = "coordinator/disco_artifacts/qwen2.5-coder-0.5b__qwen2.5-coder-1.5b/classifier.safetensors"
+    for kept in ("tools/main.py", "coordinator/discovery.py", "sdk/polyspec/client.py", "README.md", shipped):
         assert not _ignored(kept, patterns), kept
     for dropped in (
         ".venv/bin/python",

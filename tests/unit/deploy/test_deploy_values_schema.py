@@ -52,6 +52,8 @@ def test_schema_is_strict_at_every_level() -> None:
         ("drafter.settings.quantize=int4", "/drafter/settings/quantize"),
         ("coordinator.settings.confidenceThreshold=1.5", "/coordinator/settings/confidenceThreshold"),
         ("coordinator.settings.scheduler=fast", "/coordinator/settings/scheduler"),
+        ("coordinator.settings.discoArtifact=disco", "/coordinator/settings/discoArtifact"),
+        ("coordinator.settings.discoArtifactDir=disco", "/coordinator/settings/discoArtifactDir"),
         ("image.digests.cpu=sha256:abc", "/image/digests/cpu"),
         ("tests.maxNewTokens=0", "/tests/maxNewTokens"),
         ("logLevel=verbose", "/logLevel"),
@@ -93,6 +95,18 @@ def test_schema_rejects_bad_values(helm: Helm, assignment: str, message: str) ->
         (
             ["drafter.autoscaling.enabled=true", "drafter.autoscaling.minReplicas=5"],
             "drafter.autoscaling.maxReplicas must be >= minReplicas",
+        ),
+        (
+            ["coordinator.settings.discoArtifact=/opt/disco", "coordinator.settings.discoArtifactDir=/opt"],
+            "discoArtifactDir is searched only with coordinator.settings.discoArtifact=auto",
+        ),
+        (
+            ["drafter.enabled=false", "coordinator.settings.discoArtifactDir=/opt/disco"],
+            "coordinator.settings.discoArtifact/discoArtifactDir load a stop classifier for the drafter",
+        ),
+        (
+            ["drafter.enabled=false", "coordinator.settings.discoArtifact=/opt/disco/pair"],
+            "coordinator.settings.discoArtifact/discoArtifactDir load a stop classifier for the drafter",
         ),
     ],
 )

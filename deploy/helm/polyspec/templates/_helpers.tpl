@@ -204,6 +204,8 @@ lookaheadK: --lookahead-k
 maxLookaheadK: --max-lookahead-k
 confidenceThreshold: --confidence-threshold
 autoConfidenceThreshold: --auto-confidence-threshold
+discoArtifact: --disco-artifact
+discoArtifactDir: --disco-artifact-dir
 maxSupport: --max-support
 maxNewTokensCap: --max-new-tokens-cap
 maxPromptBytes: --max-prompt-bytes
@@ -245,6 +247,8 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{- end }}
 {{- if ne .component "coordinator" }}
 {{- include "polyspec.checkQuantize" (dict "component" .component "settings" $settings) }}
+{{- else }}
+{{- include "polyspec.discoSettings" (dict "root" .root "settings" $settings) }}
 {{- end }}
 {{- $data := dict }}
 {{- range $key := keys $flags | sortAlpha }}
@@ -261,6 +265,27 @@ defaults to --device cuda; its model folder is MODEL_DIR.
 {{- end }}
 {{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+The coordinator's DISCO stop classifier (edits .settings): an empty discoArtifactDir is unset. Without a
+drafter the default discoArtifact=auto is dropped (there is nothing to stop); an artifact folder or a
+discoArtifactDir fails the render, as does a discoArtifactDir without discoArtifact=auto.
+*/}}
+{{- define "polyspec.discoSettings" -}}
+{{- $settings := .settings }}
+{{- if not (get $settings "discoArtifactDir") }}
+{{- $_ := unset $settings "discoArtifactDir" }}
+{{- end }}
+{{- $artifact := toString (get $settings "discoArtifact") }}
+{{- if not .root.Values.drafter.enabled }}
+{{- if or (hasKey $settings "discoArtifactDir") (and (hasKey $settings "discoArtifact") (ne $artifact "auto")) }}
+{{- fail "coordinator.settings.discoArtifact/discoArtifactDir load a stop classifier for the drafter: set drafter.enabled=true, or set discoArtifact=auto (or null) and discoArtifactDir empty" }}
+{{- end }}
+{{- $_ := unset $settings "discoArtifact" }}
+{{- else if and (hasKey $settings "discoArtifactDir") (ne $artifact "auto") }}
+{{- fail "coordinator.settings.discoArtifactDir is searched only with coordinator.settings.discoArtifact=auto" }}
+{{- end }}
 {{- end }}
 
 {{/*
