@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tools.bench.lookaheads import missing_artifact_error
 from tools.extras import require_bench_extra
 
 T = TypeVar("T")
@@ -192,7 +193,16 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
         default=("auto",),
         metavar="LIST",
         help="comma-separated lookahead specs for the drafting algorithms: auto, K, static:K, "
-        "confidence:K:THRESHOLD (default: auto)",
+        "confidence:K:THRESHOLD, disco, disco:K (the pair's trained stop classifier ends each draft, at most "
+        "K tokens), auto+disco (auto with the classifier as its stop; plain auto runs without it). The "
+        "disco specs run on a second coordinator started with --disco-artifact (default: auto)",
+    )
+    add(
+        "--disco-artifact",
+        type=Path,
+        metavar="PATH",
+        help="the trained stop classifier of this pair (the folder `polyspec disco train` wrote), passed to "
+        "the coordinator that runs disco, disco:K and auto+disco; those specs need it (default: none)",
     )
     add(
         "--lookup",
@@ -344,6 +354,9 @@ def _bench(args: argparse.Namespace) -> int:
     ]
     if absent:
         args.bench_parser.error(f"the following arguments are required: {', '.join(absent)}")
+    disco_error = missing_artifact_error(args.lookahead)
+    if disco_error and args.disco_artifact is None:
+        args.bench_parser.error(disco_error)
     missing = require_bench_extra("bench")
     if missing is not None:
         return missing
@@ -365,6 +378,7 @@ def _bench(args: argparse.Namespace) -> int:
             temperatures=args.temperatures,
             lookup=args.lookup,
             lookaheads=args.lookahead,
+            disco_artifact=args.disco_artifact,
             seed=args.seed,
             services=args.services,
             reference=args.reference,
