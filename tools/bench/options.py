@@ -16,12 +16,20 @@ DType = Literal["float32", "bfloat16", "float16"]  # services.model.settings.DTy
 Quantize = Literal["none", "int8-dynamic", "int8-weight-only"]  # services.model.settings.Quantize
 BenchScheduler = Literal["si", "dsi"]
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
-# transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``: the
-# same vocabulary, else universal assisted generation), prompt lookup (``prompt_lookup_num_tokens``).
-ReferenceMethod = Literal["ar", "assisted", "lookup"]
+# transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``:
+# transformers' defaults, ``assisted-adaptive``: its adaptive confidence threshold, ``assisted-heuristic``:
+# its heuristic draft length; tools/bench/assistant.py; the same vocabulary, else universal assisted
+# generation), prompt lookup (``prompt_lookup_num_tokens``).
+ReferenceMethod = Literal["ar", "assisted", "assisted-adaptive", "assisted-heuristic", "lookup"]
 # A model-free drafter beside the model drafter (``polyspec serve drafter --kind``): ``none``, or its kind.
 LookupKind = Literal["none", "ngram", "suffix"]
-REFERENCE_METHODS: tuple[ReferenceMethod, ...] = ("ar", "assisted", "lookup")
+REFERENCE_METHODS: tuple[ReferenceMethod, ...] = (
+    "ar",
+    "assisted",
+    "assisted-adaptive",
+    "assisted-heuristic",
+    "lookup",
+)
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
 MAX_REPLICAS = 8

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tools.bench.assistant import variant_of
 from tools.bench.compare import format_comparisons, peer_comparisons
 from tools.bench.options import BenchOptions
 from tools.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
@@ -192,6 +193,46 @@ def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[S
     return summaries
 
 
+@dataclass(frozen=True)
+class BestAssisted:
+    """transformers' fastest assisted variant at one temperature (aggregate tokens/s), among those run."""
+
+    temperature: float
+    configuration: str
+    tokens_per_second: float
+    variants: dict[str, float]
+    """Every assisted variant that ran at this temperature: label -> tokens/s."""
+
+
+def best_assisted(summaries: Sequence[Summary]) -> list[BestAssisted]:
+    """Per temperature, the transformers assisted variant (tools/bench/assistant.py) with the highest
+    aggregate tokens/s; temperatures where none ran are left out."""
+    variants: dict[float, dict[str, float]] = {}
+    for summary in summaries:
+        configuration = summary.run.configuration
+        if configuration.engine != "transformers" or variant_of(configuration.method) is None:
+            continue
+        if summary.aggregate is not None:
+            by_label = variants.setdefault(configuration.temperature, {})
+            by_label[configuration.label] = summary.aggregate.tokens_per_second
+    best = []
+    for temperature, by_label in variants.items():
+        label = max(by_label, key=lambda name: by_label[name])
+        best.append(BestAssisted(temperature, label, by_label[label], by_label))
+    return best
+
+
+def _best_assisted_lines(summaries: Sequence[Summary]) -> list[str]:
+    lines = []
+    for best in best_assisted(summaries):
+        others = ", ".join(f"{label} {value:.2f}" for label, value in best.variants.items())
+        lines.append(
+            f"transformers' fastest assisted variant at T={best.temperature:g}: {best.configuration} "
+            f"({best.tokens_per_second:.2f} tok/s; variants run: {others})"
+        )
+    return lines
+
+
 def _record_json(record: PromptRecord, identical: bool | None) -> dict[str, Any]:
     fields = dataclasses.asdict(record)
     fields["token_ids"] = list(record.token_ids)
@@ -208,6 +249,7 @@ def _summary_json(summary: Summary) -> dict[str, Any]:
         "label": configuration.label,
         **dataclasses.asdict(configuration),
         "skipped": summary.run.skipped,
+        "settings": summary.run.settings,
         "aggregate": None if summary.aggregate is None else dataclasses.asdict(summary.aggregate),
         "speedup_vs_services_ar": summary.speedup_vs_services_ar,
         "speedup_vs_transformers_ar": summary.speedup_vs_transformers_ar,
@@ -253,6 +295,7 @@ def build_document(
         "greedy_mismatches": mismatches,
         "configurations": [_summary_json(s) for s in summaries],
         "peer_comparisons": [dataclasses.asdict(c) for c in peer_comparisons([s.run for s in summaries])],
+        "transformers_best_assisted": [dataclasses.asdict(b) for b in best_assisted(summaries)],
     }
 
 
@@ -334,6 +377,7 @@ def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
             "differs, so greedy ties may break differently and each engine's outputs are checked against "
             "its own ar (--linear-kernel torch compares both)"
         )
+    lines.extend(_best_assisted_lines(summaries))
     comparisons = format_comparisons(peer_comparisons([s.run for s in summaries]))
     if comparisons:
         lines.append(comparisons)
