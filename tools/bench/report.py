@@ -35,6 +35,8 @@ class Aggregate:
     acceptance_rate: float | None
     """Total accepted / total draft tokens (None when nothing was drafted)."""
     mean_acceptance_rate: float | None
+    draft_tokens_per_round: float | None
+    """Total draft tokens / total rounds: the mean draft length (target-only rounds count as 0)."""
     tokens_per_target_forward: float | None
     bytes_per_round: float | None
     fallbacks: int
@@ -87,6 +89,7 @@ def aggregate(records: Sequence[PromptRecord]) -> Aggregate:
         median_time_to_first_token_seconds=ttft[1],
         acceptance_rate=_ratio(accepted, drafted),
         mean_acceptance_rate=_mean_median([r.acceptance_rate for r in records if r.draft_tokens])[0],
+        draft_tokens_per_round=_ratio(drafted, rounds),
         tokens_per_target_forward=_ratio(tokens, _total([r.target_forwards for r in records])),
         bytes_per_round=_ratio(traffic, rounds),
         fallbacks=sum(1 for r in records if r.fallback_reason),
@@ -306,6 +309,7 @@ _COLUMNS = (
     ("med tok/s", 10),
     ("TTFT s", 8),
     ("accept", 7),
+    ("draft/rnd", 10),
     ("tok/fwd", 8),
     ("B/round", 8),
     ("vs ar", 7),
@@ -341,6 +345,7 @@ def _row(summary: Summary, width: int) -> str:
         _fmt(result.median_tokens_per_second, ".2f"),
         _fmt(result.mean_time_to_first_token_seconds, ".3f"),
         _fmt(result.acceptance_rate, ".0%"),
+        _fmt(result.draft_tokens_per_round, ".2f"),
         _fmt(result.tokens_per_target_forward, ".2f"),
         _fmt(result.bytes_per_round, ".0f"),
         _fmt(summary.speedup_vs_services_ar, ".2f", "x"),
