@@ -193,7 +193,7 @@ def measure(
                     drafter,
                     "--target",
                     ",".join(targets[:n]),
-                    *_classifier(options),
+                    *classifier_flags(options),
                 ],
             )
             address = wait_until_serving(coordinator, options.startup_timeout_seconds)
@@ -207,7 +207,7 @@ def measure(
     return records, rows, predictions
 
 
-def _classifier(options: BenchOptions) -> list[str]:
+def classifier_flags(options: BenchOptions) -> list[str]:
     """The coordinators' ``--disco-artifact`` when the first lookahead runs the trained stop classifier
     (``disco[:K]``, ``auto+disco``): under DSI a classifier stop ends a block."""
     if options.disco_artifact is None or not parse_bench_lookahead(options.lookaheads[0]).classifier:
