@@ -21,8 +21,8 @@ AGGREGATE_FIELDS = {
     "prompts", "output_tokens", "seconds", "tokens_per_second", "mean_tokens_per_second",
     "median_tokens_per_second", "median_seconds", "client_tokens_per_second",
     "mean_time_to_first_token_seconds", "median_time_to_first_token_seconds", "acceptance_rate",
-    "mean_acceptance_rate", "tokens_per_target_forward", "bytes_per_round", "fallbacks", "emulated_latency",
-    "algorithms_ran",
+    "mean_acceptance_rate", "draft_tokens_per_round", "tokens_per_target_forward", "bytes_per_round",
+    "fallbacks", "emulated_latency", "algorithms_ran",
 }  # fmt: skip
 RECORD_FIELDS = {
     "prompt_index", "task_id", "output_tokens", "seconds", "tokens_per_second", "finish_reason", "token_ids",

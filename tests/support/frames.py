@@ -109,7 +109,9 @@ def with_seed(frame: RequestFrame, seed: int) -> RequestFrame:
     """The same request with another seed (built directly: populations make one per trial)."""
     old = frame.plan
     prompts = (old.target_prompt, old.drafter_prompt)
-    plan = RequestPlan(old.algorithm, old.lookahead, seed, *prompts, old.fallback_reason, old.note)
+    plan = RequestPlan(
+        old.algorithm, old.lookahead, seed, *prompts, old.fallback_reason, old.note, old.stop_classifier
+    )
     return RequestFrame(
         frame.params,
         plan,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tools.bench.lookaheads import missing_artifact_error
 from tools.extras import require_bench_extra
 
 T = TypeVar("T")
@@ -31,8 +32,11 @@ def _comma_list(convert: Callable[[str], T], what: str) -> Callable[[str], tuple
     return parse
 
 
+REFERENCE_CHOICES = ("ar", "assisted", "assisted-adaptive", "assisted-heuristic", "lookup")
+
+
 def _reference_method(text: str) -> str:
-    if text not in ("ar", "assisted", "lookup"):
+    if text not in REFERENCE_CHOICES:
         raise ValueError(text)
     return text
 
@@ -192,7 +196,16 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
         default=("auto",),
         metavar="LIST",
         help="comma-separated lookahead specs for the drafting algorithms: auto, K, static:K, "
-        "confidence:K:THRESHOLD (default: auto)",
+        "confidence:K:THRESHOLD, disco, disco:K (the pair's trained stop classifier ends each draft, at most "
+        "K tokens), auto+disco (auto with the classifier as its stop; plain auto runs without it). The "
+        "disco specs run on a second coordinator started with --disco-artifact (default: auto)",
+    )
+    add(
+        "--disco-artifact",
+        type=Path,
+        metavar="PATH",
+        help="the trained stop classifier of this pair (the folder `polyspec disco train` wrote), passed to "
+        "the coordinator that runs disco, disco:K and auto+disco; those specs need it (default: none)",
     )
     add(
         "--lookup",
@@ -223,12 +236,16 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--reference-methods",
-        type=_comma_list(_reference_method, "methods (ar, assisted, lookup)"),
+        type=_comma_list(_reference_method, f"methods ({', '.join(REFERENCE_CHOICES)})"),
         default=("ar", "assisted"),
         metavar="LIST",
-        help="transformers' configurations, comma-separated: ar (generate), assisted (the drafter as "
-        "assistant_model; universal assisted generation across vocabularies), lookup (prompt lookup "
-        "decoding); ar always runs (default: ar,assisted)",
+        help="transformers' configurations, comma-separated: ar (generate); the drafter as assistant_model "
+        "(universal assisted generation across vocabularies): assisted (transformers' defaults: 20 tokens, "
+        "confidence stop 0.4, retuned online with scikit-learn), assisted-adaptive (that adaptive "
+        "threshold, asked explicitly; skipped where transformers cannot adapt it: without scikit-learn or "
+        "across vocabularies), assisted-heuristic (5 tokens, +2/-1 per round, no confidence stop); lookup "
+        "(prompt lookup decoding). ar always runs; the table names the fastest assisted variant per "
+        "temperature (default: ar,assisted)",
     )
     add(
         "--prompt-lookup-tokens",
@@ -344,6 +361,9 @@ def _bench(args: argparse.Namespace) -> int:
     ]
     if absent:
         args.bench_parser.error(f"the following arguments are required: {', '.join(absent)}")
+    disco_error = missing_artifact_error(args.lookahead)
+    if disco_error and args.disco_artifact is None:
+        args.bench_parser.error(disco_error)
     missing = require_bench_extra("bench")
     if missing is not None:
         return missing
@@ -365,6 +385,7 @@ def _bench(args: argparse.Namespace) -> int:
             temperatures=args.temperatures,
             lookup=args.lookup,
             lookaheads=args.lookahead,
+            disco_artifact=args.disco_artifact,
             seed=args.seed,
             services=args.services,
             reference=args.reference,

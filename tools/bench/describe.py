@@ -56,3 +56,20 @@ def describe_model(requested: str, folder: Path) -> dict[str, Any]:
         sha256_of="weights files (no model-store manifest)",
     )
     return description
+
+
+def describe_disco_artifact(folder: Path) -> dict[str, Any]:
+    """The stop classifier a run served: folder, sha256 of its files, and its spec's kind, threshold,
+    regime, pair and validation metrics (read as JSON: the coordinator checks it at start-up)."""
+    import json
+
+    from core.disco.artifact import SPEC_FILE, WEIGHTS_FILE
+    from services.modelstore.cache import sha256_file
+
+    spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
+    kept = ("kind", "threshold", "regime", "pair", "validation")
+    return {
+        "folder": str(folder),
+        "sha256": {name: sha256_file(folder / name) for name in (SPEC_FILE, WEIGHTS_FILE)},
+        **{key: spec.get(key) for key in kept},
+    }

@@ -3,9 +3,10 @@
 Starts one drafter and max(replicas) target services (each on ``--threads`` torch threads, every forward
 padded: ``--emulate-forward-ms`` for the targets, ``--emulate-drafter-forward-ms`` for the drafter), then
 per replica count N a coordinator over the first N targets. On each prompt it runs target-only decoding
-and, per scheduler, the first drafting algorithm of ``--algorithms`` with the first lookahead, passing
-``scheduler=`` per request (the coordinators keep their default, si). The scheduler each request really
-ran is recorded from its statistics, so a ``dsi`` request that a coordinator ran as SI shows as such.
+and, per scheduler, the first drafting algorithm of ``--algorithms`` with the first lookahead (for
+``disco[:K]`` and ``auto+disco`` the coordinators load ``--disco-artifact``), passing ``scheduler=``
+per request (the coordinators keep their default, si). The scheduler each request really ran is recorded
+from its statistics, so a ``dsi`` request that a coordinator ran as SI shows as such.
 Each replica count's overruns come from the services' Info totals read before and after it. Pure parts:
 ``tools.bench.dsi_report``.
 """
@@ -38,6 +39,7 @@ from tools.bench.dsi_report import (
     overrun_share,
     predict,
 )
+from tools.bench.lookaheads import parse_bench_lookahead
 from tools.bench.options import BenchOptions
 from tools.bench.prompts import load_prompts
 from tools.bench.records import BenchPrompt
@@ -116,7 +118,7 @@ def generate(client: Client, mode: Mode, prompt: BenchPrompt, options: BenchOpti
         temperature=options.temperatures[0],
         seed=options.seed + prompt.index,
         algorithm=speculative_algorithm(options) if speculative else "ar",
-        lookahead=options.lookaheads[0] if speculative else None,
+        lookahead=parse_bench_lookahead(options.lookaheads[0]).request if speculative else None,
         scheduler="si" if mode == "target-only" else mode,
     )
 
@@ -184,7 +186,15 @@ def measure(
     with _services(options, drafter_dir, target_dir, log_dir, out) as (stack, drafter, targets):
         for n in options.replicas:
             coordinator = stack.start(
-                f"coordinator-{n}", ["coordinator", "--drafter", drafter, "--target", ",".join(targets[:n])]
+                f"coordinator-{n}",
+                [
+                    "coordinator",
+                    "--drafter",
+                    drafter,
+                    "--target",
+                    ",".join(targets[:n]),
+                    *classifier_flags(options),
+                ],
             )
             address = wait_until_serving(coordinator, options.startup_timeout_seconds)
             before = read_counts([drafter, *targets[:n]])
@@ -195,6 +205,14 @@ def measure(
             records += group
             rows += group_rows
     return records, rows, predictions
+
+
+def classifier_flags(options: BenchOptions) -> list[str]:
+    """The coordinators' ``--disco-artifact`` when the first lookahead runs the trained stop classifier
+    (``disco[:K]``, ``auto+disco``): under DSI a classifier stop ends a block."""
+    if options.disco_artifact is None or not parse_bench_lookahead(options.lookaheads[0]).classifier:
+        return []
+    return ["--disco-artifact", str(options.disco_artifact)]
 
 
 def _settings(options: BenchOptions) -> dict[str, Any]:

@@ -9,6 +9,7 @@ fall on every configuration alike instead of on whichever ran first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import IO, TypeVar
 
 from polyspec import Client, GenerationResult, PolyspecError
 
+from tools.bench.lookaheads import classifier_specs, parse_bench_lookahead
 from tools.bench.options import BenchOptions
 from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 from tools.demo import LocalStack, sigterm_as_interrupt, start_pair, wait_until_serving
@@ -38,36 +40,62 @@ REFUSAL_CODES = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNIMPLEME
 def service_configurations(options: BenchOptions) -> list[Configuration]:
     """Per temperature: ``ar`` first, then each other algorithm with each lookahead; with a lookup drafter
     also ``lookup`` (it alone drafts) and ``ALGORITHM+lookup`` (asked first, the model drafter otherwise)
-    with each lookahead."""
-    drafting = [a for a in options.algorithms if a != "ar"]
-    methods: list[str] = list(drafting)
-    if options.lookup != "none":
-        methods += ["lookup", *(f"{algorithm}+lookup" for algorithm in drafting)]
+    with each lookahead that does not need the trained stop classifier (their coordinators have none)."""
+    drafting: list[str] = [a for a in options.algorithms if a != "ar"]
+    lookup_methods = [] if options.lookup == "none" else ["lookup", *(f"{a}+lookup" for a in drafting)]
+    plain = [spec for spec in options.lookaheads if not parse_bench_lookahead(spec).classifier]
     configurations = []
     for temperature in options.temperatures:
         configurations.append(Configuration("services", "ar", temperature))
-        for method in methods:
+        for method in drafting:
             for lookahead in options.lookaheads:
+                configurations.append(Configuration("services", method, temperature, lookahead))
+        for method in lookup_methods:
+            for lookahead in plain:
                 configurations.append(Configuration("services", method, temperature, lookahead))
     return configurations
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where a services configuration runs and what its request asks for."""
+
+    address: str
+    algorithm: str
+    lookahead: str | None
+
+
+@dataclass(frozen=True)
 class Coordinators:
-    """The coordinators of a bench stack: the model drafter's, and with a lookup drafter the lookup's alone
-    and the combined one."""
+    """The coordinators of a bench stack: the model drafter's; with a lookup drafter the lookup's alone
+    and the combined one; with a trained stop classifier (``--disco-artifact``) one over the same
+    drafter and target that has it."""
 
     model: str
     lookup: str | None = None
     combined: str | None = None
+    disco: str | None = None
 
-    def route(self, method: str) -> tuple[str, str]:
-        """The coordinator address and the algorithm of a services configuration's method."""
+    @property
+    def addresses(self) -> list[str]:
+        return [a for a in (self.model, self.lookup, self.combined, self.disco) if a is not None]
+
+    def route(self, configuration: Configuration) -> Route:
+        """The coordinator, the algorithm and the request's lookahead of a services configuration."""
+        method = configuration.method
+        lookahead = None
+        if configuration.lookahead is not None:
+            spec = parse_bench_lookahead(configuration.lookahead)
+            lookahead = spec.request
+            if spec.classifier:
+                if self.disco is None:
+                    raise ValueError(f"{configuration.label}: no coordinator with a stop classifier")
+                return Route(self.disco, method, lookahead)
         if method == "lookup" and self.lookup is not None:
-            return self.lookup, "sd"
+            return Route(self.lookup, "sd", lookahead)
         if method.endswith("+lookup") and self.combined is not None:
-            return self.combined, method.removesuffix("+lookup")
-        return self.model, method
+            return Route(self.combined, method.removesuffix("+lookup"), lookahead)
+        return Route(self.model, method, lookahead)
 
 
 def interleaved_order(configurations: Sequence[T], prompt_position: int) -> list[T]:
@@ -101,9 +129,37 @@ def start_stack(
         drafter_args=drafter_args,
         target_args=target_args,
     )
-    if options.lookup == "none":
-        return Coordinators(model)
-    return _start_lookup(stack, target_dir, options, out, model)
+    coordinators = Coordinators(model)
+    if options.lookup != "none":
+        coordinators = _start_lookup(stack, target_dir, options, out, model)
+    if options.disco_artifact is not None and classifier_specs(options.lookaheads):
+        coordinators = dataclasses.replace(coordinators, disco=_start_disco(stack, options, out))
+    return coordinators
+
+
+def _start_disco(stack: LocalStack, options: BenchOptions, out: IO[str]) -> str:
+    """A second coordinator over the same drafter and target, with the trained stop classifier."""
+    assert options.disco_artifact is not None
+    timeout = options.startup_timeout_seconds
+    by_name = {child.name: child for child in stack.children}
+    drafter = wait_until_serving(by_name["drafter"], timeout)
+    target = wait_until_serving(by_name["target"], timeout)
+    print(
+        f"starting a coordinator with the stop classifier {options.disco_artifact} ...", file=out, flush=True
+    )
+    child = stack.start(
+        "coordinator-disco",
+        [
+            "coordinator",
+            "--drafter",
+            drafter,
+            "--target",
+            target,
+            "--disco-artifact",
+            str(options.disco_artifact),
+        ],
+    )
+    return wait_until_serving(child, timeout)
 
 
 def _start_lookup(
@@ -143,11 +199,9 @@ def run_services(
         coordinators = start_stack(stack, drafter_dir, target_dir, options, out)
         print(f"coordinator on {coordinators.model}; warming up ...", file=out, flush=True)
         with contextlib.ExitStack() as clients_open:
-            addresses = {coordinators.model, coordinators.lookup, coordinators.combined} - {None}
             clients = {
                 address: clients_open.enter_context(Client(address, timeout=CALL_TIMEOUT_SECONDS))
-                for address in addresses
-                if address is not None
+                for address in coordinators.addresses
             }
             for client in clients.values():
                 client.generate(
@@ -159,8 +213,8 @@ def run_services(
                 )
 
             def generate(configuration: Configuration, prompt: BenchPrompt) -> PromptRecord:
-                address, algorithm = coordinators.route(configuration.method)
-                return _generate(clients[address], configuration, algorithm, prompt, options)
+                route = coordinators.route(configuration)
+                return _generate(clients[route.address], configuration, route, prompt, options)
 
             return run_interleaved(
                 service_configurations(options),
@@ -225,7 +279,7 @@ def _warm_up_prompt(client: Client, prompt: BenchPrompt, options: BenchOptions) 
 
 
 def _generate(
-    client: Client, configuration: Configuration, algorithm: str, prompt: BenchPrompt, options: BenchOptions
+    client: Client, configuration: Configuration, route: Route, prompt: BenchPrompt, options: BenchOptions
 ) -> PromptRecord:
     seed = options.seed + prompt.index
     started = time.perf_counter()
@@ -234,8 +288,8 @@ def _generate(
         max_new_tokens=options.max_new_tokens,
         temperature=configuration.temperature,
         seed=seed,
-        algorithm=algorithm,
-        lookahead=configuration.lookahead,
+        algorithm=route.algorithm,
+        lookahead=route.lookahead,
     )
     return record_from_result(prompt, result, time.perf_counter() - started)
 

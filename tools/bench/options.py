@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tools.bench.lookaheads import missing_artifact_error, parse_bench_lookahead
 from tools.bench.prompts import Workload
 
 LinearKernel = Literal["torch", "onednn", "onednn-packed"]  # services.model.settings.LinearKernel
@@ -15,12 +16,20 @@ DType = Literal["float32", "bfloat16", "float16"]  # services.model.settings.DTy
 Quantize = Literal["none", "int8-dynamic", "int8-weight-only"]  # services.model.settings.Quantize
 BenchScheduler = Literal["si", "dsi"]
 BenchAlgorithm = Literal["ar", "sd", "tli", "slem", "slrs", "auto"]
-# transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``: the
-# same vocabulary, else universal assisted generation), prompt lookup (``prompt_lookup_num_tokens``).
-ReferenceMethod = Literal["ar", "assisted", "lookup"]
+# transformers' in-process configurations: ``generate``, with the drafter as assistant (``assisted``:
+# transformers' defaults, ``assisted-adaptive``: its adaptive confidence threshold, ``assisted-heuristic``:
+# its heuristic draft length; tools/bench/assistant.py; the same vocabulary, else universal assisted
+# generation), prompt lookup (``prompt_lookup_num_tokens``).
+ReferenceMethod = Literal["ar", "assisted", "assisted-adaptive", "assisted-heuristic", "lookup"]
 # A model-free drafter beside the model drafter (``polyspec serve drafter --kind``): ``none``, or its kind.
 LookupKind = Literal["none", "ngram", "suffix"]
-REFERENCE_METHODS: tuple[ReferenceMethod, ...] = ("ar", "assisted", "lookup")
+REFERENCE_METHODS: tuple[ReferenceMethod, ...] = (
+    "ar",
+    "assisted",
+    "assisted-adaptive",
+    "assisted-heuristic",
+    "lookup",
+)
 BENCH_ALGORITHMS: tuple[BenchAlgorithm, ...] = ("ar", "sd", "tli", "slem", "slrs", "auto")
 HUMANEVAL_TASKS = 164
 MAX_REPLICAS = 8
@@ -49,7 +58,16 @@ class BenchOptions(BaseModel):
         description="Also run a model-free drafter of this kind: `lookup` (it alone drafts, sd) and "
         "`ALGORITHM+lookup` (combined with the model drafter) configurations.",
     )
-    lookaheads: tuple[str, ...] = Field(("auto",), min_length=1, description="For drafting algorithms.")
+    lookaheads: tuple[str, ...] = Field(
+        ("auto",),
+        min_length=1,
+        description="For drafting algorithms (tools/bench/lookaheads.py): the SDK's specs and auto+disco.",
+    )
+    disco_artifact: Path | None = Field(
+        None,
+        description="The trained stop classifier (a `polyspec disco train` folder) of the coordinator that "
+        "runs disco[:K] and auto+disco; the disco lookaheads need it.",
+    )
     seed: int = Field(0, ge=0, description="Prompt i runs with seed + i (services and transformers).")
     services: bool = Field(True, description="Run the configurations through the services.")
     reference: bool = Field(True, description="Also run transformers' in-process generate.")
@@ -115,13 +133,8 @@ class BenchOptions(BaseModel):
     @field_validator("lookaheads")
     @classmethod
     def _valid_lookaheads(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        from polyspec import InvalidArgumentError, parse_lookahead
-
         for value in values:
-            try:
-                parse_lookahead(value)
-            except InvalidArgumentError as exc:
-                raise ValueError(exc.message) from None
+            parse_bench_lookahead(value)
         return tuple(dict.fromkeys(values))
 
     @field_validator("replicas")
@@ -130,6 +143,16 @@ class BenchOptions(BaseModel):
         if any(not 1 <= value <= MAX_REPLICAS for value in values):
             raise ValueError(f"every replica count must lie in [1, {MAX_REPLICAS}], got {list(values)}")
         return tuple(sorted(set(values)))
+
+    @model_validator(mode="after")
+    def _classifier_given(self) -> BenchOptions:
+        """disco[:K] and auto+disco need the artifact; an artifact must be a folder."""
+        error = missing_artifact_error(self.lookaheads)
+        if error and self.disco_artifact is None:
+            raise ValueError(error)
+        if self.disco_artifact is not None and not self.disco_artifact.is_dir():
+            raise ValueError(f"disco_artifact: {self.disco_artifact} is not a folder")
+        return self
 
     @model_validator(mode="after")
     def _something_to_run(self) -> BenchOptions:
@@ -166,7 +189,7 @@ class BenchOptions(BaseModel):
         """k of the first lookahead when it is static (``K`` or ``static:K``), else None."""
         from polyspec import parse_lookahead
 
-        lookahead = parse_lookahead(self.lookaheads[0])
+        lookahead = parse_lookahead(parse_bench_lookahead(self.lookaheads[0]).request)
         return lookahead.k if lookahead.policy == "static" and lookahead.k else None
 
     def benchmarking_flags(self) -> list[str]:

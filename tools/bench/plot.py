@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tools.bench.lookaheads import parse_bench_lookahead
 from tools.bench.options import BenchOptions
 from tools.bench.report import Summary
 
@@ -13,6 +14,15 @@ ENGINE_LABELS = {
     "services": "polyspec services (SDK -> coordinator -> model services)",
     "transformers": "transformers generate, in-process",
 }
+
+CLASSIFIER_HATCH = "//"
+CLASSIFIER_LABEL = "with the trained stop classifier (disco, disco:K, auto+disco; --disco-artifact)"
+
+
+def uses_classifier(summary: Summary) -> bool:
+    """Whether a configuration ran on the coordinator with the trained stop classifier."""
+    lookahead = summary.run.configuration.lookahead
+    return lookahead is not None and parse_bench_lookahead(lookahead).classifier
 
 
 def _speedup_label(aggregate: float | None, paired: float | None, baseline: str) -> str | None:
@@ -51,6 +61,9 @@ def write_plot(
     values = [s.aggregate.tokens_per_second for s in measured if s.aggregate is not None]
     colors = [ENGINE_COLORS[s.run.configuration.engine] for s in measured]
     bars = axes.barh(range(len(measured)), values, color=colors)
+    for bar, summary in zip(bars, measured, strict=True):
+        if uses_classifier(summary):
+            bar.set_hatch(CLASSIFIER_HATCH)
     axes.set_yticks(range(len(measured)), labels)
     axes.set_ylim(len(measured) + 0.6, -0.6)  # top to bottom, a free row below the bars for the legend
     axes.bar_label(bars, [_bar_label(s) for s in measured], fontsize=8)
@@ -58,6 +71,8 @@ def write_plot(
     axes.set_xlabel("tokens/s (total output tokens / total generation time)")
     engines = sorted({s.run.configuration.engine for s in measured})
     handles = [Patch(color=ENGINE_COLORS[engine], label=ENGINE_LABELS[engine]) for engine in engines]
+    if any(uses_classifier(s) for s in measured):
+        handles.append(Patch(facecolor="white", hatch=CLASSIFIER_HATCH, label=CLASSIFIER_LABEL))
     axes.legend(handles=handles, loc="lower right", fontsize=8)
     title = (
         f"{drafter} drafting for {target}: {options.prompts} HumanEval prompts from "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Engine = Literal["services", "transformers"]
 
@@ -22,8 +22,9 @@ class Configuration:
     """One way of generating: engine, method, temperature and (drafting services only) lookahead.
 
     Services methods are the coordinator's algorithms; transformers methods are ``ar`` (plain
-    ``generate``), ``assisted`` (``assistant_model=``, same tokenizer) and ``uag`` (universal assisted
-    generation, different tokenizers).
+    ``generate``), the assisted variants (``assistant_model=``: ``assisted``, ``assisted-adaptive``,
+    ``assisted-heuristic``; across tokenizers ``uag``, ``uag-heuristic``: tools/bench/assistant.py) and
+    ``lookup`` (prompt lookup decoding).
     """
 
     engine: Engine
@@ -93,3 +94,5 @@ class ConfigurationRun:
     configuration: Configuration
     records: list[PromptRecord] = field(default_factory=list)
     skipped: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Engine settings it ran with that the label does not say (transformers' assistant knobs)."""

@@ -1,16 +1,19 @@
 """The in-process reference: transformers' own ``generate`` on the same pair and prompts (fp32, batch 1).
 
-``ar`` is plain autoregressive decoding of the target; with a drafter of the same vocabulary size
-``assisted`` passes it as ``assistant_model`` (transformers' rule for "same tokenizer"), otherwise ``uag``
-runs universal assisted generation with both tokenizers; ``lookup`` is prompt lookup decoding
-(``prompt_lookup_num_tokens``, no drafter). With scikit-learn installed (the ``bench`` extra) transformers
-retunes the assistant's confidence threshold online, its best assisted variant. Only the ``generate`` call
+``ar`` is plain autoregressive decoding of the target; with a drafter of the same vocabulary size the
+assisted variants pass it as ``assistant_model`` (transformers' rule for "same tokenizer"), otherwise
+they run universal assisted generation with both tokenizers (``uag...``); ``lookup`` is prompt lookup
+decoding (``prompt_lookup_num_tokens``, no drafter). The variants (``tools.bench.assistant``) set the
+assistant's draft-length and confidence knobs; with scikit-learn installed (the ``bench`` extra)
+transformers retunes the assistant's confidence threshold online, its best assisted variant. Each run
+records the knobs it ran with and whether the threshold adapted. Only the ``generate`` call
 is timed; each configuration gets one untimed warm-up first. Sampling seeds torch's global generator with
 ``seed + prompt index`` before each call (``generate`` takes no generator).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from tools.bench.options import BenchOptions
+from tools.bench.assistant import (
+    ASSISTED_METHODS,
+    CROSS_VOCABULARY_PREFIX,
+    adapts_threshold,
+    configuration_method,
+    skip_reason,
+    variant_of,
+)
+from tools.bench.options import BenchOptions, ReferenceMethod
 from tools.bench.records import BenchPrompt, Configuration, ConfigurationRun, PromptRecord
 
 WARMUP_TOKENS = 8
@@ -60,14 +71,57 @@ def vocabulary_size(folder: Path) -> int:
 
 
 def reference_configurations(options: BenchOptions, same_vocabulary: bool) -> list[Configuration]:
-    """Per temperature, the asked methods: ``ar``, ``assisted`` (or ``uag`` across vocabularies),
-    ``lookup``."""
-    names = {"ar": "ar", "assisted": "assisted" if same_vocabulary else "uag", "lookup": "lookup"}
+    """Per temperature, the asked methods: ``ar``, the assisted variants (``uag...`` across
+    vocabularies), ``lookup``."""
     return [
-        Configuration("transformers", names[method], temperature)
+        Configuration("transformers", _method_name(method, same_vocabulary), temperature)
         for temperature in options.temperatures
         for method in options.reference_methods
     ]
+
+
+def _method_name(method: ReferenceMethod, same_vocabulary: bool) -> str:
+    assisted: dict[str, str] = {
+        name: configuration_method(name, same_vocabulary) for name in ASSISTED_METHODS
+    }
+    return assisted.get(method, method)
+
+
+def reference_skip_reason(method: str, *, same_vocabulary: bool, sklearn_importable: bool) -> str | None:
+    """Why a transformers configuration's method cannot run as asked here (None: it can)."""
+    for assisted in ASSISTED_METHODS:
+        if method == configuration_method(assisted, same_vocabulary):
+            return skip_reason(
+                assisted, same_vocabulary=same_vocabulary, sklearn_importable=sklearn_importable
+            )
+    return None
+
+
+def assistant_settings(drafter: LoadedModel, method: str, *, same_vocabulary: bool) -> dict[str, Any]:
+    """Sets the variant's knobs on the drafter's generation config; returns what transformers will run
+    with (its defaults filled in) and whether it adapts the confidence threshold."""
+    import copy
+
+    variant = variant_of(method)
+    assert variant is not None
+    config = drafter.model.generation_config
+    for key, value in variant.settings().items():
+        setattr(config, key, value)
+    effective = copy.deepcopy(config)
+    defaults = getattr(effective, "_get_default_generation_params", None)
+    if defaults is not None:  # transformers fills the unset knobs from these (AssistedCandidateGenerator)
+        effective.update(**defaults(), defaults_only=True)
+    threshold = effective.assistant_confidence_threshold
+    return {
+        "num_assistant_tokens": effective.num_assistant_tokens,
+        "num_assistant_tokens_schedule": effective.num_assistant_tokens_schedule,
+        "assistant_confidence_threshold": threshold,
+        "adaptive_threshold": adapts_threshold(
+            threshold,
+            same_vocabulary=same_vocabulary,
+            sklearn_importable=importlib.util.find_spec("sklearn") is not None,
+        ),
+    }
 
 
 class ForwardCounter:
@@ -103,12 +157,27 @@ def run_reference(
     print("transformers reference: loading the target ...", file=out, flush=True)
     target = load_model(target_dir)
     same_vocabulary = vocabulary_size(drafter_dir) == target.vocab_size
+    sklearn_importable = importlib.util.find_spec("sklearn") is not None
     runs = []
     with torch.inference_mode(), torch_threads(options.threads):
         for configuration in reference_configurations(options, same_vocabulary):
+            reason = reference_skip_reason(
+                configuration.method, same_vocabulary=same_vocabulary, sklearn_importable=sklearn_importable
+            )
+            if reason is not None:
+                print(f"  {configuration.label}: skipped ({reason})", file=out, flush=True)
+                runs.append(ConfigurationRun(configuration, skipped=reason))
+                continue
             # A fresh drafter per configuration: transformers may prune or retune the assistant in place.
             drafter = None if configuration.method in ("ar", "lookup") else load_model(drafter_dir)
-            runs.append(_run_configuration(target, drafter, configuration, prompts, options=options, out=out))
+            settings = (
+                {}
+                if drafter is None
+                else assistant_settings(drafter, configuration.method, same_vocabulary=same_vocabulary)
+            )
+            run = _run_configuration(target, drafter, configuration, prompts, options=options, out=out)
+            run.settings.update(settings)
+            runs.append(run)
     return runs
 
 
@@ -213,7 +282,7 @@ def _generate(
         kwargs["prompt_lookup_num_tokens"] = options.prompt_lookup_tokens
     if drafter is not None:
         kwargs["assistant_model"] = drafter.model
-        if configuration.method == "uag":
+        if configuration.method.startswith(CROSS_VOCABULARY_PREFIX):
             kwargs["tokenizer"] = target.tokenizer
             kwargs["assistant_tokenizer"] = drafter.tokenizer
     torch.manual_seed(seed)

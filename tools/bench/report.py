@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tools.bench.assistant import variant_of
 from tools.bench.compare import format_comparisons, peer_comparisons
 from tools.bench.options import BenchOptions
 from tools.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
@@ -34,6 +35,8 @@ class Aggregate:
     acceptance_rate: float | None
     """Total accepted / total draft tokens (None when nothing was drafted)."""
     mean_acceptance_rate: float | None
+    draft_tokens_per_round: float | None
+    """Total draft tokens / total rounds: the mean draft length (target-only rounds count as 0)."""
     tokens_per_target_forward: float | None
     bytes_per_round: float | None
     fallbacks: int
@@ -86,6 +89,7 @@ def aggregate(records: Sequence[PromptRecord]) -> Aggregate:
         median_time_to_first_token_seconds=ttft[1],
         acceptance_rate=_ratio(accepted, drafted),
         mean_acceptance_rate=_mean_median([r.acceptance_rate for r in records if r.draft_tokens])[0],
+        draft_tokens_per_round=_ratio(drafted, rounds),
         tokens_per_target_forward=_ratio(tokens, _total([r.target_forwards for r in records])),
         bytes_per_round=_ratio(traffic, rounds),
         fallbacks=sum(1 for r in records if r.fallback_reason),
@@ -192,6 +196,46 @@ def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[S
     return summaries
 
 
+@dataclass(frozen=True)
+class BestAssisted:
+    """transformers' fastest assisted variant at one temperature (aggregate tokens/s), among those run."""
+
+    temperature: float
+    configuration: str
+    tokens_per_second: float
+    variants: dict[str, float]
+    """Every assisted variant that ran at this temperature: label -> tokens/s."""
+
+
+def best_assisted(summaries: Sequence[Summary]) -> list[BestAssisted]:
+    """Per temperature, the transformers assisted variant (tools/bench/assistant.py) with the highest
+    aggregate tokens/s; temperatures where none ran are left out."""
+    variants: dict[float, dict[str, float]] = {}
+    for summary in summaries:
+        configuration = summary.run.configuration
+        if configuration.engine != "transformers" or variant_of(configuration.method) is None:
+            continue
+        if summary.aggregate is not None:
+            by_label = variants.setdefault(configuration.temperature, {})
+            by_label[configuration.label] = summary.aggregate.tokens_per_second
+    best = []
+    for temperature, by_label in variants.items():
+        label = max(by_label, key=lambda name: by_label[name])
+        best.append(BestAssisted(temperature, label, by_label[label], by_label))
+    return best
+
+
+def _best_assisted_lines(summaries: Sequence[Summary]) -> list[str]:
+    lines = []
+    for best in best_assisted(summaries):
+        others = ", ".join(f"{label} {value:.2f}" for label, value in best.variants.items())
+        lines.append(
+            f"transformers' fastest assisted variant at T={best.temperature:g}: {best.configuration} "
+            f"({best.tokens_per_second:.2f} tok/s; variants run: {others})"
+        )
+    return lines
+
+
 def _record_json(record: PromptRecord, identical: bool | None) -> dict[str, Any]:
     fields = dataclasses.asdict(record)
     fields["token_ids"] = list(record.token_ids)
@@ -208,6 +252,7 @@ def _summary_json(summary: Summary) -> dict[str, Any]:
         "label": configuration.label,
         **dataclasses.asdict(configuration),
         "skipped": summary.run.skipped,
+        "settings": summary.run.settings,
         "aggregate": None if summary.aggregate is None else dataclasses.asdict(summary.aggregate),
         "speedup_vs_services_ar": summary.speedup_vs_services_ar,
         "speedup_vs_transformers_ar": summary.speedup_vs_transformers_ar,
@@ -253,6 +298,7 @@ def build_document(
         "greedy_mismatches": mismatches,
         "configurations": [_summary_json(s) for s in summaries],
         "peer_comparisons": [dataclasses.asdict(c) for c in peer_comparisons([s.run for s in summaries])],
+        "transformers_best_assisted": [dataclasses.asdict(b) for b in best_assisted(summaries)],
     }
 
 
@@ -263,6 +309,7 @@ _COLUMNS = (
     ("med tok/s", 10),
     ("TTFT s", 8),
     ("accept", 7),
+    ("draft/rnd", 10),
     ("tok/fwd", 8),
     ("B/round", 8),
     ("vs ar", 7),
@@ -298,6 +345,7 @@ def _row(summary: Summary, width: int) -> str:
         _fmt(result.median_tokens_per_second, ".2f"),
         _fmt(result.mean_time_to_first_token_seconds, ".3f"),
         _fmt(result.acceptance_rate, ".0%"),
+        _fmt(result.draft_tokens_per_round, ".2f"),
         _fmt(result.tokens_per_target_forward, ".2f"),
         _fmt(result.bytes_per_round, ".0f"),
         _fmt(summary.speedup_vs_services_ar, ".2f", "x"),
@@ -334,6 +382,7 @@ def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
             "differs, so greedy ties may break differently and each engine's outputs are checked against "
             "its own ar (--linear-kernel torch compares both)"
         )
+    lines.extend(_best_assisted_lines(summaries))
     comparisons = format_comparisons(peer_comparisons([s.run for s in summaries]))
     if comparisons:
         lines.append(comparisons)

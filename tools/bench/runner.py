@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from tools.bench.describe import describe_machine, describe_model
+from tools.bench.describe import describe_disco_artifact, describe_machine, describe_model
 from tools.bench.harness import run_services
 from tools.bench.options import BenchOptions
 from tools.bench.plot import write_plot
@@ -105,10 +105,13 @@ def _measure(
 
 
 def _describe_models(options: BenchOptions, drafter_dir: Path, target_dir: Path) -> dict[str, Any]:
-    return {
+    models = {
         "drafter": describe_model(options.drafter, drafter_dir),
         "target": describe_model(options.target, target_dir),
     }
+    if options.disco_artifact is not None:
+        models["disco_artifact"] = describe_disco_artifact(options.disco_artifact)
+    return models
 
 
 def _partial_results_note(writer: ResultWriter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -134,3 +135,17 @@ def test_the_drafter_padding_is_a_labelled_benchmarking_flag() -> None:
     assert options.emulating
     flags = options.benchmarking_flags()
     assert len(flags) == 2 and "--emulate-drafter-forward-ms 130" in flags[1]
+
+
+def test_dsi_coordinators_load_the_classifier_when_the_first_lookahead_needs_it(tmp_path: Path) -> None:
+    from tools.bench.dsi import classifier_flags
+
+    def options(*lookaheads: str) -> BenchOptions:
+        return BenchOptions(
+            drafter="d", target="t", replicas=(1, 2), lookaheads=lookaheads, disco_artifact=tmp_path
+        )
+
+    assert classifier_flags(options("disco:4", "static:3")) == ["--disco-artifact", str(tmp_path)]
+    assert classifier_flags(options("auto+disco")) == ["--disco-artifact", str(tmp_path)]
+    assert classifier_flags(options("static:3", "disco")) == []  # the DSI bench runs the first lookahead
+    assert options("auto+disco").static_lookahead is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -9,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.bench.records import run
+from tests.unit.bench.records import record, run
 from tools.bench.options import BenchOptions
 from tools.bench.records import Configuration, ConfigurationRun
-from tools.bench.report import FORMAT_VERSION, build_document, format_table, paired_speedup, summarize
+from tools.bench.report import (
+    FORMAT_VERSION,
+    aggregate,
+    build_document,
+    format_table,
+    paired_speedup,
+    summarize,
+)
 from tools.bench.runner import ResultWriter
 
 SERVICES_AR = Configuration("services", "ar", 0.0)
@@ -124,3 +132,12 @@ def test_the_writer_rewrites_the_document_after_each_step_and_completes_it(tmp_p
     assert path.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
     table = out.getvalue()
     assert "services sd [auto] T=0" in table and f"results: {path}" in table
+
+
+def test_the_mean_draft_length_is_draft_tokens_per_round() -> None:
+    records = [
+        dataclasses.replace(record(0, 10, 1.0), draft_tokens=12, rounds=4),
+        dataclasses.replace(record(1, 10, 1.0), draft_tokens=3, rounds=6),
+    ]
+    assert aggregate(records).draft_tokens_per_round == pytest.approx(15 / 10)
+    assert aggregate([record(0, 10, 1.0)]).draft_tokens_per_round is None  # not measured (transformers)

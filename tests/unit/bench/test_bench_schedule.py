@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from polyspec import FailedPreconditionError, UnavailableError
@@ -147,8 +148,48 @@ def test_a_lookup_drafter_adds_its_own_and_combined_configurations_routed_to_the
         "services sd+lookup [auto] T=0",
     ]  # fmt: skip
     coordinators = Coordinators("model:1", "lookup:2", "combined:3")
-    assert coordinators.route("sd") == ("model:1", "sd")
-    assert coordinators.route("ar") == ("model:1", "ar")
-    assert coordinators.route("lookup") == ("lookup:2", "sd")
-    assert coordinators.route("tli+lookup") == ("combined:3", "tli")
-    assert Coordinators("model:1").route("sd+lookup") == ("model:1", "sd+lookup")  # refused by the server
+
+    def route(method: str, lookahead: str | None = "auto") -> tuple[str, str, str | None]:
+        found = coordinators.route(Configuration("services", method, 0.0, lookahead))
+        return found.address, found.algorithm, found.lookahead
+
+    assert route("sd") == ("model:1", "sd", "auto")
+    assert route("ar", None) == ("model:1", "ar", None)
+    assert route("lookup") == ("lookup:2", "sd", "auto")
+    assert route("tli+lookup") == ("combined:3", "tli", "auto")
+    coordinators = Coordinators("model:1")
+    assert route("sd+lookup") == ("model:1", "sd+lookup", "auto")  # refused by the server
+
+
+def test_disco_lookaheads_run_on_the_coordinator_with_the_classifier(tmp_path: Path) -> None:
+    options = BenchOptions(
+        drafter="d",
+        target="t",
+        algorithms=("sd",),
+        lookup="ngram",
+        lookaheads=("auto", "disco", "disco:4", "auto+disco"),
+        disco_artifact=tmp_path,
+    )
+    labels = [configuration.label for configuration in service_configurations(options)]
+    assert labels == [
+        "services ar T=0",
+        "services sd [auto] T=0",
+        "services sd [disco] T=0",
+        "services sd [disco:4] T=0",
+        "services sd [auto+disco] T=0",
+        "services lookup [auto] T=0",
+        "services sd+lookup [auto] T=0",
+    ]  # fmt: skip  (the lookup coordinators have no classifier: only the plain lookaheads there)
+    coordinators = Coordinators("model:1", "lookup:2", "combined:3", disco="disco:4")
+    routes = {
+        c.label: (r.address, r.algorithm, r.lookahead)
+        for c in service_configurations(options)
+        for r in [coordinators.route(c)]
+    }
+    assert routes["services sd [auto] T=0"] == ("model:1", "sd", "auto")  # auto without the classifier
+    assert routes["services sd [auto+disco] T=0"] == ("disco:4", "sd", "auto")  # the same policy with it
+    assert routes["services sd [disco] T=0"] == ("disco:4", "sd", "disco")
+    assert routes["services sd [disco:4] T=0"] == ("disco:4", "sd", "disco:4")
+    assert coordinators.addresses == ["model:1", "lookup:2", "combined:3", "disco:4"]
+    with pytest.raises(ValueError, match="no coordinator with a stop classifier"):
+        Coordinators("model:1").route(Configuration("services", "sd", 0.0, "disco"))

