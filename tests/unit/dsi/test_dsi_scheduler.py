@@ -1,6 +1,6 @@
 """The DSI scheduler over in-process toy replicas under seeded random delays (on a virtual clock).
 
-Checked: the output law is the target's (sd, sampled, 1, 2 and 4 replicas, random delays: 50,000 trials
+Checked: the output law is the target's (sd, sampled, 1, 2 and 4 replicas, random delays: 100,000 trials
 each through cached toy models and 1,500 through the torch toy models; a delay schedule where short drafts
 finish early, confidence stops with a drafter cost per drafted token: 20,000 and 1,500 trials);
 greedy output is the target's argmax sequence for every replica count, knobs and timing; the
@@ -25,7 +25,7 @@ from tests.unit.dsi.dsi_cases import PROMPT, SdCase, sd_case, toy_calls
 # Trials per law test: through the cached toy models (tests.support.law_toys, the same laws as the torch
 # toys; about 0.5 ms a request on an idle core, delays on a virtual clock), and through the torch toy
 # models (the production model-call path, about 1.5 ms a request).
-LAW_TRIALS = 50_000
+LAW_TRIALS = 100_000
 TRAP_TRIALS = 20_000
 TORCH_LAW_TRIALS = 1_500
 LAW_TOKENS = 4
