@@ -35,8 +35,8 @@ from tests.unit.crossvocab.crossvocab_cases import (
 )
 
 # Trials per law test: through the cached toys (tests.support.law_toys, the same laws as the torch toys;
-# about 0.75 ms a request on an idle core, delays on a virtual clock), and through the torch toy models
-# (the production model-call path, about 2 ms a request).
+# 0.25-0.5 ms of CPU a request for 1-4 replicas, delays on a virtual clock: 25-50 s a test), and through
+# the torch toy models (the production model-call path, about 1-1.4 ms a request).
 LAW_TRIALS = 100_000
 TORCH_LAW_TRIALS = 1_000
 DRAFTER_SUPPORT = 16

@@ -23,8 +23,8 @@ from tests.support.laws import assert_law, exact_law, greedy_output
 from tests.unit.dsi.dsi_cases import PROMPT, SdCase, sd_case, toy_calls
 
 # Trials per law test: through the cached toy models (tests.support.law_toys, the same laws as the torch
-# toys; about 0.5 ms a request on an idle core, delays on a virtual clock), and through the torch toy
-# models (the production model-call path, about 1.5 ms a request).
+# toys; 0.3-0.5 ms of CPU a request for 1-4 replicas, delays on a virtual clock: 30-50 s a test), and
+# through the torch toy models (the production model-call path, about 1-1.6 ms a request).
 LAW_TRIALS = 100_000
 TRAP_TRIALS = 20_000
 TORCH_LAW_TRIALS = 1_500
