@@ -8,7 +8,6 @@ the output stays the target's: greedy equals target-only decoding, sampled follo
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 from coordinator.dsi.scheduler import DsiCommit
@@ -17,11 +16,11 @@ from coordinator.lookahead.disco import StopClassifierRef
 from coordinator.loop.snapshot import RequestFrame
 from core.modelcalls import DraftCall
 from core.sampling import SamplingConfig
-from tests.support.dsi_toys import DelayRule, ToyReplicaCalls, run_dsi
+from tests.support.dsi_toys import DelayRule, ToyReplicaCalls, run_dsi, run_many, run_virtual
 from tests.support.frames import first_snapshot, with_seed
 from tests.support.laws import assert_law, exact_law, greedy_output
 from tests.unit.disco.helpers import artifact_of, token_prob_classifier
-from tests.unit.dsi.dsi_cases import PROMPT, SdCase, run_many, sd_case, toy_calls
+from tests.unit.dsi.dsi_cases import PROMPT, SdCase, sd_case, toy_calls
 
 CLASSIFIER_ID = "toy-stop"
 BLOCK = 4
@@ -69,7 +68,7 @@ def test_a_classifier_stop_ends_a_dsi_block_and_the_block_is_verified_as_sent() 
         for seed in range(6):
             calls = classifier_calls(case, replicas, seed, threshold=0.5)
             start = first_snapshot(with_seed(frame, seed))
-            output, commits, scheduler = asyncio.run(run_dsi(start, calls, knobs))
+            output, commits, scheduler = run_virtual(run_dsi(start, calls, knobs))
             assert output == expected, "greedy output is target-only decoding"
             stopped += check_blocks(case, calls, commits)
             assert scheduler.counters.short_drafts > 0
@@ -107,7 +106,7 @@ def test_without_the_classifier_every_block_runs_to_its_budget() -> None:
     for seed in range(4):
         calls = toy_calls(case.target, case.drafter, 2, DELAYS, seed)
         knobs = SchedulerKnobs(BLOCK, 3, plain_steps=True)
-        _, _, scheduler = asyncio.run(run_dsi(first_snapshot(with_seed(case.frame, seed)), calls, knobs))
+        _, _, scheduler = run_virtual(run_dsi(first_snapshot(with_seed(case.frame, seed)), calls, knobs))
         assert calls.drafter is not None
         assert all(c.stop_classifier_id == "" for c in calls.drafter.state.draft_calls)
         assert scheduler.counters.short_drafts == 0 and scheduler.counters.draft_tokens > 0
