@@ -6,6 +6,7 @@ precisions."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -57,3 +58,37 @@ async def test_an_int8_drafter_keeps_the_targets_greedy_output(
         assert ar.stats.drafter_dtype == ""
         accepted += sd.stats.accepted_tokens
     assert accepted > 0  # the int8 drafter's drafts are accepted
+
+
+async def test_the_shipped_disco_artifact_is_found_for_the_pair(
+    services: Services, target: ModelServer, qwen05_dir: Path
+) -> None:
+    """``--disco-artifact auto`` finds the stop classifier shipped for Qwen2.5-Coder-0.5B -> 1.5B by the
+    model fingerprints (the drafter in the chart's default precision), and disco and auto with the
+    classifier give the target's greedy output."""
+    dtype, quantize = PRECISIONS[0]
+    drafter = await services.model(qwen05_dir, dtype=dtype, quantize=quantize)
+    stub = await services.coordinator(target, drafter, disco_artifact="auto")
+    policies = {
+        "disco": coordinator_pb2.Lookahead(policy=coordinator_pb2.LOOKAHEAD_POLICY_DISCO, k=8),
+        "auto": coordinator_pb2.Lookahead(policy=coordinator_pb2.LOOKAHEAD_POLICY_AUTO),
+    }
+    for prompt in human_eval_prompts(PROMPTS):
+        ar = await stub.Generate(_greedy_request(prompt, AR))
+        for name, lookahead in policies.items():
+            response = await stub.Generate(_greedy_request(prompt, SD, lookahead))
+            assert_greedy_identical(response, ar, (prompt, name, response.stats))
+            assert response.stats.algorithm == SD and not response.stats.fallback_reason
+            assert response.stats.lookahead.startswith(name), response.stats.lookahead
+
+
+def _greedy_request(
+    prompt: str, algorithm: Any, lookahead: coordinator_pb2.Lookahead | None = None
+) -> coordinator_pb2.GenerateRequest:
+    return coordinator_pb2.GenerateRequest(
+        prompt=prompt,
+        sampling=common_pb2.SamplingParams(temperature=0.0),
+        algorithm=algorithm,
+        lookahead=lookahead,
+        max_new_tokens=NEW_TOKENS,
+    )
