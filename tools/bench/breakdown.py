@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from coordinator.dsimodel.offline import MAX_LOOKAHEAD, si_latency
 from tools.bench.records import PromptRecord
@@ -61,49 +62,87 @@ def ideal_speedup(acceptance: float, draft_length: float, drafter_cost: float) -
     return at_low + (k - low) * (at_high - at_low)
 
 
-def _sum(values: Sequence[float | int | None]) -> float | None:
-    """The sum, or None when some record lacks the value."""
-    if any(value is None for value in values):
+@dataclass(frozen=True)
+class RoundTotals:
+    """One configuration's sums over its requests (``GenerationStats``), what the breakdown needs."""
+
+    rounds: int
+    seconds: float
+    drafter_forwards: int
+    target_forwards: int
+    draft_tokens: int
+    accepted_tokens: int
+    drafter_compute_seconds: float
+    target_compute_seconds: float
+    drafter_call_seconds: float
+    target_call_seconds: float
+    overlapped: bool
+
+    def __add__(self, other: RoundTotals) -> RoundTotals:
+        sums: dict[str, Any] = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        sums["overlapped"] = self.overlapped or other.overlapped
+        return RoundTotals(**sums)
+
+
+def _per(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+_RECORD_SUMS = (
+    "rounds",
+    "drafter_forwards",
+    "target_forwards",
+    "draft_tokens",
+    "accepted_tokens",
+    "drafter_compute_seconds",
+    "target_compute_seconds",
+    "drafter_call_seconds",
+    "target_call_seconds",
+)
+
+
+def prompt_totals(record: PromptRecord) -> RoundTotals | None:
+    """A services record's totals; None when it lacks some (older coordinators, transformers)."""
+    values: dict[str, Any] = {name: getattr(record, name) for name in _RECORD_SUMS}
+    if any(value is None for value in values.values()):
         return None
-    return float(sum(value for value in values if value is not None))
-
-
-def _per(numerator: float | None, denominator: float | None) -> float | None:
-    return None if numerator is None or not denominator else numerator / denominator
+    return RoundTotals(seconds=record.seconds, overlapped=record.scheduler_ran == "dsi", **values)
 
 
 def round_breakdown(records: Sequence[PromptRecord], measured_speedup: float | None) -> RoundBreakdown | None:
     """The breakdown of a configuration's records; None unless every record reports its calls' times."""
-    rounds = _sum([r.rounds for r in records])
-    drafter_compute = _sum([r.drafter_compute_seconds for r in records])
-    target_compute = _sum([r.target_compute_seconds for r in records])
-    drafter_calls = _sum([r.drafter_call_seconds for r in records])
-    target_calls = _sum([r.target_call_seconds for r in records])
-    if not rounds or None in (drafter_compute, target_compute, drafter_calls, target_calls):
+    totals = [prompt_totals(r) for r in records]
+    if not totals or any(t is None for t in totals):
         return None
-    assert drafter_compute is not None and target_compute is not None
-    assert drafter_calls is not None and target_calls is not None
-    calls = drafter_calls + target_calls
-    overlapped = any(r.scheduler_ran == "dsi" for r in records)
-    seconds = sum(r.seconds for r in records)
-    cost = _per(
-        _per(drafter_compute, _sum([r.drafter_forwards for r in records])),
-        _per(target_compute, _sum([r.target_forwards for r in records])),
-    )
-    drafted, accepted = _sum([r.draft_tokens for r in records]), _sum([r.accepted_tokens for r in records])
-    draft_length = _per(drafted, rounds)
-    acceptance = _per(accepted, drafted)
+    return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured_speedup)
+
+
+ZERO_TOTALS = RoundTotals(0, 0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, overlapped=False)
+
+
+def breakdown_of(totals: RoundTotals, measured_speedup: float | None) -> RoundBreakdown | None:
+    """The breakdown of a configuration's totals; None when it ran no round."""
+    rounds = totals.rounds
+    if not rounds:
+        return None
+    compute = totals.drafter_compute_seconds + totals.target_compute_seconds
+    calls = totals.drafter_call_seconds + totals.target_call_seconds
+    drafter_step = _per(totals.drafter_compute_seconds, totals.drafter_forwards)
+    target_step = _per(totals.target_compute_seconds, totals.target_forwards)
+    cost = None if drafter_step is None or not target_step else drafter_step / target_step
+    acceptance = _per(totals.accepted_tokens, totals.draft_tokens)
     ideal = (
         None
-        if cost is None or draft_length is None or acceptance is None
-        else ideal_speedup(acceptance, draft_length, cost)
+        if cost is None or acceptance is None
+        else ideal_speedup(acceptance, totals.draft_tokens / rounds, cost)
     )
+    overlapped = totals.overlapped
     return RoundBreakdown(
-        rounds=int(rounds),
-        drafter_compute_seconds=drafter_compute / rounds,
-        target_compute_seconds=target_compute / rounds,
-        wire_seconds=None if overlapped else (calls - drafter_compute - target_compute) / rounds,
-        coordinator_seconds=None if overlapped else (seconds - calls) / rounds,
+        rounds=rounds,
+        drafter_compute_seconds=totals.drafter_compute_seconds / rounds,
+        target_compute_seconds=totals.target_compute_seconds / rounds,
+        wire_seconds=None if overlapped else (calls - compute) / rounds,
+        coordinator_seconds=None if overlapped else (totals.seconds - calls) / rounds,
         overlapped=overlapped,
         drafter_cost=cost,
         ideal_speedup=ideal,
