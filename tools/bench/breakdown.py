@@ -84,6 +84,9 @@ class RoundTotals:
         return RoundTotals(**sums)
 
 
+ZERO_TOTALS = RoundTotals(0, 0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, overlapped=False)
+
+
 def _per(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
@@ -116,8 +119,6 @@ def round_breakdown(records: Sequence[PromptRecord], measured_speedup: float | N
         return None
     return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured_speedup)
 
-
-ZERO_TOTALS = RoundTotals(0, 0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, overlapped=False)
 
 
 def breakdown_of(totals: RoundTotals, measured_speedup: float | None) -> RoundBreakdown | None:
