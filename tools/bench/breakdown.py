@@ -120,7 +120,6 @@ def round_breakdown(records: Sequence[PromptRecord], measured_speedup: float | N
     return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured_speedup)
 
 
-
 def breakdown_of(totals: RoundTotals, measured_speedup: float | None) -> RoundBreakdown | None:
     """The breakdown of a configuration's totals; None when it ran no round."""
     rounds = totals.rounds
