@@ -151,6 +151,12 @@ class RequestStats:
     verifications_preempted: int = 0  # Score calls cancelled or discarded (a stale prefix) under DSI
     target_tokens_computed: int = 0  # tokens fed through target forwards, discarded work included
     call_queue_seconds: float = 0.0  # total time the request's calls waited for a free replica slot
+    # Sums over the request's calls (DSI's overlap: they can exceed total_seconds): the services' reported
+    # compute_seconds, and the wall time from send to reply as the coordinator saw it.
+    drafter_compute_seconds: float = 0.0
+    target_compute_seconds: float = 0.0
+    drafter_call_seconds: float = 0.0
+    target_call_seconds: float = 0.0
 
     @property
     def acceptance_rate(self) -> float:

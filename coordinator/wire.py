@@ -240,6 +240,10 @@ def stats_message(stats: RequestStats) -> coordinator_pb2.GenerationStats:
         verifications_preempted=stats.verifications_preempted,
         target_tokens_per_output_token=stats.target_tokens_per_output_token,
         call_queue_seconds=stats.call_queue_seconds,
+        drafter_compute_seconds=stats.drafter_compute_seconds,
+        target_compute_seconds=stats.target_compute_seconds,
+        drafter_call_seconds=stats.drafter_call_seconds,
+        target_call_seconds=stats.target_call_seconds,
     )
 
 

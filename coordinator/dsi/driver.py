@@ -9,6 +9,7 @@ busy with the same request). ``dsi_commits`` runs the scheduler and applies each
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -63,9 +64,11 @@ class PoolCalls:
             uncached = client.uncached_tokens(context.sequence_id, context.tokens)
             return CallWork(1, uncached + len(call.candidate_tokens))
 
+        started = time.monotonic()
         outcome, _ = await self._targets.call(
             invoke, prefer=replica or None, work=work, deadline=scope.deadline, avoid=busy
         )
+        self._run.calls.times.add_score(started, outcome.stats.compute_seconds)
         self._targets.costs.observe(outcome.stats)
         return outcome
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import structlog
 
@@ -69,12 +69,32 @@ class LoopServices:
         task.add_done_callback(self.background.discard)
 
 
+@dataclass
+class CallTimes:
+    """Sums over one request's answered model-service calls: the compute time the services reported and
+    the wall time from send to reply as the coordinator saw it (a re-send to another replica included)."""
+
+    drafter_compute_seconds: float = 0.0
+    target_compute_seconds: float = 0.0
+    drafter_call_seconds: float = 0.0
+    target_call_seconds: float = 0.0
+
+    def add_draft(self, started: float, compute_seconds: float) -> None:
+        self.drafter_call_seconds += time.monotonic() - started
+        self.drafter_compute_seconds += compute_seconds
+
+    def add_score(self, started: float, compute_seconds: float) -> None:
+        self.target_call_seconds += time.monotonic() - started
+        self.target_compute_seconds += compute_seconds
+
+
 class ServiceCalls:
     """The model-service calls of one request (a ``coordinator.loop.round.ModelCalls``)."""
 
     def __init__(self, services: LoopServices, scope: CallScope) -> None:
         self._services = services
         self._scope = scope
+        self.times = CallTimes()
         self.target_replica: str | None = None  # the replica that served the last call (cache affinity)
         self.drafter_replica: str | None = None
 
@@ -104,6 +124,7 @@ class ServiceCalls:
             uncached = client.uncached_tokens(context.sequence_id, context.tokens)
             return CallWork(call.max_draft_tokens, uncached + call.max_draft_tokens)
 
+        started = time.monotonic()
         try:
             outcome, self.drafter_replica = await drafters.call(
                 invoke, prefer=self.drafter_replica, work=work, deadline=self._scope.deadline
@@ -114,6 +135,7 @@ class ServiceCalls:
             raise DrafterFailedError("the drafter did not answer in time") from None
         except (PolyspecError, RuntimeError) as exc:  # unavailable, over capacity, refused, malformed
             raise DrafterFailedError(str(exc)) from exc
+        self.times.add_draft(started, outcome.stats.compute_seconds)
         drafters.costs.observe(outcome.stats)
         return outcome
 
@@ -126,12 +148,14 @@ class ServiceCalls:
             uncached = client.uncached_tokens(context.sequence_id, context.tokens)
             return CallWork(1, uncached + len(call.candidate_tokens))
 
+        started = time.monotonic()
         outcome, self.target_replica = await targets.call(
             lambda client, timeout: client.score(call, self._scope.with_timeout(timeout)),
             prefer=self.target_replica,
             work=work,
             deadline=self._scope.deadline,
         )
+        self.times.add_score(started, outcome.stats.compute_seconds)
         targets.costs.observe(outcome.stats)
         return outcome
 
@@ -141,6 +165,7 @@ class ServiceCalls:
         lookups = self._services.lookups
         if lookups is None or not lookups.usable():
             return None
+        started = time.monotonic()
         try:
             outcome, _ = await lookups.call(
                 lambda client, timeout: client.draft(call, self._scope.with_timeout(timeout)),
@@ -153,6 +178,7 @@ class ServiceCalls:
         except (PolyspecError, RuntimeError) as exc:
             log.warning("lookup_drafter_failed", error=str(exc))
             return None
+        self.times.add_draft(started, outcome.stats.compute_seconds)
         return outcome
 
     def drafter_usable(self) -> bool:
@@ -303,6 +329,7 @@ class RequestRun:
             verifications_preempted=counters.verifications_preempted,
             target_tokens_computed=counters.target_tokens_computed,
             call_queue_seconds=counters.call_queue_seconds,
+            **asdict(self.calls.times),
         )
 
     def _drafter_dtype(self) -> str:

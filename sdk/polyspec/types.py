@@ -99,6 +99,16 @@ class GenerationStats:
     """Tokens fed through target forwards per output token, discarded work included."""
     call_queue_seconds: float = 0.0
     """Total time the request's model-service calls waited for a free replica slot."""
+    drafter_compute_seconds: float = 0.0
+    """Sum of the compute time the drafter services reported for the request's Draft calls."""
+    target_compute_seconds: float = 0.0
+    """Sum of the compute time the target services reported for the request's Score calls (DSI: discarded
+    verifications included)."""
+    drafter_call_seconds: float = 0.0
+    """The same Draft calls' wall time from send to reply; call - compute = wire, queueing and
+    (de)serialisation. Under DSI calls overlap, so these sums can exceed ``total_seconds``."""
+    target_call_seconds: float = 0.0
+    """The same Score calls' wall time from send to reply (see ``drafter_call_seconds``)."""
 
 
 @dataclass(frozen=True)

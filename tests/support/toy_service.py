@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class ToyState:
     active: int = 0  # Draft and Score calls being served now
     max_active: int = 0  # the most served at once
     evict_every_call: bool = False  # drop the sequence before each Draft/Score (every delta misses)
+    report_compute: bool = False  # report each Draft/Score's measured compute_seconds (as the engine does)
 
 
 def toy_info(
@@ -144,6 +146,7 @@ class ToyModel:
 
     def draft(self, call: DraftCall) -> DraftOutcome:
         self.state.draft_calls.append(call)
+        started = time.perf_counter()
         mask = None
         if call.token_mask_id:  # checked before the cache is touched, as the engine does
             mask = self.state.masks.get(call.token_mask_id)
@@ -188,9 +191,14 @@ class ToyModel:
         self.state.held[call.context.sequence_id] = held
         self.state.held_after.append(list(held))
         features = drafts.row_features(0) if call.return_features else ()
-        return DraftOutcome(tokens, probs, ForwardStats(forwards=len(tokens)), features)
+        stats = ForwardStats(forwards=len(tokens), compute_seconds=self._compute_seconds(started))
+        return DraftOutcome(tokens, probs, stats, features)
+
+    def _compute_seconds(self, started: float) -> float:
+        return time.perf_counter() - started if self.state.report_compute else 0.0
 
     def score(self, call: ScoreCall) -> ScoreOutcome:
+        started = time.perf_counter()
         tokens = self._context("Score", call.context)
         candidates = list(call.candidate_tokens)
         for index, token in enumerate(candidates):  # as the model service checks its requests
@@ -233,7 +241,11 @@ class ToyModel:
             else tuple(result.candidate_target_probs.tolist()),
             target_samples=tuple(int(t) for t in result.target_samples.tolist()),
             recovered_tokens=() if recovered is None else tuple(int(t) for t in recovered.tolist()),
-            stats=ForwardStats(forwards=1, computed_tokens=len(call.context.tokens) + len(candidates)),
+            stats=ForwardStats(
+                forwards=1,
+                computed_tokens=len(call.context.tokens) + len(candidates),
+                compute_seconds=self._compute_seconds(started),
+            ),
         )
 
     def set_token_mask(self, mask_id: str, bitmap: bytes) -> int:

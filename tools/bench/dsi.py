@@ -25,6 +25,7 @@ import grpc
 from polyspec import Client, GenerationResult
 from polyspec.v1 import model_pb2, model_pb2_grpc
 
+from tools.bench.breakdown import RoundTotals
 from tools.bench.describe import describe_machine, describe_model
 from tools.bench.dsi_report import (
     DsiRecord,
@@ -98,6 +99,19 @@ def record_of(replicas: int, mode: Mode, prompt: BenchPrompt, result: Generation
         verifications_preempted=stats.verifications_preempted,
         target_tokens_per_output_token=stats.target_tokens_per_output_token,
         token_ids=tuple(result.token_ids),
+        totals=RoundTotals(
+            rounds=stats.rounds,
+            seconds=stats.total_seconds,
+            drafter_forwards=stats.drafter_forwards,
+            target_forwards=stats.target_forwards,
+            draft_tokens=stats.draft_tokens,
+            accepted_tokens=stats.accepted_tokens,
+            drafter_compute_seconds=stats.drafter_compute_seconds,
+            target_compute_seconds=stats.target_compute_seconds,
+            drafter_call_seconds=stats.drafter_call_seconds,
+            target_call_seconds=stats.target_call_seconds,
+            overlapped=stats.scheduler == "dsi",
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from coordinator.dsimodel import best_si, choose_schedule
 from coordinator.dsimodel.offline import si_latency
+from tools.bench.breakdown import ZERO_TOTALS, RoundBreakdown, RoundTotals, breakdown_of
 
 Mode = Literal["target-only", "si", "dsi"]
 OVERRUN_LIMIT = 0.01  # the largest share of overrun forwards a measured run may have
@@ -63,6 +64,8 @@ class DsiRecord:
     verifications_preempted: int
     target_tokens_per_output_token: float
     token_ids: tuple[int, ...]
+    totals: RoundTotals | None = None
+    """Rounds, forwards and the calls' compute and wall time the coordinator reports (the breakdown's)."""
 
     @property
     def decode_seconds(self) -> float:
@@ -143,6 +146,8 @@ class DsiRow:
     predicted_tokens_per_second: float | None
     overrun_share: float
     rejected: bool
+    breakdown: RoundBreakdown | None = None
+    """Where a round's time goes (``tools.bench.breakdown``; speedup measured over target-only)."""
 
 
 def _pooled_target_tokens(records: Sequence[DsiRecord]) -> float:
@@ -182,7 +187,34 @@ def build_row(
         predicted_tokens_per_second=predicted,
         overrun_share=share,
         rejected=rejected(share),
+        breakdown=None if mode == "target-only" else _breakdown(records, baseline),
     )
+
+
+def _breakdown(records: Sequence[DsiRecord], baseline: Sequence[DsiRecord]) -> RoundBreakdown | None:
+    totals = [r.totals for r in records]
+    if not totals or any(t is None for t in totals):
+        return None
+    base = tokens_per_second(baseline)
+    measured = tokens_per_second(records) / base if base > 0 else None
+    return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured)
+
+
+def _breakdown_cells(breakdown: RoundBreakdown | None) -> list[str]:
+    if breakdown is None:
+        return ["-", "-", "-", "-"]
+
+    def ms(seconds: float | None) -> str:
+        return "overlapped" if seconds is None else f"{1000 * seconds:.1f}"
+
+    compute = f"{ms(breakdown.drafter_compute_seconds)} / {ms(breakdown.target_compute_seconds)}"
+    shared = (
+        "overlapped"
+        if breakdown.overlapped
+        else f"{ms(breakdown.wire_seconds)} / {ms(breakdown.coordinator_seconds)}"
+    )
+    overhead = "-" if breakdown.overhead is None else f"{100 * breakdown.overhead:.0f}%"
+    return [compute, shared, _cell(breakdown.ideal_speedup), overhead]
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -202,7 +234,7 @@ def _row_line(row: DsiRow, si: DsiRow | None) -> str:
         str(row.replicas), row.mode, ",".join(row.schedulers_ran), _cell(row.tokens_per_second),
         _cell(row.decode_tokens_per_second), ratio, _cell(row.predicted_tokens_per_second), vs_model,
         _cell(row.acceptance), str(row.verifications_preempted), _cell(row.target_tokens_per_output_token),
-        identical, overruns,
+        identical, overruns, *_breakdown_cells(row.breakdown),
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
@@ -211,9 +243,10 @@ def format_dsi_table(rows: Sequence[DsiRow]) -> str:
     """Markdown: one line per (replicas, mode); x SI is against SI at the same replica count."""
     header = (
         "| replicas | asked | ran | tok/s | decode tok/s | x SI | model tok/s | measured / model "
-        "| acceptance | pre-empted | target tok / output tok | greedy = target-only | overruns |"
+        "| acceptance | pre-empted | target tok / output tok | greedy = target-only | overruns "
+        "| drafter / target compute ms/round | wire / coordinator ms/round | ideal SI x | overhead |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 17]
     si_rows = {row.replicas: row for row in rows if row.mode == "si"}
     lines += [_row_line(row, si_rows.get(row.replicas)) for row in rows]
     if any(row.rejected for row in rows):
@@ -222,6 +255,11 @@ def format_dsi_table(rows: Sequence[DsiRow]) -> str:
             "longer than their emulated latency; raise the padding (--emulate-forward-ms, "
             "--emulate-drafter-forward-ms) until the real compute fits under it."
         )
+    lines.append(
+        "\nms/round: mean per round of the services' compute, wire+queue (calls - compute) and the "
+        "coordinator (total - calls; overlapped under DSI). ideal SI x: SI's speedup over target-only "
+        "from the measured acceptance, draft length and step costs; overhead: 1 - measured x / ideal."
+    )
     if any(row.mode == "dsi" and "dsi" not in row.schedulers_ran for row in rows):
         lines.append("\nNote: the coordinator ran some `dsi` requests as `si` (column `ran`).")
     return "\n".join(lines)

@@ -319,4 +319,10 @@ def record_from_result(prompt: BenchPrompt, result: GenerationResult, client_sec
         fallback_reason=stats.fallback_reason,
         emulated_latency=stats.emulated_latency,
         seed=stats.seed,
+        drafter_forwards=stats.drafter_forwards,
+        scheduler_ran=stats.scheduler,
+        drafter_compute_seconds=stats.drafter_compute_seconds,
+        target_compute_seconds=stats.target_compute_seconds,
+        drafter_call_seconds=stats.drafter_call_seconds,
+        target_call_seconds=stats.target_call_seconds,
     )

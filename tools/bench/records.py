@@ -73,6 +73,14 @@ class PromptRecord:
     fallback_reason: str = ""
     emulated_latency: bool = False
     seed: int | None = None
+    drafter_forwards: int | None = None
+    scheduler_ran: str | None = None
+    drafter_compute_seconds: float | None = None
+    """Sum of the compute time the drafter services reported (GenerationStats; services only)."""
+    target_compute_seconds: float | None = None
+    drafter_call_seconds: float | None = None
+    """Sum of the Draft calls' wall time from send to reply, as the coordinator saw them."""
+    target_call_seconds: float | None = None
 
     @property
     def tokens_per_target_forward(self) -> float | None:

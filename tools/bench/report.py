@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.bench.assistant import variant_of
+from tools.bench.breakdown import RoundBreakdown, round_breakdown
 from tools.bench.compare import format_comparisons, peer_comparisons
 from tools.bench.options import BenchOptions
 from tools.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
@@ -157,6 +158,8 @@ class Summary:
     paired_speedup_vs_transformers_ar: float | None
     identity_reference: str | None
     identical: dict[int, bool]
+    breakdown: RoundBreakdown | None = None
+    """Where a round's time goes and the ideal speedup (services' drafting configurations)."""
 
     @property
     def mismatches(self) -> list[int]:
@@ -181,19 +184,28 @@ def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[S
     summaries = []
     for run in runs:
         reference = identity_reference(run.configuration, same_kernels=same_kernels)
+        measured = speedup(run.configuration, "services")
         summaries.append(
             Summary(
                 run=run,
                 aggregate=aggregates.get(run.configuration),
-                speedup_vs_services_ar=speedup(run.configuration, "services"),
+                speedup_vs_services_ar=measured,
                 speedup_vs_transformers_ar=speedup(run.configuration, "transformers"),
                 paired_speedup_vs_services_ar=paired(run, "services"),
                 paired_speedup_vs_transformers_ar=paired(run, "transformers"),
                 identity_reference=None if reference is None else reference.label,
                 identical=greedy_identity(run, by_config, same_kernels=same_kernels),
+                breakdown=_breakdown(run, measured),
             )
         )
     return summaries
+
+
+def _breakdown(run: ConfigurationRun, measured_speedup: float | None) -> RoundBreakdown | None:
+    """The round breakdown of a services configuration that drafts (None for ar and transformers)."""
+    if run.configuration.engine != "services" or run.configuration.method == "ar" or not run.records:
+        return None
+    return round_breakdown(run.records, measured_speedup)
 
 
 @dataclass(frozen=True)
@@ -258,6 +270,7 @@ def _summary_json(summary: Summary) -> dict[str, Any]:
         "speedup_vs_transformers_ar": summary.speedup_vs_transformers_ar,
         "paired_speedup_vs_services_ar": summary.paired_speedup_vs_services_ar,
         "paired_speedup_vs_transformers_ar": summary.paired_speedup_vs_transformers_ar,
+        "round_breakdown": None if summary.breakdown is None else dataclasses.asdict(summary.breakdown),
         "greedy_identity": None
         if not summary.identical
         else {
@@ -317,10 +330,21 @@ _COLUMNS = (
     ("vs hf ar", 9),
     ("hf paired", 10),
     ("greedy==", 9),
+    ("drf ms/r", 9),
+    ("tgt ms/r", 9),
+    ("wire ms/r", 11),
+    ("coord ms/r", 11),
+    ("ideal", 7),
+    ("overhead", 9),
 )
 SPEEDUP_NOTE = (
     "vs ar / vs hf ar: tok/s over that of the services' / transformers' ar at the same temperature; "
     "paired: geometric mean of per-prompt speedups (prompts both ran)"
+)
+BREAKDOWN_NOTE = (
+    "ms/r: mean per round of drafter compute, target compute, wire+queue (calls - compute) and coordinator "
+    "(total - calls; overlapped under DSI); ideal: SI's speedup from the measured acceptance, draft length "
+    "and drafter/target step cost; overhead: 1 - vs ar / ideal"
 )
 
 
@@ -353,8 +377,27 @@ def _row(summary: Summary, width: int) -> str:
         _fmt(summary.speedup_vs_transformers_ar, ".2f", "x"),
         _fmt(summary.paired_speedup_vs_transformers_ar, ".2f", "x"),
         _identity_cell(summary),
+        *_breakdown_cells(summary.breakdown),
     )
     return label + _cells(cells)
+
+
+def _breakdown_cells(breakdown: RoundBreakdown | None) -> tuple[str, ...]:
+    if breakdown is None:
+        return ("-",) * 6
+    shared = "overlapped" if breakdown.overlapped else "-"
+
+    def ms(seconds: float | None) -> str:
+        return shared if seconds is None else f"{1000 * seconds:.1f}"
+
+    return (
+        ms(breakdown.drafter_compute_seconds),
+        ms(breakdown.target_compute_seconds),
+        ms(breakdown.wire_seconds),
+        ms(breakdown.coordinator_seconds),
+        _fmt(breakdown.ideal_speedup, ".2f", "x"),
+        _fmt(breakdown.overhead, ".0%"),
+    )
 
 
 def _cells(cells: Sequence[str]) -> str:
@@ -368,6 +411,7 @@ def format_table(summaries: Sequence[Summary], options: BenchOptions) -> str:
         "configuration".ljust(width) + _cells([header for header, _ in _COLUMNS]),
         *(_row(summary, width) for summary in summaries),
         SPEEDUP_NOTE,
+        BREAKDOWN_NOTE,
     ]
     mismatches = [(s, index) for s in summaries for index in s.mismatches]
     for summary, index in mismatches:

@@ -336,6 +336,10 @@ class GenerationStats(_message.Message):
     VERIFICATIONS_PREEMPTED_FIELD_NUMBER: _builtins.int
     TARGET_TOKENS_PER_OUTPUT_TOKEN_FIELD_NUMBER: _builtins.int
     CALL_QUEUE_SECONDS_FIELD_NUMBER: _builtins.int
+    DRAFTER_COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    TARGET_COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    DRAFTER_CALL_SECONDS_FIELD_NUMBER: _builtins.int
+    TARGET_CALL_SECONDS_FIELD_NUMBER: _builtins.int
     algorithm: _common_pb2.Algorithm.ValueType
     """The algorithm that ran (never AUTO/UNSPECIFIED)."""
     lookahead: _builtins.str
@@ -384,6 +388,18 @@ class GenerationStats(_message.Message):
     """
     call_queue_seconds: _builtins.float
     """Total time the request's model-service calls waited for a free replica slot."""
+    drafter_compute_seconds: _builtins.float
+    """Sums over the request's Draft calls (lookup drafter included) and its Score calls of the
+    compute_seconds the model services reported (DSI: discarded verifications included; a call
+    cancelled before its reply reports none).
+    """
+    target_compute_seconds: _builtins.float
+    drafter_call_seconds: _builtins.float
+    """The same calls' wall time as the coordinator saw them, from send to reply (a re-send to another
+    replica included): call - compute = wire, queueing and (de)serialisation. Under DSI calls overlap,
+    so these sums (and the compute sums) can exceed total_seconds.
+    """
+    target_call_seconds: _builtins.float
     @_builtins.property
     def near_tie_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Greedy requests: output positions (0-based) whose token was the target's
@@ -421,10 +437,14 @@ class GenerationStats(_message.Message):
         verifications_preempted: _builtins.int = ...,
         target_tokens_per_output_token: _builtins.float = ...,
         call_queue_seconds: _builtins.float = ...,
+        drafter_compute_seconds: _builtins.float = ...,
+        target_compute_seconds: _builtins.float = ...,
+        drafter_call_seconds: _builtins.float = ...,
+        target_call_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "call_queue_seconds", b"call_queue_seconds", "draft_tokens", b"draft_tokens", "drafter_dtype", b"drafter_dtype", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "scheduler", b"scheduler", "seed", b"seed", "target_dtype", b"target_dtype", "target_forwards", b"target_forwards", "target_replicas_used", b"target_replicas_used", "target_tokens_per_output_token", b"target_tokens_per_output_token", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds", "verifications_preempted", b"verifications_preempted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_rate", b"acceptance_rate", "accepted_tokens", b"accepted_tokens", "algorithm", b"algorithm", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "call_queue_seconds", b"call_queue_seconds", "draft_tokens", b"draft_tokens", "drafter_call_seconds", b"drafter_call_seconds", "drafter_compute_seconds", b"drafter_compute_seconds", "drafter_dtype", b"drafter_dtype", "drafter_forwards", b"drafter_forwards", "emulated_latency", b"emulated_latency", "fallback_reason", b"fallback_reason", "lookahead", b"lookahead", "near_tie_positions", b"near_tie_positions", "output_tokens", b"output_tokens", "prompt_tokens", b"prompt_tokens", "rounds", b"rounds", "scheduler", b"scheduler", "seed", b"seed", "target_call_seconds", b"target_call_seconds", "target_compute_seconds", b"target_compute_seconds", "target_dtype", b"target_dtype", "target_forwards", b"target_forwards", "target_replicas_used", b"target_replicas_used", "target_tokens_per_output_token", b"target_tokens_per_output_token", "time_to_first_token_seconds", b"time_to_first_token_seconds", "tokens_per_second", b"tokens_per_second", "total_seconds", b"total_seconds", "verifications_preempted", b"verifications_preempted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

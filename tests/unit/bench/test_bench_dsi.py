@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from coordinator.dsimodel import choose_schedule
 from coordinator.dsimodel.offline import si_latency
 from tools.bench import cli as bench_cli
+from tools.bench.breakdown import RoundTotals
 from tools.bench.dsi_report import (
     OVERRUN_LIMIT,
     DsiRecord,
@@ -110,6 +111,47 @@ def test_the_table_marks_rejected_runs_and_dsi_requests_run_as_si() -> None:
     assert "20.0% REJECTED" in table and "REJECTED: more than 1% of the forwards" in table
     assert "ran some `dsi` requests as `si`" in table
     assert "| 1.00 |" in table  # x SI of the dsi row: equal speeds
+
+
+def totals(seconds: float, *, overlapped: bool = False) -> RoundTotals:
+    """4 rounds of 3 draft tokens, half accepted: drafter forwards 10 ms, target forwards 100 ms (c = 0.1);
+    the calls take 800 ms in all, 520 ms of it compute."""
+    return RoundTotals(4, seconds, 12, 4, 12, 6, 0.12, 0.4, 0.2, 0.6, overlapped=overlapped)
+
+
+def test_rows_break_a_round_down_and_compare_with_the_ideal_speedup() -> None:
+    baseline = [record("target-only")]  # 11 tokens in 2.5 s
+    si = build_row(
+        "si",
+        [record("si", total_seconds=2.0, totals=totals(2.0))],
+        baseline,
+        prediction=None,
+        share=0,
+        greedy=True,
+    )
+    breakdown = si.breakdown
+    assert breakdown is not None and breakdown.measured_speedup == pytest.approx(1.25)
+    assert breakdown.wire_seconds == pytest.approx(0.07) and breakdown.coordinator_seconds == pytest.approx(
+        0.3
+    )
+    ideal = 1 / si_latency(0.1, 0.5, 3)
+    assert breakdown.ideal_speedup == pytest.approx(ideal) and breakdown.overhead == pytest.approx(
+        1 - 1.25 / ideal
+    )
+    dsi = build_row(
+        "dsi",
+        [record("dsi", totals=totals(1.0, overlapped=True))],
+        baseline,
+        prediction=None,
+        share=0,
+        greedy=True,
+    )
+    assert dsi.breakdown is not None and dsi.breakdown.overlapped and dsi.breakdown.wire_seconds is None
+    target_only = build_row("target-only", baseline, baseline, prediction=None, share=0, greedy=True)
+    assert target_only.breakdown is None
+    table = format_dsi_table([target_only, si, dsi])
+    assert "| 30.0 / 100.0 | 70.0 / 300.0 | 1.44 | 13% |" in table
+    assert "| 30.0 / 100.0 | overlapped | 1.44 |" in table
 
 
 def parse_bench(argv: list[str]) -> argparse.Namespace:

@@ -77,7 +77,9 @@ def test_the_table_shows_paired_speedups_in_aligned_columns() -> None:
     table = format_table(summarize(runs, same_kernels=True), BenchOptions(drafter="d", target="t"))
     lines = table.splitlines()
     header, rows = lines[0], lines[1:4]
-    assert header.endswith("  vs ar paired vs hf ar hf paired greedy==")
+    assert header.endswith(
+        "  vs ar paired vs hf ar hf paired greedy== drf ms/r tgt ms/r  wire ms/r coord ms/r  ideal overhead"
+    )
     assert all(len(row) == len(header) for row in rows)
     sd_row = lines[2]
     assert sd_row.startswith("services sd [auto] T=0")

@@ -69,11 +69,16 @@ async def test_greedy_dsi_equals_ar_and_fans_out(
     coordinator, targets, drafter = await dsi_service(start_toy, start_coord, replicas)
     stub = channels(coordinator.port)
     drafted = 0
+    for toy in (*targets, drafter):
+        toy.state.report_compute = True
     for prompt in PROMPTS:
         ar = await stub.Generate(request(prompt, AR))
         dsi = await stub.Generate(request(prompt, SD))
         assert list(dsi.token_ids) == list(ar.token_ids), prompt
         drafted += dsi.stats.draft_tokens
+        # every answered call counted; the sums may exceed total_seconds (calls overlap under DSI)
+        assert 0 < dsi.stats.target_compute_seconds < dsi.stats.target_call_seconds
+        assert dsi.stats.drafter_compute_seconds <= dsi.stats.drafter_call_seconds
     assert drafted > 0
     assert sum(t.state.score_forwards > 0 for t in targets) >= 2, "verifications fanned out"
     rounds = sample(coordinator, "polyspec_rounds_total", {"algorithm": "sd", "scheduler": "dsi"})

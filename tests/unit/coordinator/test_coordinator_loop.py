@@ -435,3 +435,20 @@ async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
             return
         await asyncio.sleep(0.01)
     assert condition()
+
+
+async def test_stats_split_each_call_into_compute_and_call_time(
+    pair: tuple[Stub, ToyServer, ToyServer],
+) -> None:
+    stub, target, drafter = pair
+    target.state.report_compute = drafter.state.report_compute = True
+    target.state.delay_seconds = 0.002  # outside the reported compute: the wire's share of a call
+    sd = (await stub.Generate(gen_request(sampling=GREEDY, algorithm=SD, lookahead=static(3)))).stats
+    assert sd.rounds > 0 and sd.drafter_forwards > 0
+    assert 0 < sd.drafter_compute_seconds <= sd.drafter_call_seconds
+    assert 0 < sd.target_compute_seconds < sd.target_call_seconds
+    assert sd.target_call_seconds - sd.target_compute_seconds >= 0.002 * sd.target_forwards
+    assert sd.drafter_call_seconds + sd.target_call_seconds <= sd.total_seconds  # SI: calls in sequence
+    ar = (await stub.Generate(gen_request(sampling=GREEDY, algorithm=AR))).stats
+    assert ar.drafter_compute_seconds == ar.drafter_call_seconds == 0.0
+    assert 0 < ar.target_compute_seconds < ar.target_call_seconds <= ar.total_seconds

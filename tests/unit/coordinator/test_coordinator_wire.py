@@ -88,8 +88,14 @@ def test_dsi_statistics_reach_the_wire() -> None:
         verifications_preempted=3,
         target_tokens_computed=20,
         call_queue_seconds=0.25,
+        drafter_compute_seconds=0.5,
+        target_compute_seconds=1.5,
+        drafter_call_seconds=0.75,
+        target_call_seconds=2.25,
     )
     message = stats_message(stats)
+    assert (message.drafter_compute_seconds, message.target_compute_seconds) == (0.5, 1.5)
+    assert (message.drafter_call_seconds, message.target_call_seconds) == (0.75, 2.25)
     assert message.scheduler == coordinator_pb2.SCHEDULER_DSI
     assert (message.target_replicas_used, message.verifications_preempted) == (2, 3)
     assert message.target_tokens_per_output_token == 2.5 and message.call_queue_seconds == 0.25

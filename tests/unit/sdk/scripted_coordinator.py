@@ -151,6 +151,10 @@ def sample_stats(**overrides: Any) -> coordinator_pb2.GenerationStats:
         "verifications_preempted": 2,
         "target_tokens_per_output_token": 2.5,
         "call_queue_seconds": 0.125,
+        "drafter_compute_seconds": 0.5,
+        "target_compute_seconds": 1.5,
+        "drafter_call_seconds": 0.75,
+        "target_call_seconds": 2.25,
     }
     values.update(overrides)
     return coordinator_pb2.GenerationStats(**values)
