@@ -81,7 +81,9 @@ def test_disco_and_auto_with_the_classifier_are_measured_and_lossless(
         assert entry["skipped"] is None, entry["skipped"]
         assert entry["aggregate"]["prompts"] == 2 and entry["aggregate"]["tokens_per_second"] > 0
         assert entry["aggregate"]["algorithms_ran"] == ["sd"]
-        assert entry["aggregate"]["draft_tokens_per_round"] > 0  # the mean draft length of the variant
+        # The mean draft length of the variant: disco always drafts; auto's cost model may take target-only
+        # steps on this tiny pair (drafter and target cost about the same), which depends on timing.
+        assert entry["aggregate"]["draft_tokens_per_round"] > (0 if "[disco]" in label else -1)
         identity = entry["greedy_identity"]
         assert identity["reference"] == "services ar T=0"
         assert identity["identical"] == identity["compared"] == 2, "greedy output equals ar's"
