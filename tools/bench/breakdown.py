@@ -5,11 +5,16 @@ compute and each call's send-to-reply time): mean seconds per round of drafter c
 wire + queue (calls - compute) and the coordinator's own work (total - calls). Under DSI calls overlap, so
 only the compute means are meaningful; the rest is reported as overlapped.
 
-The ideal speedup over target-only decoding is SI's in the model of ``coordinator.dsimodel.offline``
-(``si_latency``): a round of ``k`` drafter forwards and one target forward costs ``k * c + 1`` target
-forwards and yields ``(1 - a**(k+1)) / (1 - a)`` tokens, with ``a`` the measured acceptance, ``k`` the mean
-draft length and ``c`` the drafter's compute per forward over the target's. The orchestration overhead is
-``1 - measured speedup / ideal speedup``: what wire, queueing and the coordinator cost against the model.
+The ideal speedup over target-only decoding is what the measured acceptance and step costs allow with
+no orchestration at all: the output tokens a round yields, times the target's compute per token under
+target-only decoding (the services' ``ar`` at the same temperature), over the drafter's and the target's
+compute per round. It takes every cost as measured (a verification of k + 1 tokens costs what it costs,
+not one single-token step) and the measured tokens per round (no i.i.d. acceptance assumed). The
+orchestration overhead is ``1 - measured speedup / ideal speedup``: what wire, queueing and the
+coordinator cost. ``model_speedup`` keeps SI's speedup in the model of ``coordinator.dsimodel.offline``
+(``si_latency``: a target forward costs 1 whatever it verifies, acceptance i.i.d. per token) for
+comparison. Under DSI the compute overlaps, so neither applies (the DSI bench compares with its event
+model instead).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class RoundBreakdown:
     drafter_cost: float | None
     """``c``: the drafter's compute per forward over the target's."""
     ideal_speedup: float | None
+    """Tokens per round x target-only compute per token / compute per round (SI; None under DSI)."""
+    model_speedup: float | None
+    """SI's speedup in the offline model at the measured acceptance, draft length and ``c``."""
     measured_speedup: float | None
     """The configuration's tokens/s over the services' ar at the same temperature."""
     overhead: float | None
@@ -68,6 +76,7 @@ class RoundTotals:
 
     rounds: int
     seconds: float
+    output_tokens: int
     drafter_forwards: int
     target_forwards: int
     draft_tokens: int
@@ -84,7 +93,7 @@ class RoundTotals:
         return RoundTotals(**sums)
 
 
-ZERO_TOTALS = RoundTotals(0, 0.0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, overlapped=False)
+ZERO_TOTALS = RoundTotals(0, 0.0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, overlapped=False)
 
 
 def _per(numerator: float, denominator: float) -> float | None:
@@ -93,6 +102,7 @@ def _per(numerator: float, denominator: float) -> float | None:
 
 _RECORD_SUMS = (
     "rounds",
+    "output_tokens",
     "drafter_forwards",
     "target_forwards",
     "draft_tokens",
@@ -112,30 +122,56 @@ def prompt_totals(record: PromptRecord) -> RoundTotals | None:
     return RoundTotals(seconds=record.seconds, overlapped=record.scheduler_ran == "dsi", **values)
 
 
-def round_breakdown(records: Sequence[PromptRecord], measured_speedup: float | None) -> RoundBreakdown | None:
-    """The breakdown of a configuration's records; None unless every record reports its calls' times."""
+def summed_totals(records: Sequence[PromptRecord]) -> RoundTotals | None:
+    """The records' totals summed; None unless every record reports its calls' times."""
     totals = [prompt_totals(r) for r in records]
     if not totals or any(t is None for t in totals):
         return None
-    return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured_speedup)
+    return sum((t for t in totals if t is not None), start=ZERO_TOTALS)
 
 
-def breakdown_of(totals: RoundTotals, measured_speedup: float | None) -> RoundBreakdown | None:
+def target_step_seconds(baseline: RoundTotals | None) -> float | None:
+    """Target compute per output token of target-only decoding (None: not measured)."""
+    if baseline is None or baseline.target_compute_seconds <= 0:
+        return None
+    return _per(baseline.target_compute_seconds, baseline.output_tokens)
+
+
+def round_breakdown(
+    records: Sequence[PromptRecord], measured_speedup: float | None, target_step: float | None = None
+) -> RoundBreakdown | None:
+    """The breakdown of a configuration's records; None unless every record reports its calls' times.
+    ``target_step``: target-only decoding's target compute per token (``target_step_seconds``)."""
+    totals = summed_totals(records)
+    return None if totals is None else breakdown_of(totals, measured_speedup, target_step)
+
+
+def _ideal(totals: RoundTotals, target_step: float | None) -> float | None:
+    compute = totals.drafter_compute_seconds + totals.target_compute_seconds
+    if totals.overlapped or target_step is None or compute <= 0 or not totals.rounds:
+        return None
+    return totals.output_tokens * target_step / compute
+
+
+def breakdown_of(
+    totals: RoundTotals, measured_speedup: float | None, target_step: float | None = None
+) -> RoundBreakdown | None:
     """The breakdown of a configuration's totals; None when it ran no round."""
     rounds = totals.rounds
     if not rounds:
         return None
     compute = totals.drafter_compute_seconds + totals.target_compute_seconds
     calls = totals.drafter_call_seconds + totals.target_call_seconds
-    drafter_step = _per(totals.drafter_compute_seconds, totals.drafter_forwards)
-    target_step = _per(totals.target_compute_seconds, totals.target_forwards)
-    cost = None if drafter_step is None or not target_step else drafter_step / target_step
+    drafter_forward = _per(totals.drafter_compute_seconds, totals.drafter_forwards)
+    target_forward = _per(totals.target_compute_seconds, totals.target_forwards)
+    cost = None if drafter_forward is None or not target_forward else drafter_forward / target_forward
     acceptance = _per(totals.accepted_tokens, totals.draft_tokens)
-    ideal = (
+    model = (
         None
         if cost is None or acceptance is None
         else ideal_speedup(acceptance, totals.draft_tokens / rounds, cost)
     )
+    ideal = _ideal(totals, target_step)
     overlapped = totals.overlapped
     return RoundBreakdown(
         rounds=rounds,
@@ -146,6 +182,7 @@ def breakdown_of(totals: RoundTotals, measured_speedup: float | None) -> RoundBr
         overlapped=overlapped,
         drafter_cost=cost,
         ideal_speedup=ideal,
+        model_speedup=model,
         measured_speedup=measured_speedup,
         overhead=None if ideal is None or measured_speedup is None else 1.0 - measured_speedup / ideal,
     )

@@ -102,6 +102,7 @@ def record_of(replicas: int, mode: Mode, prompt: BenchPrompt, result: Generation
         totals=RoundTotals(
             rounds=stats.rounds,
             seconds=stats.total_seconds,
+            output_tokens=stats.output_tokens,
             drafter_forwards=stats.drafter_forwards,
             target_forwards=stats.target_forwards,
             draft_tokens=stats.draft_tokens,

@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 from coordinator.dsimodel import best_si, choose_schedule
 from coordinator.dsimodel.offline import si_latency
-from tools.bench.breakdown import ZERO_TOTALS, RoundBreakdown, RoundTotals, breakdown_of
+from tools.bench.breakdown import (
+    ZERO_TOTALS,
+    RoundBreakdown,
+    RoundTotals,
+    breakdown_of,
+    target_step_seconds,
+)
 
 Mode = Literal["target-only", "si", "dsi"]
 OVERRUN_LIMIT = 0.01  # the largest share of overrun forwards a measured run may have
@@ -197,7 +203,11 @@ def _breakdown(records: Sequence[DsiRecord], baseline: Sequence[DsiRecord]) -> R
         return None
     base = tokens_per_second(baseline)
     measured = tokens_per_second(records) / base if base > 0 else None
-    return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured)
+    base_totals = [r.totals for r in baseline]
+    step = None
+    if base_totals and all(t is not None for t in base_totals):
+        step = target_step_seconds(sum((t for t in base_totals if t is not None), start=ZERO_TOTALS))
+    return breakdown_of(sum((t for t in totals if t is not None), start=ZERO_TOTALS), measured, step)
 
 
 def _breakdown_cells(breakdown: RoundBreakdown | None) -> list[str]:
@@ -257,8 +267,9 @@ def format_dsi_table(rows: Sequence[DsiRow]) -> str:
         )
     lines.append(
         "\nms/round: mean per round of the services' compute, wire+queue (calls - compute) and the "
-        "coordinator (total - calls; overlapped under DSI). ideal SI x: SI's speedup over target-only "
-        "from the measured acceptance, draft length and step costs; overhead: 1 - measured x / ideal."
+        "coordinator (total - calls; overlapped under DSI). ideal SI x: tokens per round x "
+        "target-only's compute per token / the rounds' compute (SI with no orchestration; none under DSI); "
+        "overhead: 1 - measured x / ideal."
     )
     if any(row.mode == "dsi" and "dsi" not in row.schedulers_ran for row in rows):
         lines.append("\nNote: the coordinator ran some `dsi` requests as `si` (column `ran`).")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.bench.assistant import variant_of
-from tools.bench.breakdown import RoundBreakdown, round_breakdown
+from tools.bench.breakdown import RoundBreakdown, round_breakdown, summed_totals, target_step_seconds
 from tools.bench.compare import format_comparisons, peer_comparisons
 from tools.bench.options import BenchOptions
 from tools.bench.records import Configuration, ConfigurationRun, Engine, PromptRecord
@@ -195,17 +195,21 @@ def summarize(runs: Sequence[ConfigurationRun], *, same_kernels: bool) -> list[S
                 paired_speedup_vs_transformers_ar=paired(run, "transformers"),
                 identity_reference=None if reference is None else reference.label,
                 identical=greedy_identity(run, by_config, same_kernels=same_kernels),
-                breakdown=_breakdown(run, measured),
+                breakdown=_breakdown(run, measured, by_config.get(run.configuration.baseline("services"))),
             )
         )
     return summaries
 
 
-def _breakdown(run: ConfigurationRun, measured_speedup: float | None) -> RoundBreakdown | None:
-    """The round breakdown of a services configuration that drafts (None for ar and transformers)."""
+def _breakdown(
+    run: ConfigurationRun, measured_speedup: float | None, ar: ConfigurationRun | None
+) -> RoundBreakdown | None:
+    """The round breakdown of a services configuration that drafts (None for ar and transformers);
+    ``ar``: the services' ar at the same temperature, whose target compute per token the ideal uses."""
     if run.configuration.engine != "services" or run.configuration.method == "ar" or not run.records:
         return None
-    return round_breakdown(run.records, measured_speedup)
+    step = None if ar is None or not ar.records else target_step_seconds(summed_totals(ar.records))
+    return round_breakdown(run.records, measured_speedup, step)
 
 
 @dataclass(frozen=True)
@@ -343,8 +347,8 @@ SPEEDUP_NOTE = (
 )
 BREAKDOWN_NOTE = (
     "ms/r: mean per round of drafter compute, target compute, wire+queue (calls - compute) and coordinator "
-    "(total - calls; overlapped under DSI); ideal: SI's speedup from the measured acceptance, draft length "
-    "and drafter/target step cost; overhead: 1 - vs ar / ideal"
+    "(total - calls; overlapped under DSI); ideal: tokens per round x ar's target compute per token / "
+    "compute per round (no orchestration); overhead: 1 - vs ar / ideal"
 )
 
 

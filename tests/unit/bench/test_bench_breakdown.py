@@ -34,6 +34,23 @@ def timed(index: int, rounds: int, seconds: float, scheduler: str = "si") -> Pro
     )
 
 
+def computed(ar: PromptRecord, step: float) -> PromptRecord:
+    """An ar record whose target computed ``step`` seconds a token (and whose calls took that long)."""
+    compute = step * ar.output_tokens
+    return dataclasses.replace(
+        ar,
+        rounds=ar.output_tokens,
+        target_forwards=ar.output_tokens,
+        drafter_forwards=0,
+        draft_tokens=0,
+        accepted_tokens=0,
+        drafter_compute_seconds=0.0,
+        target_compute_seconds=compute,
+        drafter_call_seconds=0.0,
+        target_call_seconds=compute,
+    )
+
+
 def test_the_ideal_speedup_is_sis_model_and_linear_between_draft_lengths() -> None:
     # a = 0.5, k = 3, c = 0.1: (1 - 0.5**4) / 0.5 = 1.875 tokens per round of 0.3 + 1 target forwards
     assert ideal_speedup(0.5, 3.0, 0.1) == pytest.approx(1.875 / 1.3)
@@ -53,8 +70,12 @@ def test_the_breakdown_splits_a_round_into_compute_wire_and_coordinator() -> Non
     assert breakdown.wire_seconds == pytest.approx(0.07)  # 200 ms of calls - 130 ms of compute
     assert breakdown.coordinator_seconds == pytest.approx(0.05)  # 250 ms - 200 ms of calls
     assert breakdown.drafter_cost == pytest.approx(0.1)
-    assert breakdown.ideal_speedup == pytest.approx(1.875 / 1.3)
-    assert breakdown.overhead == pytest.approx(1 - 1.3 / (1.875 / 1.3))
+    assert breakdown.model_speedup == pytest.approx(1.875 / 1.3)
+    assert breakdown.ideal_speedup is None and breakdown.overhead is None  # ar's step not given
+    # 2 tokens a round; target-only decoding computes 200 ms a token; a round computes 130 ms
+    measured = round_breakdown(records, measured_speedup=1.3, target_step=0.2)
+    assert measured is not None and measured.ideal_speedup == pytest.approx(2 * 0.2 / 0.13)
+    assert measured.overhead == pytest.approx(1 - 1.3 / (2 * 0.2 / 0.13))
 
 
 def test_dsi_is_overlapped_and_records_without_call_times_have_no_breakdown() -> None:
@@ -62,11 +83,14 @@ def test_dsi_is_overlapped_and_records_without_call_times_have_no_breakdown() ->
     assert breakdown is not None and breakdown.overlapped
     assert breakdown.wire_seconds is None and breakdown.coordinator_seconds is None
     assert breakdown.target_compute_seconds == pytest.approx(0.1) and breakdown.overhead is None
+    overlapped = round_breakdown([timed(0, 4, 0.5, scheduler="dsi")], measured_speedup=2.0, target_step=0.2)
+    assert overlapped is not None and overlapped.ideal_speedup is None  # compute overlaps under DSI
     assert round_breakdown([record(0, 10, 1.0)], measured_speedup=2.0) is None
 
 
 def test_the_table_and_document_carry_the_breakdown() -> None:
-    ar = run(SERVICES_AR, (0, 8, 2.0), (1, 12, 3.0))  # 4 tokens/s
+    ar = run(SERVICES_AR, (0, 8, 2.0), (1, 12, 3.0))  # 4 tokens/s, 200 ms of target compute a token
+    ar = dataclasses.replace(ar, records=[computed(r, 0.2) for r in ar.records])
     sd = dataclasses.replace(run(SERVICES_SD), records=[timed(0, 4, 1.0), timed(1, 6, 1.5)])  # 8 tokens/s
     summaries = summarize([ar, sd], same_kernels=True)
     assert summaries[0].breakdown is None
@@ -75,7 +99,8 @@ def test_the_table_and_document_carry_the_breakdown() -> None:
     options = BenchOptions(drafter="d", target="t")
     lines = format_table(summaries, options).splitlines()
     assert "coord ms/r" in lines[0] and "overhead" in lines[0]
-    assert lines[2].split()[-6:] == ["30.0", "100.0", "70.0", "50.0", "1.44x", f"{breakdown.overhead:.0%}"]
+    assert breakdown.ideal_speedup == pytest.approx(2 * 0.2 / 0.13)  # 3.08x
+    assert lines[2].split()[-6:] == ["30.0", "100.0", "70.0", "50.0", "3.08x", f"{breakdown.overhead:.0%}"]
     document = build_document(options, {}, {}, summaries, "t0", updated="t1", complete=True)
     assert document["configurations"][1]["round_breakdown"]["coordinator_seconds"] == pytest.approx(0.05)
     assert document["configurations"][0]["round_breakdown"] is None

@@ -114,13 +114,18 @@ def test_the_table_marks_rejected_runs_and_dsi_requests_run_as_si() -> None:
 
 
 def totals(seconds: float, *, overlapped: bool = False) -> RoundTotals:
-    """4 rounds of 3 draft tokens, half accepted: drafter forwards 10 ms, target forwards 100 ms (c = 0.1);
-    the calls take 800 ms in all, 520 ms of it compute."""
-    return RoundTotals(4, seconds, 12, 4, 12, 6, 0.12, 0.4, 0.2, 0.6, overlapped=overlapped)
+    """4 rounds of 3 draft tokens, half accepted, 11 output tokens: drafter forwards 10 ms, target forwards
+    100 ms (c = 0.1); the calls take 800 ms in all, 520 ms of it compute."""
+    return RoundTotals(4, seconds, 11, 12, 4, 12, 6, 0.12, 0.4, 0.2, 0.6, overlapped=overlapped)
+
+
+def target_only_totals() -> RoundTotals:
+    """Target-only decoding of 11 tokens, 200 ms of target compute each."""
+    return RoundTotals(11, 2.5, 11, 0, 11, 0, 0, 0.0, 2.2, 0.0, 2.2, overlapped=False)
 
 
 def test_rows_break_a_round_down_and_compare_with_the_ideal_speedup() -> None:
-    baseline = [record("target-only")]  # 11 tokens in 2.5 s
+    baseline = [record("target-only", totals=target_only_totals())]  # 11 tokens in 2.5 s
     si = build_row(
         "si",
         [record("si", total_seconds=2.0, totals=totals(2.0))],
@@ -134,7 +139,8 @@ def test_rows_break_a_round_down_and_compare_with_the_ideal_speedup() -> None:
     assert breakdown.wire_seconds == pytest.approx(0.07) and breakdown.coordinator_seconds == pytest.approx(
         0.3
     )
-    ideal = 1 / si_latency(0.1, 0.5, 3)
+    assert breakdown.model_speedup == pytest.approx(1 / si_latency(0.1, 0.5, 3))
+    ideal = 11 * 0.2 / 0.52  # tokens x target-only compute per token / the compute of the rounds
     assert breakdown.ideal_speedup == pytest.approx(ideal) and breakdown.overhead == pytest.approx(
         1 - 1.25 / ideal
     )
@@ -150,8 +156,8 @@ def test_rows_break_a_round_down_and_compare_with_the_ideal_speedup() -> None:
     target_only = build_row("target-only", baseline, baseline, prediction=None, share=0, greedy=True)
     assert target_only.breakdown is None
     table = format_dsi_table([target_only, si, dsi])
-    assert "| 30.0 / 100.0 | 70.0 / 300.0 | 1.44 | 13% |" in table
-    assert "| 30.0 / 100.0 | overlapped | 1.44 |" in table
+    assert f"| 30.0 / 100.0 | 70.0 / 300.0 | 4.23 | {1 - 1.25 / ideal:.0%} |" in table
+    assert "| 30.0 / 100.0 | overlapped | - | - |" in table  # compute overlaps under DSI: no ideal
 
 
 def parse_bench(argv: list[str]) -> argparse.Namespace:
