@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tools.bench import cli as bench_cli
+from tests.support.bench_cli import run_bench_cli
 from tools.bench.records import Configuration
 from tools.bench.report import FORMAT_VERSION, identity_reference
 
@@ -30,16 +29,6 @@ RECORD_FIELDS = {
     "bytes_received", "tokens_per_target_forward", "bytes_per_round", "fallback_reason", "emulated_latency",
     "identical_to_reference",
 }  # fmt: skip
-
-
-def run_bench_cli(argv: list[str]) -> int:
-    """Parses ``bench`` arguments with the subcommand's own parser and runs its handler."""
-    parser = argparse.ArgumentParser(prog="polyspec")
-    parser.add_argument("--log-level", default="WARNING")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["--log-level", "WARNING", "bench", *argv])
-    code: int = args.handler(args)
-    return code
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,14 @@ assisted generation as the reference. No downloaded model: the pair is built her
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.bench_cli import run_bench_cli
 from tests.support.tiny_models import build_word_model
-from tools.bench import cli as bench_cli
 from tools.main import main
 
 pytestmark = [pytest.mark.slow]
@@ -24,16 +23,6 @@ pytestmark = [pytest.mark.slow]
 COLLECT_PROMPTS = [" ".join(f"w{(7 * i + j) % 250}" for j in range(6)) for i in range(8)]
 # HumanEval/23 and /24 are short under the word-level tokenizer (27 and 36 tokens; the context is 128).
 PROMPT_OFFSET = 23
-
-
-def run_bench_cli(argv: list[str]) -> int:
-    """Parses ``bench`` arguments with the subcommand's own parser and runs its handler."""
-    parser = argparse.ArgumentParser(prog="polyspec")
-    parser.add_argument("--log-level", default="WARNING")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["--log-level", "WARNING", "bench", *argv])
-    code: int = args.handler(args)
-    return code
 
 
 def train_artifact(drafter: Path, target: Path, root: Path) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from tools.bench import cli as bench_cli
+from tests.support.bench_cli import run_bench_cli
 from tools.bench.dsi_report import FORMAT, FORMAT_VERSION, OVERRUN_LIMIT
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
@@ -19,15 +18,6 @@ ROW_FIELDS = {
     "target_replicas_used", "verifications_preempted", "target_tokens_per_output_token", "greedy_identical",
     "predicted_tokens_per_second", "overrun_share", "rejected",
 }  # fmt: skip
-
-
-def run_bench_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="polyspec")
-    parser.add_argument("--log-level", default="WARNING")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["--log-level", "WARNING", "bench", *argv])
-    code: int = args.handler(args)
-    return code
 
 
 def test_dsi_bench_reports_every_replica_count_and_mode(
