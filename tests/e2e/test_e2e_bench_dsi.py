@@ -16,7 +16,7 @@ ROW_FIELDS = {
     "replicas", "mode", "prompts", "tokens_per_second", "decode_tokens_per_second", "acceptance",
     "schedulers_ran",
     "target_replicas_used", "verifications_preempted", "target_tokens_per_output_token", "greedy_identical",
-    "predicted_tokens_per_second", "overrun_share", "rejected",
+    "predicted_tokens_per_second", "overrun_share", "rejected", "breakdown",
 }  # fmt: skip
 
 

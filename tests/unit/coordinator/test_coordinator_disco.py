@@ -5,15 +5,17 @@ or runs without a classifier when there is none."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 from polyspec.v1 import common_pb2, coordinator_pb2
 from structlog.testing import capture_logs
 
+from coordinator import server as coordinator_server
 from coordinator.config import SHIPPED_DISCO_ARTIFACTS
 from coordinator.pair import PairMismatchError
 from coordinator.server import CoordinatorServer, start_coordinator
@@ -113,6 +115,17 @@ async def test_auto_loads_the_artifact_trained_for_the_pair_from_the_artifact_di
     assert named and all(c.stop_classifier_id == classifier.classifier_id for c in named)
 
 
+@pytest.fixture
+def fresh_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """structlog at its defaults with an uncached module logger: an in-process CLI run earlier in the
+    session configures WARNING-level, cached loggers, which capture_logs would not see."""
+    structlog.reset_defaults()
+    monkeypatch.setattr(coordinator_server, "log", structlog.get_logger(coordinator_server.__name__))
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("fresh_logging")
 async def test_auto_without_an_artifact_for_the_pair_runs_without_a_classifier(
     start_toy: StartToy, start_coord: StartCoord, channels: Any, tmp_path: Path
 ) -> None:
@@ -142,6 +155,7 @@ async def test_auto_without_an_artifact_for_the_pair_runs_without_a_classifier(
     assert not any(c.stop_classifier_id for c in drafter.state.draft_calls)
 
 
+@pytest.mark.usefixtures("fresh_logging")
 async def test_auto_searches_the_shipped_artifacts_without_an_artifact_dir(
     start_toy: StartToy, start_coord: StartCoord
 ) -> None:
