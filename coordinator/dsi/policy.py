@@ -2,7 +2,11 @@
 
 ``DsiPolicy.choose`` resolves ``params.scheduler or settings.default_scheduler``: ``si`` runs the SI loop;
 ``dsi`` runs DSI with the knobs the event model finds fastest for the measured drafter/target cost ratio
-and acceptance (defaults before anything was measured); ``auto`` runs DSI only where
+and acceptance (defaults before anything was measured), except over a single usable target replica,
+where it runs SI: with one replica DSI can only overlap the next draft with the running verification,
+which the event model prices as a tie with SI and which measured 0.96x SI (SmolLM2-135M drafting for
+Qwen2.5-Coder-0.5B, padded services: SI's per-round lookahead beats DSI's fixed blocks), so running
+SI there keeps "never slower than SI" (the statistics say ``scheduler=si``); ``auto`` runs DSI only where
 ``choose_schedule`` says it beats SI and target-only decoding: more than one usable target replica, a
 drafting plan, measured costs, and no other request running (DSI spends several times SI's target
 compute per token, which a loaded service pays for in other requests' latency). The choice depends on
@@ -86,13 +90,13 @@ class DsiPolicy:
             return SchedulerChoice(SchedulerName.SI, None, "asked for")
         if not drafting:
             return SchedulerChoice(SchedulerName.SI, None, "the request does not draft")
+        if replicas < 2:
+            return SchedulerChoice(SchedulerName.SI, None, "one target replica (DSI over one runs SI)")
         if asked is SchedulerName.DSI:
             knobs = default_knobs(replicas)
-            if costs is not None and replicas >= 1:
+            if costs is not None:
                 knobs = self.model_choice(costs, replicas)[1]
             return SchedulerChoice(SchedulerName.DSI, knobs, "asked for")
-        if replicas < 2:
-            return SchedulerChoice(SchedulerName.SI, None, "one target replica")
         if other_requests > 0:
             return SchedulerChoice(SchedulerName.SI, None, "other requests are running")
         if costs is None:

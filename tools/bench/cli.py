@@ -271,7 +271,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--drafter-dtype",
         choices=("float32", "bfloat16", "float16"),
         default="bfloat16",
-        help="the drafter service's dtype (serve model --dtype); the target stays float32 "
+        help="the drafter service's dtype (serve model --dtype) (default: %(default)s)",
+    )
+    add(
+        "--target-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="the target service's dtype (serve model --dtype), also the transformers reference's target "
         "(default: %(default)s)",
     )
     add(
@@ -395,6 +401,7 @@ def _bench(args: argparse.Namespace) -> int:
             linear_kernel=args.linear_kernel,
             drafter_dtype=args.drafter_dtype,
             drafter_quantize=args.drafter_quantize,
+            target_dtype=args.target_dtype,
             emulate_forward_ms=args.emulate_forward_ms,
             emulate_drafter_forward_ms=args.emulate_drafter_forward_ms,
             replicas=args.replicas,

@@ -50,17 +50,23 @@ CALL_TIMEOUT_SECONDS = 3600.0
 INFO_BYTES = 256 * 1024 * 1024
 
 
-def start_services(
-    stack: LocalStack, drafter_dir: Path, target_dir: Path, options: BenchOptions
-) -> tuple[str, list[str]]:
-    """The drafter and max(replicas) targets, each padded and on its threads; their addresses."""
+def service_args(options: BenchOptions) -> tuple[list[str], list[str]]:
+    """``serve model`` flags of the drafter and of every target: threads, kernels, precision, padding."""
     common = ["--threads", str(options.threads or 1), "--linear-kernel", options.linear_kernel]
     drafter_args = [*common, "--dtype", options.drafter_dtype, "--quantize", options.drafter_quantize]
     if options.emulate_drafter_forward_ms > 0:
         drafter_args += ["--emulate-forward-ms", f"{options.emulate_drafter_forward_ms:g}"]
-    target_args = list(common)
+    target_args = [*common, "--dtype", options.target_dtype]
     if options.emulate_forward_ms > 0:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]
+    return drafter_args, target_args
+
+
+def start_services(
+    stack: LocalStack, drafter_dir: Path, target_dir: Path, options: BenchOptions
+) -> tuple[str, list[str]]:
+    """The drafter and max(replicas) targets, each padded and on its threads; their addresses."""
+    drafter_args, target_args = service_args(options)
     drafter = stack.start("drafter", ["model", "--model", str(drafter_dir), *drafter_args])
     targets = [
         stack.start(f"target-{i}", ["model", "--model", str(target_dir), *target_args])
@@ -242,6 +248,8 @@ def _settings(options: BenchOptions) -> dict[str, Any]:
         "lookahead": options.lookaheads[0],
         "algorithm": speculative_algorithm(options),
         "threads_per_service": options.threads or 1,
+        "drafter_dtype": f"{options.drafter_dtype}+{options.drafter_quantize}",
+        "target_dtype": options.target_dtype,
         "emulate_forward_ms": options.emulate_forward_ms,
         "emulate_drafter_forward_ms": options.emulate_drafter_forward_ms,
         "benchmarking_flags": options.benchmarking_flags(),

@@ -114,7 +114,7 @@ def start_stack(
     lookup drafter and its two coordinators; returns the coordinators' addresses."""
     threads = [] if options.threads is None else ["--threads", str(options.threads)]
     threads += ["--linear-kernel", options.linear_kernel]
-    target_args = list(threads)
+    target_args = [*threads, "--dtype", options.target_dtype]
     drafter_args = [*threads, "--dtype", options.drafter_dtype, "--quantize", options.drafter_quantize]
     if options.emulate_forward_ms > 0:
         target_args += ["--emulate-forward-ms", f"{options.emulate_forward_ms:g}"]

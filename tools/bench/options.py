@@ -83,8 +83,10 @@ class BenchOptions(BaseModel):
     linear_kernel: LinearKernel = Field(
         "onednn-packed", description="Linear kernels of both model services (serve model --linear-kernel)."
     )
-    drafter_dtype: DType = Field(
-        "bfloat16", description="The drafter service's dtype (serve model --dtype); the target stays float32."
+    drafter_dtype: DType = Field("bfloat16", description="The drafter service's dtype (serve model --dtype).")
+    target_dtype: DType = Field(
+        "float32",
+        description="The target service's dtype (serve model --dtype), also the transformers reference's.",
     )
     drafter_quantize: Quantize = Field(
         "int8-weight-only", description="The drafter service's int8 linear layers (serve model --quantize)."

@@ -37,7 +37,7 @@ WARMUP_TOKENS = 8
 
 @dataclass
 class LoadedModel:
-    """A causal LM and its tokenizer, in eval mode, fp32 on the CPU."""
+    """A causal LM and its tokenizer, in eval mode on the CPU (fp32 unless asked otherwise)."""
 
     model: Any
     tokenizer: Any
@@ -48,13 +48,14 @@ class LoadedModel:
         return int(self.model.config.get_text_config().vocab_size)
 
 
-def load_model(folder: Path) -> LoadedModel:
+def load_model(folder: Path, dtype: str = "float32") -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from services.model.identity import eos_token_ids
 
-    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
+    precision = getattr(torch, dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=precision, local_files_only=True)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     config = model.config.get_text_config()
@@ -155,7 +156,7 @@ def run_reference(
     import torch
 
     print("transformers reference: loading the target ...", file=out, flush=True)
-    target = load_model(target_dir)
+    target = load_model(target_dir, options.target_dtype)
     same_vocabulary = vocabulary_size(drafter_dir) == target.vocab_size
     sklearn_importable = importlib.util.find_spec("sklearn") is not None
     runs = []

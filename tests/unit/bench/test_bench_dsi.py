@@ -178,6 +178,29 @@ def test_the_dsi_flags_parse_and_validate() -> None:
         parse_bench(["--scheduler", "auto"])
 
 
+def test_the_target_precision_reaches_every_target_service() -> None:
+    from tools.bench.dsi import service_args
+
+    args = parse_bench(["--replicas", "2", "--target-dtype", "bfloat16"])
+    assert args.target_dtype == "bfloat16"
+    options = BenchOptions(
+        drafter="d", target="t", replicas=(2,), target_dtype=args.target_dtype, emulate_forward_ms=2000
+    )
+    drafter, target = service_args(options)
+    assert target == [
+        "--threads",
+        "1",
+        "--linear-kernel",
+        "onednn-packed",
+        "--dtype",
+        "bfloat16",
+        "--emulate-forward-ms",
+        "2000",
+    ]
+    assert drafter[drafter.index("--dtype") + 1] == "bfloat16" and "--emulate-forward-ms" not in drafter
+    assert BenchOptions(drafter="d", target="t").target_dtype == "float32"
+
+
 def test_the_drafter_padding_is_a_labelled_benchmarking_flag() -> None:
     options = BenchOptions(drafter="d", target="t", emulate_forward_ms=1000, emulate_drafter_forward_ms=130)
     assert options.emulating

@@ -36,7 +36,9 @@ def test_auto_runs_dsi_only_where_it_pays() -> None:
     assert choose(AUTO, 4, None) is SI, "nothing measured yet"
     assert choose(AUTO, 4, GOOD_DRAFTER, others=3) is SI, "a loaded service"
     assert choose(SI, 4, GOOD_DRAFTER) is SI
-    assert choose(DSI, 1, None) is DSI, "asked for explicitly"
+    assert choose(DSI, 2, None) is DSI, "asked for explicitly"
+    assert choose(DSI, 2, SLOW_DRAFTER) is DSI, "asked for: DSI, with the model's knobs"
+    assert choose(DSI, 1, GOOD_DRAFTER) is SI, "one replica: DSI over one replica runs SI"
     not_drafting = DsiPolicy().choose(DSI, replicas=4, drafting=False, costs=GOOD_DRAFTER, other_requests=0)
     assert not_drafting.scheduler is SI
 
