@@ -47,7 +47,7 @@ def merge_collections(collections: Sequence[LoadedCollection]) -> TrainInputs:
     first = headers[0]
     if any(h["pair"] != first["pair"] or h["regime"] != first["regime"] for h in headers):
         raise ValueError("the collection files come from different pairs or regimes")
-    ks = [_collected_k(header) for header in headers]
+    ks = [_collected_k(path, header) for path, header, _, _ in collections]
     if len(set(ks)) > 1:
         paths = [path for path, *_ in collections]
         listed = ", ".join(f"{path}: k={'?' if k is None else k}" for path, k in zip(paths, ks, strict=True))
@@ -66,11 +66,16 @@ def merge_collections(collections: Sequence[LoadedCollection]) -> TrainInputs:
     return TrainInputs(pair, str(first["regime"]), rounds, collections[0][3], ks[0])
 
 
-def _collected_k(header: Mapping[str, Any]) -> int | None:
-    """The draft length a collection file's header says it was collected with (``settings.k``)."""
+def _collected_k(path: Path, header: Mapping[str, Any]) -> int | None:
+    """The draft length a collection file's header says it was collected with (``settings.k``; None if
+    it does not say); ``ValueError`` for one that is not a positive integer."""
     settings = header.get("settings")
     k = settings.get("k") if isinstance(settings, Mapping) else None
-    return k if isinstance(k, int) and not isinstance(k, bool) else None
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(
+            f"{path}: settings.k (the draft length collected) must be a positive integer, got {k!r}"
+        )
+    return k
 
 
 def split(

@@ -73,6 +73,10 @@ def test_train_refuses_collections_of_different_draft_lengths(tmp_path: Path) ->
     unknown = collection_file(tmp_path / "old.json", None, range(3, 6))
     with pytest.raises(SystemExit, match=f"{unknown}: k=\\?"):
         train([first, unknown], tmp_path / "artifact")
+    zero = collection_file(tmp_path / "zero.json", 0, range(3, 6))
+    with pytest.raises(SystemExit, match=f"{zero}: settings.k .* must be a positive integer, got 0"):
+        train([first, zero], tmp_path / "artifact")
+    assert not (tmp_path / "artifact").exists()
 
 
 def test_collections_without_a_draft_length_train_an_artifact_without_one(tmp_path: Path) -> None:
