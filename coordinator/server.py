@@ -226,7 +226,7 @@ async def connect(
         try:
             folder = _stop_classifier_folder(settings, pair)
             if folder is not None:
-                pair, classifiers = _load_stop_classifier(folder, pair)
+                pair, classifiers = _load_stop_classifier(folder, pair, settings.max_lookahead_k)
         except BaseException:
             await _close_pools(targets, drafters, lookups)
             raise
@@ -277,8 +277,13 @@ def _stop_classifier_folder(settings: CoordinatorSettings, pair: ModelPair) -> P
     return folder
 
 
-def _load_stop_classifier(folder: Path, pair: ModelPair) -> tuple[ModelPair, StopClassifierRegistry]:
+def _load_stop_classifier(
+    folder: Path, pair: ModelPair, max_lookahead_k: int
+) -> tuple[ModelPair, StopClassifierRegistry]:
     """The pair with its trained stop classifier, and the registry that sends it to the drafters.
+
+    The log line ``stop_classifier_loaded`` tells ``disco``'s cap without a K (``disco_default_k``: the
+    draft length the classifier was trained on, ``trained_k``, at most ``max_lookahead_k``).
 
     An unreadable artifact is ``InvalidArgumentError`` naming ``disco_artifact``; one trained for another
     drafter or target (model fingerprints from Info) is ``PairMismatchError``: both refuse start-up.
@@ -292,7 +297,7 @@ def _load_stop_classifier(folder: Path, pair: ModelPair) -> tuple[ModelPair, Sto
         artifact.check_pair(pair.drafter.model_fingerprint, pair.target.model_fingerprint)
     except DiscoArtifactError as exc:
         raise PairMismatchError(f"{folder}: {exc}") from exc
-    ref = StopClassifierRef(artifact.classifier_id, artifact.classifier.threshold)
+    ref = StopClassifierRef(artifact.classifier_id, artifact.classifier.threshold, artifact.trained_k)
     log.info(
         "stop_classifier_loaded",
         path=str(folder),
@@ -300,6 +305,8 @@ def _load_stop_classifier(folder: Path, pair: ModelPair) -> tuple[ModelPair, Sto
         kind=artifact.classifier.kind.value,
         threshold=artifact.classifier.threshold,
         regime=artifact.regime,
+        trained_k=artifact.trained_k,
+        disco_default_k=ref.default_k(max_lookahead_k),
     )
     return replace(pair, stop_classifier=ref), StopClassifierRegistry(artifact)
 

@@ -3,9 +3,11 @@
 DISCO (Mamou et al. 2024, "Dynamic Speculation Lookahead") trains a small classifier per drafter/target
 pair on drafter-side features (``core.disco``); the drafter service evaluates it between draft tokens
 and stops after a token it judges likely to be rejected, keeping that token. This policy only sets the
-cap; the classifier itself travels on the request plan (``RequestPlan.stop_classifier``) so that every
-Draft of the request, ``auto``'s included, names it. The stop reads the drafter's own features only, so
-verification stays lossless whatever the classifier decides.
+cap (``disco:K``: K; plain ``disco``: the draft length the classifier was trained on, ``trained_k``,
+beyond which its feature ``position`` was never seen); the classifier itself travels on the request plan
+(``RequestPlan.stop_classifier``) so that every Draft of the request, ``auto``'s included, names it.
+The stop reads the drafter's own features only, so verification stays lossless whatever the classifier
+decides.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ class StopClassifierRef:
 
     classifier_id: str
     threshold: float  # its continue-probability threshold (the artifact's)
+    trained_k: int | None = None  # the draft length it was trained on (None: the artifact does not say)
+
+    def default_k(self, max_k: int) -> int:
+        """``disco``'s cap without a K: the trained draft length (the classifier never saw a later
+        ``position``), at most ``max_k``; ``max_k`` itself when the artifact does not say."""
+        return max_k if self.trained_k is None else min(self.trained_k, max_k)
 
 
 @dataclass

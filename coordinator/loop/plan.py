@@ -153,7 +153,9 @@ def make_lookahead(
     where it is unsure its draft is mostly rejected, so the round costs a short draft instead of a
     long one (the stop depends on drafter-side information only, so verification stays lossless).
     With a trained stop classifier (``classifier``) ``disco`` is allowed and that classifier replaces
-    the fixed confidence stop; without one ``disco`` is refused.
+    the fixed confidence stop; without one ``disco`` is refused. ``disco`` without a K drafts at most
+    the classifier's trained draft length (``StopClassifierRef.default_k``); ``auto``'s cap does not
+    depend on it.
     """
     if request.kind is LookaheadKind.DISCO:
         if classifier is None:
@@ -163,7 +165,7 @@ def make_lookahead(
                 "with --disco-artifact DIR, or with --disco-artifact auto and an artifact trained for "
                 "this drafter and target)",
             )
-        return DiscoLookahead(k=min(request.k or settings.max_lookahead_k, drafter_max))
+        return DiscoLookahead(k=min(request.k or classifier.default_k(settings.max_lookahead_k), drafter_max))
     if request.kind is LookaheadKind.CONFIDENCE:
         k = min(request.k or settings.max_lookahead_k, drafter_max)
         threshold = request.confidence_threshold or settings.default_confidence_threshold

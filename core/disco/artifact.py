@@ -5,8 +5,10 @@ The spec (JSON object) holds ``format`` (``polyspec-disco-classifier``), ``versi
 ``threshold`` (the continue probability under which the draft stops), ``pair`` (the drafter's and the
 target's ``model_fingerprint`` from Info, and their names for messages), ``regime`` (greedy | sampled:
 the labels it was trained on), ``validation`` (metrics on the validation prompts) and ``training``
-(seed and settings, to reproduce it). The coordinator sends spec and weights to each drafter replica
-with SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
+(seed and settings, to reproduce it; ``training.k``, when present, is the draft length of the
+collection it was trained on: its feature ``position`` never reached k, so ``disco`` without a K drafts
+at most k tokens). The coordinator sends spec and weights to each drafter replica with
+SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
 ``DiscoArtifactError`` saying what is wrong. ``find_artifact`` picks, among the artifact folders under a
 root, the one trained for a drafter/target pair, by the model fingerprints in the specs (folder names are
 for people only).
@@ -60,6 +62,7 @@ class StopArtifact:
     validation: Mapping[str, Any]
     spec_json: str = field(repr=False)
     weights: bytes = field(repr=False)
+    trained_k: int | None = None  # ``training.k``: the collection's draft length; None in older artifacts
 
     @property
     def classifier_id(self) -> str:
@@ -134,7 +137,24 @@ def parse_artifact(spec_json: str, weights: bytes) -> StopArtifact:
     validation = spec.get("validation", {})
     if not isinstance(validation, dict):
         raise DiscoArtifactError("validation must be a JSON object")
-    return StopArtifact(classifier, _pair(spec), str(regime), validation, spec_json, weights)
+    pair, trained_k = _pair(spec), _trained_k(spec)
+    return StopArtifact(classifier, pair, str(regime), validation, spec_json, weights, trained_k)
+
+
+def _trained_k(spec: Mapping[str, Any]) -> int | None:
+    """``training.k``, the draft length the classifier was trained on (None when the spec has none)."""
+    training = spec.get("training", {})
+    if not isinstance(training, dict):
+        raise DiscoArtifactError("training must be a JSON object")
+    k = training.get("k")
+    if k is None:
+        return None
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise DiscoArtifactError(
+            f"training.k (the draft length the classifier was trained on) must be a positive integer, "
+            f"got {k!r}"
+        )
+    return k
 
 
 def _spec_object(spec_json: str) -> dict[str, Any]:

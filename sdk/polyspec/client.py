@@ -234,8 +234,9 @@ class Client(_ClientBase):
         ``temperature`` 0 is greedy; unset means 1.0. ``algorithm``: auto, ar, sd, slem, slrs, tli.
         ``lookahead``: an int k (static), ``"auto"``, ``"static"``, ``"confidence"`` (with
         ``lookahead_k`` / ``confidence_threshold``) or ``"confidence:8:0.4"``; ``"disco"`` (with
-        ``lookahead_k``) runs the pair's trained stop classifier, and a coordinator started without one
-        rejects it with INVALID_ARGUMENT (``InvalidArgumentError``).
+        ``lookahead_k``; without it at most the draft length the classifier was trained on) runs the
+        pair's trained stop classifier, and a coordinator started without one rejects it with
+        INVALID_ARGUMENT (``InvalidArgumentError``).
 
         ``seed`` seeds every random draw (the seed used is in ``result.stats.seed``). A greedy output
         never depends on it. A sampled output is reproduced by the same seed under a deterministic

@@ -11,8 +11,9 @@ AlgorithmName: TypeAlias = Literal["auto", "ar", "sd", "slem", "slrs", "tli"]
 
 LookaheadPolicyName: TypeAlias = Literal["auto", "static", "confidence", "disco"]
 """``auto``: the coordinator drafts as far as it pays (from measured costs); ``static``: k tokens per
-round; ``confidence``: up to k, stopping at an unsure draft token; ``disco``: up to k, stopping where the
-pair's trained classifier says so (INVALID_ARGUMENT from a coordinator started without one)."""
+round; ``confidence``: up to k, stopping at an unsure draft token; ``disco``: up to k (by default the draft
+length the classifier was trained on), stopping where the pair's trained classifier says so
+(INVALID_ARGUMENT from a coordinator started without one)."""
 
 SchedulerName: TypeAlias = Literal["si", "dsi", "auto"]
 """``si``: one round at a time; ``dsi``: verifications fanned out over the coordinator's target replicas

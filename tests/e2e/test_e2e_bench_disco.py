@@ -80,6 +80,7 @@ def test_disco_and_auto_with_the_classifier_are_measured_and_lossless(
     assert document["settings"]["disco_artifact"] == artifact
     described = document["models"]["disco_artifact"]
     assert described["folder"] == artifact and described["regime"] == "greedy"
+    assert described["trained_k"] == 4  # collected with --k 4: plain disco drafts at most 4
     assert set(described["sha256"]) == {"classifier.json", "classifier.safetensors"}
 
 

@@ -66,6 +66,7 @@ async def test_collect_train_and_serve_disco(tiny_pair: tuple[Path, Path], tmp_p
     assert main([*train, "--train-prompts", "0-5", "--validation-prompts", "6-7"]) == 0
     artifact = load_artifact(out)
     assert artifact.regime == "greedy" and artifact.validation["rounds"] > 0
+    assert artifact.trained_k == 4  # collected with --k 4
     services = Services()
     try:
         target = await services.model(target_dir)

@@ -197,8 +197,9 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="comma-separated lookahead specs for the drafting algorithms: auto, K, static:K, "
         "confidence:K:THRESHOLD, disco, disco:K (the pair's trained stop classifier ends each draft, at most "
-        "K tokens), auto+disco (auto with the classifier as its stop; plain auto runs without it). The "
-        "disco specs run on a second coordinator started with --disco-artifact (default: auto)",
+        "K tokens; plain disco: at most the draft length it was trained on), auto+disco (auto with the "
+        "classifier as its stop; plain auto runs without it). The disco specs run on a second coordinator "
+        "started with --disco-artifact (default: auto)",
     )
     add(
         "--disco-artifact",

@@ -60,7 +60,8 @@ def describe_model(requested: str, folder: Path) -> dict[str, Any]:
 
 def describe_disco_artifact(folder: Path) -> dict[str, Any]:
     """The stop classifier a run served: folder, sha256 of its files, and its spec's kind, threshold,
-    regime, pair and validation metrics (read as JSON: the coordinator checks it at start-up)."""
+    regime, pair, validation metrics and trained draft length (``trained_k``: plain ``disco``'s cap; None
+    for an artifact that does not record it) (read as JSON: the coordinator checks it at start-up)."""
     import json
 
     from core.disco.artifact import SPEC_FILE, WEIGHTS_FILE
@@ -72,4 +73,5 @@ def describe_disco_artifact(folder: Path) -> dict[str, Any]:
         "folder": str(folder),
         "sha256": {name: sha256_file(folder / name) for name in (SPEC_FILE, WEIGHTS_FILE)},
         **{key: spec.get(key) for key in kept},
+        "trained_k": training.get("k") if isinstance(training := spec.get("training"), dict) else None,
     }

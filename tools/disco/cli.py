@@ -161,28 +161,14 @@ def _tokenizer(folder: Path) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from core.disco.artifact import PairFingerprint
     from core.disco.training import FitSettings
     from tools.disco.collect import load_collection
-    from tools.disco.train import TrainInputs, train_artifact
+    from tools.disco.train import merge_collections, train_artifact
 
-    headers, rounds, costs = [], [], None
-    for path in args.data:
-        header, file_rounds, file_costs = load_collection(path)
-        headers.append(header)
-        rounds.extend(file_rounds)
-        costs = costs or file_costs
-    assert costs is not None
-    if any(h["pair"] != headers[0]["pair"] or h["regime"] != headers[0]["regime"] for h in headers):
-        raise SystemExit("the collection files come from different pairs or regimes")
-    named = headers[0]["pair"]
-    pair = PairFingerprint(
-        named["drafter_fingerprint"],
-        named["target_fingerprint"],
-        named["drafter_model"],
-        named["target_model"],
-    )
-    inputs = TrainInputs(pair, headers[0]["regime"], rounds, costs)
+    try:
+        inputs = merge_collections([(path, *load_collection(path)) for path in args.data])
+    except ValueError as exc:
+        raise SystemExit(f"disco train: {exc}") from exc
     settings = FitSettings(seed=args.seed, epochs=args.epochs, hidden=args.hidden)
     artifact = train_artifact(
         inputs, args.out, train=args.train_prompts, validation=args.validation_prompts, settings=settings
@@ -192,6 +178,7 @@ def _train(args: argparse.Namespace) -> int:
         "classifier_id": artifact.classifier_id,
         "kind": artifact.classifier.kind.value,
         "threshold": artifact.classifier.threshold,
+        "trained_k": artifact.trained_k,
         "validation": dict(artifact.validation),
     }
     print(json.dumps(summary, indent=2))

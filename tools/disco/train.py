@@ -3,14 +3,17 @@
 Rounds are split by prompt (whole prompts go to one side): the training prompts fit both models, the
 validation prompts choose the model and threshold by replayed output tokens per second
 (``core.disco.training.choose``). The artifact records the pair's model fingerprints, the regime, the
-validation replay next to the full-length drafts' own (static k) and the settings to reproduce it.
+validation replay next to the full-length drafts' own (static k), the settings to reproduce it and the
+collection's draft length k (``training.k``: the feature ``position`` never reached k, so ``disco``
+without a K drafts at most k tokens with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from core.disco.artifact import PairFingerprint, StopArtifact, build_spec, serialize_weights, write_artifact
 from core.disco.classifier import ClassifierKind
@@ -25,6 +28,54 @@ class TrainInputs:
     regime: str
     rounds: list[CollectedRound]
     costs: StepCosts
+    k: int | None = None  # the collections' draft length (``settings.k``); None if they do not say
+
+
+# A loaded collection file: its path, header, rounds and step costs (``tools.disco.collect.load_collection``)
+LoadedCollection = tuple[Path, Mapping[str, Any], list[CollectedRound], StepCosts]
+
+
+def merge_collections(collections: Sequence[LoadedCollection]) -> TrainInputs:
+    """One training input from collection files: all their rounds, the first file's step costs.
+
+    ``ValueError`` unless the files agree on the pair, the regime and the draft length k they were
+    collected with (the artifact records that k as the classifier's trained draft length).
+    """
+    if not collections:
+        raise ValueError("no collection files")
+    headers = [header for _, header, _, _ in collections]
+    first = headers[0]
+    if any(h["pair"] != first["pair"] or h["regime"] != first["regime"] for h in headers):
+        raise ValueError("the collection files come from different pairs or regimes")
+    ks = [_collected_k(path, header) for path, header, _, _ in collections]
+    if len(set(ks)) > 1:
+        paths = [path for path, *_ in collections]
+        listed = ", ".join(f"{path}: k={'?' if k is None else k}" for path, k in zip(paths, ks, strict=True))
+        raise ValueError(
+            f"the collection files were collected with different draft lengths (--k): {listed}; "
+            "train on collections of one k (the artifact records it as disco's default cap)"
+        )
+    named = first["pair"]
+    pair = PairFingerprint(
+        named["drafter_fingerprint"],
+        named["target_fingerprint"],
+        named["drafter_model"],
+        named["target_model"],
+    )
+    rounds = [item for _, _, file_rounds, _ in collections for item in file_rounds]
+    return TrainInputs(pair, str(first["regime"]), rounds, collections[0][3], ks[0])
+
+
+def _collected_k(path: Path, header: Mapping[str, Any]) -> int | None:
+    """The draft length a collection file's header says it was collected with (``settings.k``; None if
+    it does not say); ``ValueError`` for one that is not a positive integer."""
+    settings = header.get("settings")
+    k = settings.get("k") if isinstance(settings, Mapping) else None
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(
+            f"{path}: settings.k (the draft length collected) must be a positive integer, got {k!r}"
+        )
+    return k
 
 
 def split(
@@ -64,6 +115,7 @@ def train_artifact(
         "validation_prompts": [validation.start, validation.stop - 1],
         "examples": int(labels.shape[0]),
         "costs": asdict(inputs.costs),
+        **({} if inputs.k is None else {"k": inputs.k}),
     }
     spec = build_spec(choice.classifier, inputs.pair, inputs.regime, validation_metrics, training)
     return write_artifact(out, spec, serialize_weights(choice.classifier))

@@ -34,8 +34,10 @@ PAIR = PairFingerprint("toy-drafter", "toy-target", "drafter", "target")
 OTHER_PAIR = PairFingerprint("toy-drafter", "toy-1.5b", "d", "other-target")
 
 
-def artifact_folder(tmp_path: Path, pair: PairFingerprint = PAIR, name: str = "disco") -> Path:
-    artifact = artifact_of(token_prob_classifier(threshold=0.5), pair)
+def artifact_folder(
+    tmp_path: Path, pair: PairFingerprint = PAIR, name: str = "disco", trained_k: int | None = None
+) -> Path:
+    artifact = artifact_of(token_prob_classifier(threshold=0.5), pair, trained_k)
     folder = tmp_path / name
     write_artifact(folder, artifact.spec_json, artifact.weights)
     return folder
@@ -79,6 +81,34 @@ async def test_disco_drafts_with_the_classifier_and_keeps_the_greedy_output(
     again = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_AUTO))
     assert list(again.token_ids) == list(reference.token_ids)
     assert len(drafter.servicer.model.stop_classifiers) == 1  # registered again on the miss
+
+
+@pytest.mark.usefixtures("fresh_logging")
+async def test_plain_disco_drafts_at_most_the_trained_draft_length_and_disco_k_overrides_it(
+    start_toy: StartToy, start_coord: StartCoord, channels: Any, tmp_path: Path
+) -> None:
+    target, drafter = await start_pair(start_toy)
+    folder = artifact_folder(tmp_path, trained_k=3)
+    with capture_logs() as logs:
+        server = await start_coord(
+            coordinator_settings(target.address, drafter.address, disco_artifact=folder)
+        )
+    (loaded,) = [line for line in logs if line["event"] == "stop_classifier_loaded"]
+    assert (loaded["trained_k"], loaded["disco_default_k"]) == (3, 3)
+    stub = channels(server.port)
+    reference = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=1))
+    drafter.state.draft_calls.clear()
+    plain = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO, k=0))
+    assert plain.stats.lookahead == "disco:3"
+    assert list(plain.token_ids) == list(reference.token_ids)
+    asked = [c.max_draft_tokens for c in drafter.state.draft_calls if c.stop_classifier_id]
+    assert asked and max(asked) == 3  # the max_lookahead_k of 16 is never asked for
+    assert 0 < plain.stats.draft_tokens <= 3 * plain.stats.rounds
+    drafter.state.draft_calls.clear()
+    explicit = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO, k=6))
+    assert explicit.stats.lookahead == "disco:6"
+    assert list(explicit.token_ids) == list(reference.token_ids)
+    assert max(c.max_draft_tokens for c in drafter.state.draft_calls if c.stop_classifier_id) == 6
 
 
 async def test_a_wrong_or_corrupt_artifact_refuses_start_up(start_toy: StartToy, tmp_path: Path) -> None:

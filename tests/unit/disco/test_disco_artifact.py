@@ -31,6 +31,17 @@ def test_round_trip_keeps_the_classifier_and_its_identity(tmp_path: Path) -> Non
     )
 
 
+def test_the_trained_draft_length_round_trips_and_an_older_spec_without_it_loads(tmp_path: Path) -> None:
+    trained = artifact_of(token_prob_classifier(), trained_k=8)
+    assert trained.trained_k == 8 and json.loads(trained.spec_json)["training"] == {"seed": 0, "k": 8}
+    written = write_artifact(tmp_path / "a", trained.spec_json, trained.weights)
+    assert written.trained_k == load_artifact(tmp_path / "a").trained_k == 8
+    older = artifact_of(token_prob_classifier())  # written before training.k existed
+    assert "k" not in json.loads(older.spec_json)["training"]
+    write_artifact(tmp_path / "b", older.spec_json, older.weights)
+    assert older.trained_k is None and load_artifact(tmp_path / "b").trained_k is None
+
+
 def test_another_pair_is_refused_naming_the_model() -> None:
     artifact = artifact_of(token_prob_classifier())
     artifact.check_pair(PAIR.drafter, PAIR.target)
@@ -57,6 +68,12 @@ def _spec_with(artifact_json: str, **changes: object) -> str:
         ({"threshold": 1.5}, "threshold must lie in"),
         ({"regime": "warm"}, "regime must be one of"),
         ({"pair": {"drafter_fingerprint": "", "target_fingerprint": "t"}}, "fingerprint"),
+        ({"training": [8]}, "training must be a JSON object"),
+        ({"training": {"k": 0}}, r"training.k \(the draft length .*\) must be a positive integer, got 0"),
+        ({"training": {"k": -3}}, "training.k .* must be a positive integer, got -3"),
+        ({"training": {"k": 2.5}}, "training.k .* must be a positive integer, got 2.5"),
+        ({"training": {"k": "8"}}, "training.k .* must be a positive integer, got '8'"),
+        ({"training": {"k": True}}, "training.k .* must be a positive integer, got True"),
     ],
 )
 def test_a_bad_spec_is_refused_saying_why(changes: dict[str, object], message: str) -> None:

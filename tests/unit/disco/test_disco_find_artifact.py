@@ -4,6 +4,7 @@ the artifacts shipped in the package, and their packaging."""
 from __future__ import annotations
 
 import fnmatch
+import json
 import tomllib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from core.disco.artifact import (
     WEIGHTS_FILE,
     DiscoArtifactError,
     PairFingerprint,
+    build_spec,
     find_artifact,
     load_artifact,
     write_artifact,
@@ -98,6 +100,21 @@ def test_the_shipped_artifacts_load_and_are_named_after_their_pair() -> None:
         assert {drafter, target} <= set(model_names()), folder.name
         artifact = load_artifact(folder)
         assert find_artifact(SHIPPED_DISCO_ARTIFACTS, artifact.pair.drafter, artifact.pair.target) == folder
+
+
+def test_the_shipped_artifacts_record_their_trained_draft_length_as_train_writes_it() -> None:
+    """Each shipped spec records the collection's k and is byte for byte what ``build_spec`` writes; the
+    Qwen2.5-Coder pair's was collected with --k 8."""
+    for folder in sorted(p for p in SHIPPED_DISCO_ARTIFACTS.iterdir() if p.is_dir()):
+        artifact = load_artifact(folder)
+        assert artifact.trained_k is not None, folder.name
+        training = json.loads(artifact.spec_json)["training"]
+        assert training["k"] == artifact.trained_k
+        parts = (artifact.classifier, artifact.pair, artifact.regime, artifact.validation)
+        rebuilt = build_spec(*parts, training)
+        assert rebuilt == artifact.spec_json, folder.name
+        assert (folder / SPEC_FILE).read_text(encoding="utf-8") == rebuilt + "\n"
+    assert load_artifact(SHIPPED_DISCO_ARTIFACTS / "qwen2.5-coder-0.5b__qwen2.5-coder-1.5b").trained_k == 8
 
 
 def test_the_package_data_carries_the_shipped_artifacts() -> None:

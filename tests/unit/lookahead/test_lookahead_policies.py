@@ -17,6 +17,7 @@ from coordinator.lookahead import (
     LookaheadPolicy,
     RoundObservation,
     StaticLookahead,
+    StopClassifierRef,
     expected_output_tokens,
 )
 from coordinator.loop.plan import Regime, make_lookahead
@@ -301,6 +302,32 @@ def test_auto_stops_cross_vocabulary_drafts_at_low_drafter_confidence() -> None:
     assert (cross.confidence_threshold, cross.regime) == (0.4, "slem:greedy")
     assert (same.confidence_threshold, same.regime) == (0.0, "sd:greedy")
     assert cross.decide(remaining_tokens=100).confidence_threshold == 0.4
+
+
+@pytest.mark.parametrize(
+    ("trained_k", "asked", "drafter_max", "expected"),
+    [
+        (8, None, 64, "disco:8"),  # plain disco: the draft length the classifier was trained on
+        (8, 12, 64, "disco:12"),  # disco:K keeps K
+        (20, None, 64, "disco:16"),  # at most max_lookahead_k
+        (None, None, 64, "disco:16"),  # an artifact that does not say: max_lookahead_k, as before
+        (8, None, 5, "disco:5"),  # and at most the drafter's own limit
+    ],
+)
+def test_disco_caps_at_the_trained_draft_length_unless_the_request_sets_k(
+    trained_k: int | None, asked: int | None, drafter_max: int, expected: str
+) -> None:
+    settings = CoordinatorSettings(target_addresses=("127.0.0.1:1",))
+    assert settings.max_lookahead_k == 16
+    classifier = StopClassifierRef("disco-c", 0.5, trained_k)
+    request = LookaheadRequest(kind=LookaheadKind.DISCO, k=asked, confidence_threshold=None)
+    regime = Regime(AlgorithmName.SD, greedy=True)
+    policy = make_lookahead(request, settings, drafter_max, CostEstimates(), regime, classifier=classifier)
+    assert policy.describe() == expected
+    assert policy.decide(remaining_tokens=100).k == int(expected.partition(":")[2])
+    auto = LookaheadRequest(kind=LookaheadKind.AUTO, k=None, confidence_threshold=None)
+    with_classifier = make_lookahead(auto, settings, 64, CostEstimates(), regime, classifier=classifier)
+    assert isinstance(with_classifier, CostModelLookahead) and with_classifier.k_max == 16  # auto: unchanged
 
 
 def _measured_baseline(estimates: CostEstimates, seconds: float = 0.5) -> CostEstimates:
