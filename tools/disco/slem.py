@@ -182,7 +182,7 @@ def _collected(target: DraftScore, index: int, snapshot: RoundSnapshot, verdict:
     labels = (1.0,) * accepted + (0.0,) * (count - accepted)
     known = verdict.scored.target_samples[: verified.accepted + 1]  # the target's greedy path so far
     committed = tuple(
-        _commits_after(target, snapshot, verdict.call, _first(drafted, d), known) for d in range(1, count + 1)
+        commits_after(target, snapshot, verdict.call, _first(drafted, d), known) for d in range(1, count + 1)
     )
     return CollectedRound(index, drafted.features, labels, accepted, committed)
 
@@ -192,7 +192,7 @@ def _first(drafted: DraftOutcome, count: int) -> DraftOutcome:
     return DraftOutcome(drafted.draft_tokens[:count], drafted.draft_probs[:count], drafted.stats, ())
 
 
-def _commits_after(
+def commits_after(
     target: DraftScore,
     snapshot: RoundSnapshot,
     call: DraftCall,
