@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from coordinator.pair import ModelPair
     from services.model.engine import ModelEngine
-    from tools.disco.collect import Collection, CollectSettings
+    from tools.disco.collect import CollectSettings
 
 
 def prompt_range(text: str) -> range:
@@ -132,9 +132,13 @@ def _collect(args: argparse.Namespace) -> int:
         stop_token_ids=frozenset(target.info.eos_token_ids),
     )
     texts = _prompts(args)
+    pair = _cross_vocabulary_pair(drafter, target, settings)
     with tqdm(total=len(texts) * args.max_new_tokens, unit="tok", desc="disco collect") as bar:
-        if drafter.info.tokenizer_fingerprint != target.info.tokenizer_fingerprint:
-            regime, collection = "slem", _collect_slem(drafter, target, texts, settings, bar.update)
+        if pair is not None:
+            from tools.disco.slem import collect_slem
+
+            regime = "slem"
+            collection = collect_slem(drafter, target, pair, texts, settings=settings, progress=bar.update)
         else:
             tokenizer = _tokenizer(args.target_model)
             prompts = [(index, tokenizer.encode(text)) for index, text in texts]
@@ -163,27 +167,30 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect_slem(
-    drafter: ModelEngine,
-    target: ModelEngine,
-    texts: list[tuple[int, str]],
-    settings: CollectSettings,
-    progress: Callable[[int], None],
-) -> Collection:
-    """SLEM labels for a pair with different tokenizers (greedy only; a clear exit otherwise)."""
-    from tools.disco.slem import collect_slem, slem_pair
+def _cross_vocabulary_pair(
+    drafter: ModelEngine, target: ModelEngine, settings: CollectSettings
+) -> ModelPair | None:
+    """The aligned pair when the two vocabularies differ (SLEM labels, greedy only: a clear exit
+    otherwise); None when they are one vocabulary."""
+    if drafter.info.tokenizer_fingerprint == target.info.tokenizer_fingerprint:
+        return None
+    from tools.disco.slem import aligned_pair
 
+    pair = aligned_pair(drafter.info, target.info)
+    if pair.same_tokenizer:  # tokenizers that differ in padding only
+        return None
+    if not pair.cross_vocabulary:
+        raise SystemExit(
+            f"disco collect: the drafter's and the target's vocabularies cannot be aligned: "
+            f"{pair.alignment_error}"
+        )
     if not settings.sampling.is_greedy:
         raise SystemExit(
             "disco collect: the drafter and the target tokenize differently, so the labels are SLEM's "
             "(whether the drafted text was covered by accepted target tokens), which are greedy only: "
             "use --temperature 0"
         )
-    try:
-        pair = slem_pair(drafter.info, target.info)
-    except ValueError as exc:
-        raise SystemExit(f"disco collect: {exc}") from None
-    return collect_slem(drafter, target, pair, texts, settings=settings, progress=progress)
+    return pair
 
 
 def _tokenizer(folder: Path) -> Any:

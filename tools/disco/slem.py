@@ -48,12 +48,17 @@ from tools.disco.collect import Collection, CollectSettings, DraftScore
 HEADROOM_TOKENS = 1 << 20
 
 
-def slem_pair(drafter: EngineInfo, target: EngineInfo) -> ModelPair:
-    """The pair aligned as the coordinator aligns it at start-up; ``ValueError`` unless SLEM can run."""
-    pair = align_pair(
+def aligned_pair(drafter: EngineInfo, target: EngineInfo) -> ModelPair:
+    """The pair aligned as the coordinator aligns it at start-up (blocking: seconds for real tokenizers)."""
+    return align_pair(
         endpoint_from_info("target", "in-process", target),
         endpoint_from_info("drafter", "in-process", drafter),
     )
+
+
+def slem_pair(drafter: EngineInfo, target: EngineInfo) -> ModelPair:
+    """The aligned pair; ``ValueError`` unless SLEM can run on it."""
+    pair = aligned_pair(drafter, target)
     if pair.same_tokenizer:
         raise ValueError("the drafter and the target share one vocabulary: collect greedy labels instead")
     if not pair.cross_vocabulary:
