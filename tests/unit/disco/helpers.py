@@ -38,6 +38,8 @@ def random_mlp(seed: int, threshold: float = 0.5, hidden: int = 5) -> StopClassi
     return StopClassifier.build(ClassifierKind.MLP, weights, F, threshold)
 
 
-def artifact_of(classifier: StopClassifier, pair: PairFingerprint = PAIR) -> StopArtifact:
-    spec = build_spec(classifier, pair, "greedy", {"replayed_tokens_per_second": 1.0}, {"seed": 0})
+def artifact_of(
+    classifier: StopClassifier, pair: PairFingerprint = PAIR, regime: str = "greedy"
+) -> StopArtifact:
+    spec = build_spec(classifier, pair, regime, {"replayed_tokens_per_second": 1.0}, {"seed": 0})
     return parse_artifact(spec, serialize_weights(classifier))
