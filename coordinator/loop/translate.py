@@ -190,6 +190,31 @@ def slem_candidates(
     return Candidates(tuple(tokens), None, ())
 
 
+def slem_covered_drafts(
+    drafter: CanonicalVocab,
+    target: CanonicalVocab,
+    draft_tokens: Sequence[int],
+    *,
+    pending: bytes,
+    accepted_candidates: Sequence[int],
+) -> int:
+    """How many leading draft tokens a SLEM round verified: those whose text, with the text drafted before
+    them, lies inside the committed text's ``pending`` end followed by the accepted candidates' bytes.
+
+    A token without text (a stop token) ends the count: nothing of it was verified.
+    """
+    covered = pending + text_bytes(target, accepted_candidates)
+    spelled = 0
+    for count, token in enumerate(draft_tokens):
+        if not drafter.is_text_token(token):
+            return count
+        piece = drafter.token_bytes[token] or b""
+        if covered[spelled : spelled + len(piece)] != piece:
+            return count
+        spelled += len(piece)
+    return len(draft_tokens)
+
+
 @dataclass(frozen=True)
 class SlrsCandidates:
     """SLRS's candidates, or ``over_budget`` when the round must be verified another way."""

@@ -3,11 +3,12 @@
 The spec (JSON object) holds ``format`` (``polyspec-disco-classifier``), ``version`` (1), ``features``
 (``core.disco.features.FEATURE_NAMES`` and ``feature_version``), ``kind`` (logistic | mlp),
 ``threshold`` (the continue probability under which the draft stops), ``pair`` (the drafter's and the
-target's ``model_fingerprint`` from Info, and their names for messages), ``regime`` (greedy | sampled:
-the labels it was trained on), ``validation`` (metrics on the validation prompts) and ``training``
-(seed and settings, to reproduce it; ``training.k``, when present, is the draft length of the
-collection it was trained on: its feature ``position`` never reached k, so ``disco`` without a K drafts
-at most k tokens). The coordinator sends spec and weights to each drafter replica with
+target's ``model_fingerprint`` from Info, and their names for messages), ``regime`` (greedy | sampled |
+slem: the labels it was trained on; slem for a drafter and a target with different tokenizers, whose
+classifier stops drafts of every cross-vocabulary algorithm), ``validation`` (metrics on the validation
+prompts) and ``training`` (seed and settings, to reproduce it; ``training.k``, when present, is the draft
+length of the collection it was trained on: its feature ``position`` never reached k, so ``disco``
+without a K drafts at most k tokens). The coordinator sends spec and weights to each drafter replica with
 SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
 ``DiscoArtifactError`` saying what is wrong. ``find_artifact`` picks, among the artifact folders under a
 root, the one trained for a drafter/target pair, by the model fingerprints in the specs (folder names are
@@ -35,7 +36,7 @@ ARTIFACT_FORMAT = "polyspec-disco-classifier"
 ARTIFACT_VERSION = 1
 SPEC_FILE = "classifier.json"
 WEIGHTS_FILE = "classifier.safetensors"
-REGIMES = ("greedy", "sampled")
+REGIMES = ("greedy", "sampled", "slem")
 
 
 class DiscoArtifactError(ValueError):

@@ -6,7 +6,10 @@ the acceptance probability min(1, target_prob / draft_prob), a soft label) and h
 were accepted. A stop rule can be *replayed* on it: it would have drafted up to its first stop
 (the stopping token kept), so the round yields min(accepted, drafted) + 1 output tokens at the cost of
 that many drafter steps and one target step (``replay_rate``). Greedy collection follows the target's
-path, so a replay is exact for the labels; sampled replay uses the round's own accepted count.
+path, so a replay is exact for the labels; sampled replay uses the round's own accepted count. SLEM rounds
+(a drafter and a target with different tokenizers, greedy) label a draft token 1 while the drafted text
+up to it lies inside the target tokens the round accepted, and record the target tokens the round would
+commit for every draft length (``CollectedRound.committed``), which the replay counts instead.
 
 Training examples are the tokens up to and including the first rejected one (later tokens were drafted
 after a token the target did not take, so whether they would be accepted is not defined). Models:
@@ -36,6 +39,15 @@ class CollectedRound:
     features: tuple[tuple[float, ...], ...]  # [k][F]
     labels: tuple[float, ...]  # [k] in [0, 1]
     accepted: int  # leading draft tokens accepted (0..k)
+    # [k] or empty: output tokens the round commits when its draft ends with token j (SLEM: target tokens,
+    # which need not be as many as the drafter tokens); empty: min(accepted, j + 1) + 1
+    committed: tuple[int, ...] = ()
+
+    def committed_after(self, drafted: int) -> int:
+        """Output tokens the round commits when its draft ends after ``drafted`` tokens."""
+        if self.committed and drafted > 0:
+            return self.committed[drafted - 1]
+        return min(self.accepted, drafted) + 1
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ def replay_rate(
     for item, decisions in zip(rounds, stops, strict=True):
         drafted = next((j + 1 for j, stop in enumerate(decisions) if stop), len(decisions))
         accepted = min(item.accepted, drafted)
-        tokens += accepted + 1
+        tokens += item.committed_after(drafted)
         seconds += drafted * costs.draft_seconds + costs.target_seconds
         drafted_total += drafted
         accepted_total += accepted

@@ -7,7 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coordinator.pair import ModelPair
+    from services.model.engine import ModelEngine
+    from tools.disco.collect import CollectSettings
 
 
 def prompt_range(text: str) -> range:
@@ -55,7 +60,8 @@ def _register_collect(actions: argparse._SubParsersAction[argparse.ArgumentParse
         "--temperature",
         type=float,
         default=0.0,
-        help="0 = greedy labels; else sampled soft labels (default: 0)",
+        help="0 = greedy labels (SLEM labels when the tokenizers differ); else sampled soft labels, "
+        "same tokenizer only (default: 0)",
     )
     add("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     add("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -118,10 +124,6 @@ def _collect(args: argparse.Namespace) -> int:
         return ModelEngine.load(settings)
 
     drafter, target = engine(args.drafter_model), engine(args.target_model)
-    if drafter.info.tokenizer_fingerprint != target.info.tokenizer_fingerprint:
-        raise SystemExit("disco collect needs drafter and target with the same tokenizer (sd)")
-    tokenizer = _tokenizer(args.target_model)
-    prompts = [(index, tokenizer.encode(text)) for index, text in _prompts(args)]
     settings = CollectSettings(
         k=args.k,
         max_new_tokens=args.max_new_tokens,
@@ -129,8 +131,19 @@ def _collect(args: argparse.Namespace) -> int:
         seed=args.seed,
         stop_token_ids=frozenset(target.info.eos_token_ids),
     )
-    with tqdm(total=len(prompts) * args.max_new_tokens, unit="tok", desc="disco collect") as bar:
-        collection = collect(drafter, target, prompts, settings, progress=bar.update)
+    texts = _prompts(args)
+    pair = _cross_vocabulary_pair(drafter, target, settings)
+    with tqdm(total=len(texts) * args.max_new_tokens, unit="tok", desc="disco collect") as bar:
+        if pair is not None:
+            from tools.disco.slem import collect_slem
+
+            regime = "slem"
+            collection = collect_slem(drafter, target, pair, texts, settings=settings, progress=bar.update)
+        else:
+            tokenizer = _tokenizer(args.target_model)
+            prompts = [(index, tokenizer.encode(text)) for index, text in texts]
+            regime = "greedy" if settings.sampling.is_greedy else "sampled"
+            collection = collect(drafter, target, prompts, settings, progress=bar.update)
     header: dict[str, Any] = {
         "pair": {
             "drafter_fingerprint": drafter.info.model_fingerprint,
@@ -138,7 +151,7 @@ def _collect(args: argparse.Namespace) -> int:
             "drafter_model": drafter.info.model_name,
             "target_model": target.info.model_name,
         },
-        "regime": "greedy" if settings.sampling.is_greedy else "sampled",
+        "regime": regime,
         "settings": {
             "k": args.k,
             "max_new_tokens": args.max_new_tokens,
@@ -152,6 +165,32 @@ def _collect(args: argparse.Namespace) -> int:
         json.dumps({"rounds": len(collection.rounds), "costs": [costs.draft_seconds, costs.target_seconds]})
     )
     return 0
+
+
+def _cross_vocabulary_pair(
+    drafter: ModelEngine, target: ModelEngine, settings: CollectSettings
+) -> ModelPair | None:
+    """The aligned pair when the two vocabularies differ (SLEM labels, greedy only: a clear exit
+    otherwise); None when they are one vocabulary."""
+    if drafter.info.tokenizer_fingerprint == target.info.tokenizer_fingerprint:
+        return None
+    from tools.disco.slem import aligned_pair
+
+    pair = aligned_pair(drafter.info, target.info)
+    if pair.same_tokenizer:  # tokenizers that differ in padding only
+        return None
+    if not pair.cross_vocabulary:
+        raise SystemExit(
+            f"disco collect: the drafter's and the target's vocabularies cannot be aligned: "
+            f"{pair.alignment_error}"
+        )
+    if not settings.sampling.is_greedy:
+        raise SystemExit(
+            "disco collect: the drafter and the target tokenize differently, so the labels are SLEM's "
+            "(whether the drafted text was covered by accepted target tokens), which are greedy only: "
+            "use --temperature 0"
+        )
+    return pair
 
 
 def _tokenizer(folder: Path) -> Any:

@@ -8,6 +8,8 @@ Every round drafts the full k tokens (no stop rule: any rule can be replayed aft
 - sampled: a token's label is its acceptance probability min(1, target_prob / draft_prob), and the round
   accepts by the speculative-sampling rule with a seeded generator (recovered or bonus token after).
 
+A drafter and a target with different tokenizers collect SLEM labels instead (``tools.disco.slem``).
+
 The models are anything with the model service's ``draft`` and ``score`` on domain types: the engines of
 ``services.model.engine`` loaded in-process (``polyspec disco collect``), or the test kits' toy models.
 Step costs come from the calls' own ``ForwardStats``.
@@ -182,6 +184,7 @@ def load_collection(path: Path) -> tuple[dict[str, Any], list[CollectedRound], S
             tuple(tuple(float(v) for v in token) for token in item["features"]),
             tuple(float(v) for v in item["labels"]),
             int(item["accepted"]),
+            tuple(int(v) for v in item.get("committed", ())),
         )
         for item in document["rounds"]
     ]

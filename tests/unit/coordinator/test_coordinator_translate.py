@@ -12,6 +12,7 @@ from coordinator.loop.translate import (
     drafted_bytes,
     look_behind,
     slem_candidates,
+    slem_covered_drafts,
     slrs_candidates,
     text_bytes,
     tli_candidates,
@@ -65,6 +66,28 @@ def test_slem_retokenizes_the_drafted_text_for_the_target(
     assert slem_candidates(drafter_vocab, target_vocab, draft, pending=b"xyz", **common).tokens == ()
     started = slem_candidates(drafter_vocab, target_vocab, draft, pending=b"    ", **common)
     assert text_bytes(target_vocab, started.tokens) == b"return fibonacci"
+
+
+def test_slem_covered_drafts_count_the_draft_tokens_inside_the_accepted_text(
+    vocabs: tuple[Any, CanonicalVocab, Any, CanonicalVocab],
+) -> None:
+    target, target_vocab, drafter, drafter_vocab = vocabs
+    draft = drafter("    return fibonacci", add_special_tokens=False)["input_ids"]
+    pieces = [drafter_vocab.token_bytes[t] or b"" for t in draft]
+    ends = [len(b"".join(pieces[: j + 1])) for j in range(len(draft))]
+
+    def covered(text: bytes, pending: bytes = b"", tokens: list[int] = draft) -> int:
+        accepted = target(text[len(pending) :].decode(), add_special_tokens=False)["input_ids"]
+        return slem_covered_drafts(
+            drafter_vocab, target_vocab, tokens, pending=pending, accepted_candidates=accepted
+        )
+
+    assert covered(b"    return fibonacci") == len(draft)
+    for cut in range(1, len(b"    return fibonacci")):  # accepted text cut anywhere: the tokens inside it
+        assert covered(b"    return fibonacci"[:cut]) == sum(end <= cut for end in ends), cut
+    assert covered(b"    return fibonacci", pending=b"    ") == len(draft)  # pending counts as covered
+    assert covered(b"    returned") == sum(end <= len(b"    return") for end in ends)  # text differs
+    assert covered(b"    return fibonacci", tokens=[draft[0], drafter.eos_token_id, *draft[1:]]) == 1
 
 
 def test_look_behind_stops_at_ids_beyond_the_tokenizer(

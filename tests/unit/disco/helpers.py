@@ -39,9 +39,12 @@ def random_mlp(seed: int, threshold: float = 0.5, hidden: int = 5) -> StopClassi
 
 
 def artifact_of(
-    classifier: StopClassifier, pair: PairFingerprint = PAIR, trained_k: int | None = None
+    classifier: StopClassifier,
+    pair: PairFingerprint = PAIR,
+    trained_k: int | None = None,
+    regime: str = "greedy",
 ) -> StopArtifact:
     """An artifact of ``classifier``; ``trained_k`` goes to ``training.k`` (None: a spec without it)."""
     training: dict[str, int] = {"seed": 0} if trained_k is None else {"seed": 0, "k": trained_k}
-    spec = build_spec(classifier, pair, "greedy", {"replayed_tokens_per_second": 1.0}, training)
+    spec = build_spec(classifier, pair, regime, {"replayed_tokens_per_second": 1.0}, training)
     return parse_artifact(spec, serialize_weights(classifier))

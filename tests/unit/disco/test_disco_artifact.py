@@ -42,6 +42,13 @@ def test_the_trained_draft_length_round_trips_and_an_older_spec_without_it_loads
     assert older.trained_k is None and load_artifact(tmp_path / "b").trained_k is None
 
 
+@pytest.mark.parametrize("regime", ["greedy", "sampled", "slem"])
+def test_every_label_regime_round_trips(regime: str, tmp_path: Path) -> None:
+    original = artifact_of(token_prob_classifier(), regime=regime)
+    write_artifact(tmp_path / "a", original.spec_json, original.weights)
+    assert load_artifact(tmp_path / "a").regime == regime
+
+
 def test_another_pair_is_refused_naming_the_model() -> None:
     artifact = artifact_of(token_prob_classifier())
     artifact.check_pair(PAIR.drafter, PAIR.target)
