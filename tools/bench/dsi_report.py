@@ -177,7 +177,9 @@ def build_row(
     greedy: bool,
 ) -> DsiRow:
     """The row of ``records`` (one mode at one replica count) against target-only's ``baseline``."""
-    predicted = None if prediction is None else float(getattr(prediction, mode.replace("-", "_")))
+    ran = {r.scheduler_ran for r in records}
+    modelled = ran.pop() if len(ran) == 1 else mode  # a dsi request the coordinator ran as SI: SI's model
+    predicted = None if prediction is None else float(getattr(prediction, modelled.replace("-", "_")))
     return DsiRow(
         replicas=records[0].replicas if records else 0,
         mode=mode,

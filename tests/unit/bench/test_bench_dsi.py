@@ -95,6 +95,10 @@ def test_a_row_reports_what_ran_and_checks_greedy_identity() -> None:
     assert differing.greedy_identical is False and differing.predicted_tokens_per_second is None
     sampled = build_row("si", [record("si")], baseline, prediction=None, share=0, greedy=False)
     assert sampled.greedy_identical is None and not sampled.rejected
+    as_si = build_row(
+        "dsi", [record("dsi", scheduler_ran="si")], baseline, prediction=prediction, share=0, greedy=True
+    )
+    assert as_si.predicted_tokens_per_second == prediction.si, "a dsi request run as SI: SI's model"
 
 
 def test_the_table_marks_rejected_runs_and_dsi_requests_run_as_si() -> None:
