@@ -1,7 +1,8 @@
 """A low-precision drafter leaves the output law alone: Qwen2.5-Coder-0.5B with int8 linear layers
 (bfloat16 with int8 weights; float32 int8-dynamic) drafting for Qwen2.5-Coder-1.5B in float32 gives the
 target's greedy output token for token (up to recorded near-ties), and the statistics name both
-precisions."""
+precisions. The shipped DISCO artifacts are found for their pairs with the drafter in that precision
+(Qwen2.5-Coder-0.5B, and SmolLM2-135M across vocabularies) and keep the target's greedy output."""
 
 from __future__ import annotations
 
@@ -80,6 +81,32 @@ async def test_the_shipped_disco_artifact_is_found_for_the_pair(
             assert_greedy_identical(response, ar, (prompt, name, response.stats))
             assert response.stats.algorithm == SD and not response.stats.fallback_reason
             assert response.stats.lookahead.startswith(name), response.stats.lookahead
+
+
+async def test_the_shipped_slem_artifact_stops_cross_vocabulary_drafts(
+    services: Services, target: ModelServer, smollm2_dir: Path
+) -> None:
+    """SmolLM2-135M (another tokenizer) drafting for Qwen2.5-Coder-1.5B: ``auto`` finds the shipped
+    SLEM-label artifact, plain ``disco`` drafts up to its trained k (8), and slem and tli with ``disco``
+    and ``auto`` give the target's greedy output."""
+    dtype, quantize = PRECISIONS[0]
+    drafter = await services.model(smollm2_dir, dtype=dtype, quantize=quantize)
+    stub = await services.coordinator(target, drafter, disco_artifact="auto")
+    policies = {
+        "disco:8": coordinator_pb2.Lookahead(policy=coordinator_pb2.LOOKAHEAD_POLICY_DISCO),
+        "auto": coordinator_pb2.Lookahead(policy=coordinator_pb2.LOOKAHEAD_POLICY_AUTO),
+    }
+    drafted = 0
+    for prompt in human_eval_prompts(PROMPTS):
+        ar = await stub.Generate(_greedy_request(prompt, AR))
+        for algorithm in (common_pb2.ALGORITHM_SLEM, common_pb2.ALGORITHM_TLI):
+            for name, lookahead in policies.items():
+                response = await stub.Generate(_greedy_request(prompt, algorithm, lookahead))
+                assert_greedy_identical(response, ar, (prompt, algorithm, name, response.stats))
+                assert response.stats.algorithm == algorithm and not response.stats.fallback_reason
+                assert response.stats.lookahead.startswith(name), response.stats.lookahead
+                drafted += response.stats.draft_tokens
+    assert drafted > 0
 
 
 def _greedy_request(

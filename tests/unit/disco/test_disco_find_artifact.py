@@ -115,6 +115,8 @@ def test_the_shipped_artifacts_record_their_trained_draft_length_as_train_writes
         assert rebuilt == artifact.spec_json, folder.name
         assert (folder / SPEC_FILE).read_text(encoding="utf-8") == rebuilt + "\n"
     assert load_artifact(SHIPPED_DISCO_ARTIFACTS / "qwen2.5-coder-0.5b__qwen2.5-coder-1.5b").trained_k == 8
+    across = load_artifact(SHIPPED_DISCO_ARTIFACTS / "smollm2-135m__qwen2.5-coder-1.5b")
+    assert (across.regime, across.trained_k) == ("slem", 8), "SLEM labels across the two vocabularies"
 
 
 def test_the_package_data_carries_the_shipped_artifacts() -> None:
