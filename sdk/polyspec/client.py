@@ -245,8 +245,9 @@ class Client(_ClientBase):
         but the same seed may give a different one from run to run.
 
         ``scheduler``: ``"si"`` (one round at a time), ``"dsi"`` (verifications fanned out over the
-        target replicas while the drafter drafts on; the same output law) or ``"auto"`` (dsi where it
-        pays); None uses the coordinator's default. ``result.stats.scheduler`` says which one ran.
+        target replicas while the drafter drafts on; the same output law; over a single usable replica
+        it runs SI) or ``"auto"`` (dsi where it pays); None uses the coordinator's default.
+        ``result.stats.scheduler`` says which one ran.
         """
         request = build_request(
             prompt=prompt,
