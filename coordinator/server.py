@@ -297,7 +297,12 @@ def _load_stop_classifier(
         artifact.check_pair(pair.drafter.model_fingerprint, pair.target.model_fingerprint)
     except DiscoArtifactError as exc:
         raise PairMismatchError(f"{folder}: {exc}") from exc
-    ref = StopClassifierRef(artifact.classifier_id, artifact.classifier.threshold, artifact.trained_k)
+    ref = StopClassifierRef(
+        artifact.classifier_id,
+        artifact.classifier.threshold,
+        artifact.trained_k,
+        artifact.threshold_replay,
+    )
     log.info(
         "stop_classifier_loaded",
         path=str(folder),
@@ -307,6 +312,7 @@ def _load_stop_classifier(
         regime=artifact.regime,
         trained_k=artifact.trained_k,
         disco_default_k=ref.default_k(max_lookahead_k),
+        threshold_follows_costs=bool(ref.replays),
     )
     return replace(pair, stop_classifier=ref), StopClassifierRegistry(artifact)
 

@@ -7,14 +7,17 @@ cap (``disco:K``: K; plain ``disco``: the draft length the classifier was traine
 beyond which its feature ``position`` was never seen); the classifier itself travels on the request plan
 (``RequestPlan.stop_classifier``) so that every Draft of the request, ``auto``'s included, names it.
 The stop reads the drafter's own features only, so verification stays lossless whatever the classifier
-decides.
+decides. Its threshold is chosen per request for the deployment's measured costs
+(``StopClassifierRef.for_costs``) from the artifact's validation replays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from coordinator.lookahead.costs import CostEstimates
 from coordinator.lookahead.policy import LookaheadDecision, RoundObservation
+from core.disco.thresholds import ThresholdReplay, best_threshold
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,23 @@ class StopClassifierRef:
     classifier_id: str
     threshold: float  # its continue-probability threshold (the artifact's)
     trained_k: int | None = None  # the draft length it was trained on (None: the artifact does not say)
+    # each threshold's validation replay (``core.disco.thresholds``; the artifact's ``threshold_replay``)
+    replays: tuple[ThresholdReplay, ...] = ()
+
+    def for_costs(self, estimates: CostEstimates) -> StopClassifierRef:
+        """This classifier at the threshold whose validation replay is fastest at the deployment's
+        measured costs: a drafter step, the target's verification per width and a round's cost beyond
+        compute (``CostEstimates``). Until they are measured, or for an artifact without replays, the
+        artifact's own threshold (chosen at the step costs of the machine that collected its rounds)."""
+        step, overhead = estimates.draft_step_seconds, estimates.spec_overhead_seconds
+        if not self.replays or step is None or estimates.verify_seconds(2) is None:
+            return self
+
+        def verify(drafted: int) -> float:
+            return estimates.verify_seconds(drafted + 1) or 0.0
+
+        threshold = best_threshold(self.replays, step, verify, overhead or 0.0)
+        return replace(self, threshold=threshold)
 
     def default_k(self, max_k: int) -> int:
         """``disco``'s cap without a K: the trained draft length (the classifier never saw a later

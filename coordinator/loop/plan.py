@@ -226,5 +226,5 @@ def plan_request(
         drafter_prompt,
         fallback_reason,
         resolved.note,
-        stop_classifier=classifier if uses_classifier else None,
+        stop_classifier=classifier.for_costs(estimates) if uses_classifier and classifier else None,
     )

@@ -8,8 +8,10 @@ slem: the labels it was trained on; slem for a drafter and a target with differe
 classifier stops drafts of every cross-vocabulary algorithm), ``validation`` (metrics on the validation
 prompts) and ``training`` (seed and settings, to reproduce it; ``training.k``, when present, is the draft
 length of the collection it was trained on: its feature ``position`` never reached k, so ``disco``
-without a K drafts at most k tokens). The coordinator sends spec and weights to each drafter replica with
-SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
+without a K drafts at most k tokens) and, optionally, ``threshold_replay`` (what the validation replay
+did at each threshold tried, ``core.disco.thresholds``: the coordinator picks the threshold for the costs
+it measures, ``threshold`` until it has measured them). The coordinator sends spec and weights to each
+drafter replica with SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
 ``DiscoArtifactError`` saying what is wrong. ``find_artifact`` picks, among the artifact folders under a
 root, the one trained for a drafter/target pair, by the model fingerprints in the specs (folder names are
 for people only).
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
@@ -31,6 +33,7 @@ from torch import Tensor
 
 from core.disco.classifier import ClassifierKind, StopClassifier
 from core.disco.features import FEATURE_NAMES, FEATURE_VERSION
+from core.disco.thresholds import ThresholdReplay
 
 ARTIFACT_FORMAT = "polyspec-disco-classifier"
 ARTIFACT_VERSION = 1
@@ -64,6 +67,8 @@ class StopArtifact:
     spec_json: str = field(repr=False)
     weights: bytes = field(repr=False)
     trained_k: int | None = None  # ``training.k``: the collection's draft length; None in older artifacts
+    # ``threshold_replay``: each threshold's validation replay (``core.disco.thresholds``); () in older ones
+    threshold_replay: tuple[ThresholdReplay, ...] = ()
 
     @property
     def classifier_id(self) -> str:
@@ -91,9 +96,11 @@ def build_spec(
     regime: str,
     validation: Mapping[str, Any],
     training: Mapping[str, Any],
+    *,
+    threshold_replay: Sequence[ThresholdReplay] = (),
 ) -> str:
     """The JSON spec of an artifact (keys sorted, so equal artifacts are equal bytes)."""
-    spec = {
+    spec: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
         "features": {"names": list(FEATURE_NAMES), "version": FEATURE_VERSION},
@@ -109,6 +116,11 @@ def build_spec(
         "validation": dict(validation),
         "training": dict(training),
     }
+    if threshold_replay:
+        spec["threshold_replay"] = [
+            {"threshold": r.threshold, "tokens": r.tokens, "drafted": list(r.drafted)}
+            for r in threshold_replay
+        ]
     return json.dumps(spec, indent=2, sort_keys=True)
 
 
@@ -139,7 +151,40 @@ def parse_artifact(spec_json: str, weights: bytes) -> StopArtifact:
     if not isinstance(validation, dict):
         raise DiscoArtifactError("validation must be a JSON object")
     pair, trained_k = _pair(spec), _trained_k(spec)
-    return StopArtifact(classifier, pair, str(regime), validation, spec_json, weights, trained_k)
+    replays = _threshold_replay(spec)
+    return StopArtifact(classifier, pair, str(regime), validation, spec_json, weights, trained_k, replays)
+
+
+def _threshold_replay(spec: Mapping[str, Any]) -> tuple[ThresholdReplay, ...]:
+    """``threshold_replay``: each threshold's validation replay (empty when the spec has none)."""
+    entries = spec.get("threshold_replay", [])
+    if not isinstance(entries, list):
+        raise DiscoArtifactError("threshold_replay must be a list")
+    replays = []
+    for index, entry in enumerate(entries):
+        where = f"threshold_replay[{index}]"
+        if not isinstance(entry, dict):
+            raise DiscoArtifactError(f"{where} must be an object with threshold, tokens and drafted")
+        threshold, tokens, drafted = entry.get("threshold"), entry.get("tokens"), entry.get("drafted")
+        if not _number(threshold) or not 0.0 < float(threshold) < 1.0:
+            raise DiscoArtifactError(f"{where}.threshold must be a number in (0, 1), got {threshold!r}")
+        if not _count(tokens):
+            raise DiscoArtifactError(f"{where}.tokens must be a non-negative integer, got {tokens!r}")
+        if not isinstance(drafted, list) or not all(_count(n) for n in drafted):
+            raise DiscoArtifactError(
+                f"{where}.drafted (rounds per draft length) must be a list of non-negative integers, "
+                f"got {drafted!r}"
+            )
+        replays.append(ThresholdReplay(float(threshold), int(tokens), tuple(int(n) for n in drafted)))
+    return tuple(replays)
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _trained_k(spec: Mapping[str, Any]) -> int | None:

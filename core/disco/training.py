@@ -5,11 +5,12 @@ A collected round (``CollectedRound``) holds the features of every draft token o
 the acceptance probability min(1, target_prob / draft_prob), a soft label) and how many leading tokens
 were accepted. A stop rule can be *replayed* on it: it would have drafted up to its first stop
 (the stopping token kept), so the round yields min(accepted, drafted) + 1 output tokens at the cost of
-that many drafter steps and one target step (``replay_rate``). Greedy collection follows the target's
-path, so a replay is exact for the labels; sampled replay uses the round's own accepted count. SLEM rounds
-(a drafter and a target with different tokenizers, greedy) label a draft token 1 while the drafted text
-up to it lies inside the target tokens the round accepted, and record the target tokens the round would
-commit for every draft length (``CollectedRound.committed``), which the replay counts instead.
+that many drafter steps and one target verification of that width (``replay_rate``; ``StepCosts``).
+Greedy collection follows the target's path, so a replay is exact for the labels; sampled replay uses
+the round's own accepted count. SLEM rounds (a drafter and a target with different tokenizers, greedy)
+label a draft token 1 while the drafted text up to it lies inside the target tokens the round accepted,
+and record the target tokens the round would commit for every draft length
+(``CollectedRound.committed``), which the replay counts instead.
 
 Training examples are the tokens up to and including the first rejected one (later tokens were drafted
 after a token the target did not take, so whether they would be accepted is not defined). Models:
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from core.disco.classifier import ClassifierKind, StopClassifier
+from core.disco.thresholds import ThresholdReplay
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
@@ -52,10 +54,25 @@ class CollectedRound:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Seconds of one drafter step and one target step (measured during collection)."""
+    """Seconds of one drafter step and one target step (measured during collection).
+
+    ``verify_seconds[j - 1]`` is what the target takes to verify a draft of j tokens (it feeds j + 1: the
+    last committed token and the draft), measured per width after collecting: on a CPU a verification
+    of 9 tokens costs well over one of 5, and a replay that charged every width alike would favour long
+    drafts. Empty (SLEM rounds, collections made before it was measured): every verification costs
+    ``target_seconds``, the mean over the collection's full-length rounds.
+    """
 
     draft_seconds: float
     target_seconds: float
+    verify_seconds: tuple[float, ...] = ()
+
+    def verify(self, drafted: int) -> float:
+        """Seconds of verifying a draft of ``drafted`` tokens (beyond the measured widths: the widest)."""
+        table = self.verify_seconds
+        if not table:
+            return self.target_seconds
+        return table[min(max(drafted, 1), len(table)) - 1]
 
 
 @dataclass(frozen=True)
@@ -134,7 +151,7 @@ def replay_rate(
         drafted = next((j + 1 for j, stop in enumerate(decisions) if stop), len(decisions))
         accepted = min(item.accepted, drafted)
         tokens += item.committed_after(drafted)
-        seconds += drafted * costs.draft_seconds + costs.target_seconds
+        seconds += drafted * costs.draft_seconds + costs.verify(drafted)
         drafted_total += drafted
         accepted_total += accepted
     count = max(len(rounds), 1)
@@ -175,3 +192,23 @@ def choose(
                 best = Choice(chosen, replay, static)
     assert best is not None, "choose needs at least one candidate"
     return best
+
+
+def threshold_replays(
+    classifier: StopClassifier, validation: Sequence[CollectedRound]
+) -> tuple[ThresholdReplay, ...]:
+    """What the validation rounds do under each of ``THRESHOLDS`` (``core.disco.thresholds``): the
+    output tokens and the rounds per draft length, from which the replay at any costs follows."""
+    probs = classifier_stops(classifier, validation)
+    longest = max((len(item.features) for item in validation), default=0)
+    replays = []
+    for threshold in THRESHOLDS:
+        tokens, drafted = 0, [0] * longest
+        for item, row in zip(validation, probs, strict=True):
+            if not row:
+                continue
+            length = next((j + 1 for j, p in enumerate(row) if p < threshold), len(row))
+            tokens += item.committed_after(length)
+            drafted[length - 1] += 1
+        replays.append(ThresholdReplay(threshold, tokens, tuple(drafted)))
+    return tuple(replays)

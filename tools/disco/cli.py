@@ -66,6 +66,18 @@ def _register_collect(actions: argparse._SubParsersAction[argparse.ArgumentParse
     add("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     add("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="(default: float32)")
+    add(
+        "--drafter-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="the drafter's dtype if not --dtype: collect with the precision the drafter is served in, "
+        "since its probabilities (the features) and its step cost (the replay's) depend on it",
+    )
+    add(
+        "--drafter-quantize",
+        default="none",
+        choices=("none", "int8-dynamic", "int8-weight-only"),
+        help="the drafter's int8 linear layers, as serve model --quantize (default: none)",
+    )
     parser.set_defaults(handler=_collect)
 
 
@@ -114,16 +126,25 @@ def _collect(args: argparse.Namespace) -> int:
 
     from core.sampling import SamplingConfig
     from services.model.engine import ModelEngine
-    from services.model.settings import ModelServiceSettings
+    from services.model.settings import DType, ModelServiceSettings, Quantize
     from tools.disco.collect import CollectSettings, collect, save_collection
 
-    def engine(folder: Path) -> ModelEngine:
-        settings = ModelServiceSettings(
-            model_dir=folder, device=args.device, dtype=args.dtype, max_draft_tokens=max(args.k, 1)
-        )
+    def engine(folder: Path, dtype: DType, quantize: Quantize = "none") -> ModelEngine:
+        try:
+            settings = ModelServiceSettings(
+                model_dir=folder,
+                device=args.device,
+                dtype=dtype,
+                quantize=quantize,
+                max_draft_tokens=max(args.k, 1),
+            )
+        except ValueError as exc:
+            raise SystemExit(f"disco collect: {exc}") from exc
         return ModelEngine.load(settings)
 
-    drafter, target = engine(args.drafter_model), engine(args.target_model)
+    drafter_dtype: DType = args.drafter_dtype or args.dtype
+    drafter = engine(args.drafter_model, drafter_dtype, args.drafter_quantize)
+    target = engine(args.target_model, args.dtype)
     settings = CollectSettings(
         k=args.k,
         max_new_tokens=args.max_new_tokens,
@@ -157,13 +178,18 @@ def _collect(args: argparse.Namespace) -> int:
             "max_new_tokens": args.max_new_tokens,
             "temperature": args.temperature,
             "seed": args.seed,
+            "drafter_dtype": f"{drafter_dtype}+{args.drafter_quantize}",
+            "target_dtype": args.dtype,
         },
     }
     save_collection(args.out, collection, header)
     costs = collection.costs()
-    print(
-        json.dumps({"rounds": len(collection.rounds), "costs": [costs.draft_seconds, costs.target_seconds]})
-    )
+    summary = {
+        "rounds": len(collection.rounds),
+        "costs": [costs.draft_seconds, costs.target_seconds],
+        "verify_seconds": list(costs.verify_seconds),
+    }
+    print(json.dumps(summary))
     return 0
 
 

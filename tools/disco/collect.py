@@ -12,12 +12,15 @@ A drafter and a target with different tokenizers collect SLEM labels instead (``
 
 The models are anything with the model service's ``draft`` and ``score`` on domain types: the engines of
 ``services.model.engine`` loaded in-process (``polyspec disco collect``), or the test kits' toy models.
-Step costs come from the calls' own ``ForwardStats``.
+Step costs come from the calls' own ``ForwardStats``: a drafter step and a target verification averaged
+over the rounds (a prompt's first round, which prefills it, left out), and, after them, the target's
+verification per draft width (``measure_verify_seconds``), which the replay charges.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,10 +30,11 @@ import torch
 
 from core.disco.features import FEATURE_NAMES, FEATURE_VERSION
 from core.disco.training import CollectedRound, StepCosts
-from core.modelcalls import ContextRef, DraftCall, DraftOutcome, ScoreCall, ScoreOutcome
+from core.modelcalls import ContextRef, DraftCall, DraftOutcome, ForwardStats, ScoreCall, ScoreOutcome
 from core.sampling import SamplingConfig
 
 COLLECTION_FORMAT = "polyspec-disco-rounds"
+VERIFY_REPEATS = 5  # passes over the draft widths when measuring verification costs
 
 
 class DraftScore(Protocol):
@@ -58,11 +62,21 @@ class Collection:
     target_seconds: float = 0.0
     target_calls: int = 0
     outputs: dict[int, list[int]] = field(default_factory=dict)  # each prompt's output tokens
+    verify_seconds: tuple[float, ...] = ()  # per draft width 1..k (``measure_verify_seconds``)
+
+    def time_round(self, drafted: ForwardStats, scored: ForwardStats) -> None:
+        """Adds one round's compute to the step costs. The caller skips a prompt's first round: both
+        models prefill the prompt in it, which a decoding step never does (with 64 output tokens and
+        k = 8 that round is about a tenth of the rounds and would add half to the target's mean)."""
+        self.draft_seconds += drafted.compute_seconds
+        self.draft_forwards += max(drafted.forwards, 1)
+        self.target_seconds += scored.compute_seconds
+        self.target_calls += 1
 
     def costs(self) -> StepCosts:
         draft = self.draft_seconds / self.draft_forwards if self.draft_forwards else 0.0
         target = self.target_seconds / self.target_calls if self.target_calls else 0.0
-        return StepCosts(draft, target)
+        return StepCosts(draft, target, self.verify_seconds)
 
 
 def collect(
@@ -83,6 +97,7 @@ def collect(
                 target,
                 index,
                 [*prompt, *output],
+                len(prompt),
                 settings=settings,
                 generator=generator,
                 collection=collection,
@@ -92,7 +107,34 @@ def collect(
             if settings.stop_token_ids.intersection(committed):
                 break
         collection.outputs[index] = output[: settings.max_new_tokens]
+    if prompts:
+        index, prompt = prompts[-1]
+        context = [*prompt, *collection.outputs[index]]
+        collection.verify_seconds = measure_verify_seconds(target, context, settings.k)
     return collection
+
+
+def measure_verify_seconds(
+    target: DraftScore, context: Sequence[int], k: int, repeats: int = VERIFY_REPEATS
+) -> tuple[float, ...]:
+    """The median seconds of the target verifying a draft of 1..k tokens after ``context``.
+
+    The context is scored once first (its prefill, not counted); every later call reuses its cache and
+    feeds the last context token and the draft, as a verification in the loop does. The widths are
+    interleaved over ``repeats`` passes so a slow spell of the machine touches them alike. Empty if the
+    target reports no compute time (a model without timings).
+    """
+    reference = ContextRef.whole("disco/verify-costs", list(context))
+    filler = [context[-1]] * k
+    greedy = SamplingConfig(0.0)
+    target.score(ScoreCall(reference, tuple(filler), None, greedy, 0))
+    samples: dict[int, list[float]] = {width: [] for width in range(1, k + 1)}
+    for _ in range(repeats):
+        for width, seconds in samples.items():
+            scored = target.score(ScoreCall(reference, tuple(filler[:width]), None, greedy, 0))
+            seconds.append(scored.stats.compute_seconds)
+    table = tuple(statistics.median(values) for values in samples.values())
+    return table if all(seconds > 0 for seconds in table) else ()
 
 
 def _round(
@@ -100,12 +142,14 @@ def _round(
     target: DraftScore,
     index: int,
     context: list[int],
+    prompt_length: int,
     *,
     settings: CollectSettings,
     generator: torch.Generator,
     collection: Collection,
 ) -> list[int]:
-    """One full-length round: records it and returns the tokens it commits."""
+    """One full-length round: records it (and its compute, unless it is the prompt's first) and returns
+    the tokens it commits."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     drafted = drafter.draft(
         DraftCall(
@@ -128,10 +172,8 @@ def _round(
     )
     labels, accepted = _labels(drafted, scored, greedy, generator)
     collection.rounds.append(CollectedRound(index, drafted.features, labels, accepted))
-    collection.draft_seconds += drafted.stats.compute_seconds
-    collection.draft_forwards += max(drafted.stats.forwards, 1)
-    collection.target_seconds += scored.stats.compute_seconds
-    collection.target_calls += 1
+    if len(context) > prompt_length:
+        collection.time_round(drafted.stats, scored.stats)
     tokens = list(drafted.draft_tokens[:accepted])
     if greedy or accepted == len(drafted.draft_tokens):
         return [*tokens, scored.target_samples[accepted]]
@@ -188,6 +230,8 @@ def load_collection(path: Path) -> tuple[dict[str, Any], list[CollectedRound], S
         )
         for item in document["rounds"]
     ]
-    costs = StepCosts(float(document["costs"]["draft_seconds"]), float(document["costs"]["target_seconds"]))
+    named = document["costs"]
+    verify = tuple(float(v) for v in named.get("verify_seconds", ()))
+    costs = StepCosts(float(named["draft_seconds"]), float(named["target_seconds"]), verify)
     header = {k: v for k, v in document.items() if k not in ("rounds", "costs", "features", "format")}
     return header, rounds, costs

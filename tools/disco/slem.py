@@ -150,10 +150,8 @@ def _round(
     scored = target.score(score_call(snapshot, proposed))
     verified = decide(snapshot, proposed, scored)
     committed = commit(snapshot, verified)
-    collection.draft_seconds += drafted.stats.compute_seconds
-    collection.draft_forwards += max(drafted.stats.forwards, 1)
-    collection.target_seconds += scored.stats.compute_seconds
-    collection.target_calls += 1
+    if snapshot.round_index > 0:  # the first round prefills the prompt (``Collection.time_round``)
+        collection.time_round(drafted.stats, scored.stats)
     if drafted.draft_tokens:
         verdict = _Verdict(call, drafted, proposed, scored, verified)
         collection.rounds.append(_collected(target, index, snapshot, verdict))

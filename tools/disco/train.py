@@ -5,7 +5,8 @@ validation prompts choose the model and threshold by replayed output tokens per 
 (``core.disco.training.choose``). The artifact records the pair's model fingerprints, the regime, the
 validation replay next to the full-length drafts' own (static k), the settings to reproduce it and the
 collection's draft length k (``training.k``: the feature ``position`` never reached k, so ``disco``
-without a K drafts at most k tokens with it).
+without a K drafts at most k tokens with it) and what the chosen classifier's replay did at every
+threshold (``threshold_replay``), so the coordinator can pick the threshold for its own costs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from typing import Any
 
 from core.disco.artifact import PairFingerprint, StopArtifact, build_spec, serialize_weights, write_artifact
 from core.disco.classifier import ClassifierKind
-from core.disco.training import CollectedRound, FitSettings, StepCosts, choose, fit, training_examples
+from core.disco.training import (
+    CollectedRound,
+    FitSettings,
+    StepCosts,
+    choose,
+    fit,
+    threshold_replays,
+    training_examples,
+)
 
 
 @dataclass(frozen=True)
@@ -117,5 +126,13 @@ def train_artifact(
         "costs": asdict(inputs.costs),
         **({} if inputs.k is None else {"k": inputs.k}),
     }
-    spec = build_spec(choice.classifier, inputs.pair, inputs.regime, validation_metrics, training)
+    replays = threshold_replays(choice.classifier, validation_rounds)
+    spec = build_spec(
+        choice.classifier,
+        inputs.pair,
+        inputs.regime,
+        validation_metrics,
+        training,
+        threshold_replay=replays,
+    )
     return write_artifact(out, spec, serialize_weights(choice.classifier))

@@ -103,15 +103,16 @@ def test_the_shipped_artifacts_load_and_are_named_after_their_pair() -> None:
 
 
 def test_the_shipped_artifacts_record_their_trained_draft_length_as_train_writes_it() -> None:
-    """Each shipped spec records the collection's k and is byte for byte what ``build_spec`` writes; the
-    Qwen2.5-Coder pair's was collected with --k 8."""
+    """Each shipped spec records the collection's k and each threshold's validation replay, and is byte
+    for byte what ``build_spec`` writes; the Qwen2.5-Coder pair's was collected with --k 8."""
     for folder in sorted(p for p in SHIPPED_DISCO_ARTIFACTS.iterdir() if p.is_dir()):
         artifact = load_artifact(folder)
         assert artifact.trained_k is not None, folder.name
         training = json.loads(artifact.spec_json)["training"]
         assert training["k"] == artifact.trained_k
+        assert len(artifact.threshold_replay) > 1, f"{folder.name}: no validation replay per threshold"
         parts = (artifact.classifier, artifact.pair, artifact.regime, artifact.validation)
-        rebuilt = build_spec(*parts, training)
+        rebuilt = build_spec(*parts, training, threshold_replay=artifact.threshold_replay)
         assert rebuilt == artifact.spec_json, folder.name
         assert (folder / SPEC_FILE).read_text(encoding="utf-8") == rebuilt + "\n"
     assert load_artifact(SHIPPED_DISCO_ARTIFACTS / "qwen2.5-coder-0.5b__qwen2.5-coder-1.5b").trained_k == 8
