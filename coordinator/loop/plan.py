@@ -154,8 +154,9 @@ def make_lookahead(
     long one (the stop depends on drafter-side information only, so verification stays lossless).
     With a trained stop classifier (``classifier``) ``disco`` is allowed and that classifier replaces
     the fixed confidence stop; without one ``disco`` is refused. ``disco`` without a K drafts at most
-    the classifier's trained draft length (``StopClassifierRef.default_k``); ``auto``'s cap does not
-    depend on it.
+    the classifier's trained draft length (``StopClassifierRef.default_k``); ``auto`` with the classifier
+    still chooses between speculating and a target-only step, but a paying round drafts up to that same
+    length and the classifier ends it (``CostModelLookahead.stop_classifier_k``).
     """
     if request.kind is LookaheadKind.DISCO:
         if classifier is None:
@@ -181,6 +182,7 @@ def make_lookahead(
         confidence_threshold=(
             settings.auto_confidence_threshold if regime.cross_vocabulary and classifier is None else 0.0
         ),
+        stop_classifier_k=0 if classifier is None else classifier.default_k(k_max),
         regime=regime.key,
     )
 

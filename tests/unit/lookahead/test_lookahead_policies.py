@@ -328,6 +328,26 @@ def test_disco_caps_at_the_trained_draft_length_unless_the_request_sets_k(
     auto = LookaheadRequest(kind=LookaheadKind.AUTO, k=None, confidence_threshold=None)
     with_classifier = make_lookahead(auto, settings, 64, CostEstimates(), regime, classifier=classifier)
     assert isinstance(with_classifier, CostModelLookahead) and with_classifier.k_max == 16  # auto: unchanged
+    assert with_classifier.stop_classifier_k == min(trained_k or 16, 16)
+
+
+def test_auto_with_a_stop_classifier_leaves_the_length_to_it_but_still_goes_target_only() -> None:
+    """A round asks for the classifier's trained length (the classifier ends the draft) where a round
+    that long beats a target-only step; otherwise auto's own k: on a pair whose verification grows fast
+    with its width, and for a drafter that does not pay (target-only steps and probes of ``probe_k``)."""
+    pair = SimulatedPair(acceptance=0.8, draft_step=0.03, verify_base=0.3, verify_per_token=0.01)
+    policy = CostModelLookahead(CostEstimates(), k_max=12, stop_classifier_k=8)
+    ks, _, _ = _ks_and_seconds(policy, pair, 200)
+    plain, _, _ = _ks_and_seconds(CostModelLookahead(CostEstimates(), k_max=12), pair, 200)
+    paying = ks[10:]
+    assert set(paying) <= {0, 8} and paying.count(8) > 0.95 * len(paying)  # 0: a 1-token cost refresh
+    assert sum(k != 8 for k in plain[10:]) > len(plain[10:]) / 2  # without it auto picks its own k
+    assert policy.decide(remaining_tokens=4).k == 3  # within what is left
+    wide = CostModelLookahead(CostEstimates(), k_max=12, stop_classifier_k=8)
+    assert max(_ks_and_seconds(wide, CPU_CODER, 200)[0][10:]) < 8  # 8 tokens verify too slowly there
+    useless = CostModelLookahead(CostEstimates(), k_max=12, probe_budget=0.03, probe_k=2, stop_classifier_k=8)
+    tail = _ks_and_seconds(useless, USELESS, 2000)[0][50:]
+    assert tail.count(0) > 0.95 * len(tail) and set(tail) <= {0, 1, 2}  # never the classifier's 8
 
 
 def _measured_baseline(estimates: CostEstimates, seconds: float = 0.5) -> CostEstimates:
