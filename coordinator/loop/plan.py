@@ -55,7 +55,13 @@ class RequestPlan:
 
     @property
     def lookahead_label(self) -> str:
-        return "none" if self.lookahead is None else self.lookahead.describe()
+        """The policy, and the stop classifier's threshold this request drafted with (it follows the
+        deployment's costs, so each response says which it was): ``disco:8 stop<0.70``."""
+        if self.lookahead is None:
+            return "none"
+        if self.stop_classifier is None:
+            return self.lookahead.describe()
+        return f"{self.lookahead.describe()} stop<{self.stop_classifier.threshold:.2f}"
 
     @property
     def cross_vocabulary(self) -> bool:

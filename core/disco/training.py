@@ -21,13 +21,14 @@ with the best replayed tokens per second on the validation rounds (``choose``), 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from core.disco.classifier import ClassifierKind, StopClassifier
+from core.disco.replay import ReplayPath, Scorer, path_scores, replay_path
 from core.disco.thresholds import ThresholdReplay
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
@@ -177,16 +178,96 @@ class Choice:
     static: Replay  # the full-length drafts (no stop), for comparison
 
 
+# A round's outcome under a stop rule: tokens drafted, accepted, and output tokens committed
+Outcome = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The validation prompts, as a stop rule is replayed on them.
+
+    With ``paths`` (greedy collections record them: ``core.disco.replay``) the replay is exact: each
+    rule runs its own rounds along the target's output. Without them it replays the collected
+    full-length rounds where they stand (sampled and SLEM collections)."""
+
+    rounds: Sequence[CollectedRound]
+    paths: Sequence[ReplayPath] = ()
+    k: int = 0  # the collected draft length (the paths' cap); 0: the longest round's
+
+    @property
+    def exact(self) -> bool:
+        return bool(self.paths)
+
+    def draft_length(self) -> int:
+        return self.k or max((len(item.features) for item in self.rounds), default=1)
+
+    def outcomes(self, scorer: Scorer) -> Callable[[float], list[Outcome]]:
+        """The rounds' outcomes at any threshold for the rule that continues while ``scorer`` scores a
+        token at or above it."""
+        if self.paths:
+            k = self.draft_length()
+            scored = [(path, path_scores(path, k, scorer)) for path in self.paths]
+
+            def along_paths(threshold: float) -> list[Outcome]:
+                return [
+                    (item.drafted, item.accepted, item.committed)
+                    for path, scores in scored
+                    for item in replay_path(path, scores, threshold, k)
+                ]
+
+            return along_paths
+        rows = [list(scorer(item.features)) if item.features else [] for item in self.rounds]
+
+        def on_rounds(threshold: float) -> list[Outcome]:
+            outcomes = []
+            for item, row in zip(self.rounds, rows, strict=True):
+                drafted = next((j + 1 for j, p in enumerate(row) if p < threshold), len(row))
+                outcomes.append((drafted, min(item.accepted, drafted), item.committed_after(drafted)))
+            return outcomes
+
+        return on_rounds
+
+
+def classifier_scorer(classifier: StopClassifier) -> Scorer:
+    def score(rows: Sequence[tuple[float, ...]]) -> list[float]:
+        if not rows:
+            return []
+        values: list[float] = classifier.continue_probs(torch.tensor(rows, dtype=torch.float32)).tolist()
+        return values
+
+    return score
+
+
+def never_stops(rows: Sequence[tuple[float, ...]]) -> list[float]:
+    """The full-length drafts' scorer (static k)."""
+    return [1.0] * len(rows)
+
+
+def outcome_replay(outcomes: Sequence[Outcome], costs: StepCosts) -> Replay:
+    """Output tokens per second of these round outcomes at ``costs``."""
+    seconds = sum(drafted * costs.draft_seconds + costs.verify(drafted) for drafted, _, _ in outcomes)
+    tokens = sum(committed for _, _, committed in outcomes)
+    count = max(len(outcomes), 1)
+    return Replay(
+        tokens / seconds if seconds else 0.0,
+        sum(drafted for drafted, _, _ in outcomes) / count,
+        sum(accepted for _, accepted, _ in outcomes) / count,
+        len(outcomes),
+    )
+
+
 def choose(
-    candidates: Sequence[StopClassifier], validation: Sequence[CollectedRound], costs: StepCosts
+    candidates: Sequence[StopClassifier], validation: Validation | Sequence[CollectedRound], costs: StepCosts
 ) -> Choice:
     """The classifier and threshold with the best replayed tokens per second on ``validation``."""
-    static = replay_rate(validation, [[False] * len(r.features) for r in validation], costs)
+    if not isinstance(validation, Validation):
+        validation = Validation(validation)
+    static = outcome_replay(validation.outcomes(never_stops)(1.0), costs)
     best: Choice | None = None
     for classifier in candidates:
-        probs = classifier_stops(classifier, validation)
+        at = validation.outcomes(classifier_scorer(classifier))
         for threshold in THRESHOLDS:
-            replay = replay_rate(validation, [[p < threshold for p in row] for row in probs], costs)
+            replay = outcome_replay(at(threshold), costs)
             if best is None or replay.rate > best.replay.rate:
                 chosen = StopClassifier(classifier.kind, classifier.weights, threshold)
                 best = Choice(chosen, replay, static)
@@ -195,20 +276,21 @@ def choose(
 
 
 def threshold_replays(
-    classifier: StopClassifier, validation: Sequence[CollectedRound]
+    classifier: StopClassifier, validation: Validation | Sequence[CollectedRound]
 ) -> tuple[ThresholdReplay, ...]:
-    """What the validation rounds do under each of ``THRESHOLDS`` (``core.disco.thresholds``): the
+    """What the validation prompts do under each of ``THRESHOLDS`` (``core.disco.thresholds``): the
     output tokens and the rounds per draft length, from which the replay at any costs follows."""
-    probs = classifier_stops(classifier, validation)
-    longest = max((len(item.features) for item in validation), default=0)
+    if not isinstance(validation, Validation):
+        validation = Validation(validation)
+    at = validation.outcomes(classifier_scorer(classifier))
+    longest = validation.draft_length()
     replays = []
     for threshold in THRESHOLDS:
-        tokens, drafted = 0, [0] * longest
-        for item, row in zip(validation, probs, strict=True):
-            if not row:
-                continue
-            length = next((j + 1 for j, p in enumerate(row) if p < threshold), len(row))
-            tokens += item.committed_after(length)
-            drafted[length - 1] += 1
+        outcomes = at(threshold)
+        drafted = [0] * longest
+        for length, _, _ in outcomes:
+            if length > 0:
+                drafted[min(length, longest) - 1] += 1
+        tokens = sum(committed for length, _, committed in outcomes if length > 0)
         replays.append(ThresholdReplay(threshold, tokens, tuple(drafted)))
     return tuple(replays)

@@ -186,6 +186,7 @@ def _collect(args: argparse.Namespace) -> int:
     costs = collection.costs()
     summary = {
         "rounds": len(collection.rounds),
+        "paths": len(collection.paths),
         "costs": [costs.draft_seconds, costs.target_seconds],
         "verify_seconds": list(costs.verify_seconds),
     }
@@ -227,11 +228,14 @@ def _tokenizer(folder: Path) -> Any:
 
 def _train(args: argparse.Namespace) -> int:
     from core.disco.training import FitSettings
-    from tools.disco.collect import load_collection
+    from tools.disco.collect import load_collection, load_paths
     from tools.disco.train import merge_collections, train_artifact
 
     try:
-        inputs = merge_collections([(path, *load_collection(path)) for path in args.data])
+        inputs = merge_collections(
+            [(path, *load_collection(path)) for path in args.data],
+            [item for path in args.data for item in load_paths(path)],
+        )
     except ValueError as exc:
         raise SystemExit(f"disco train: {exc}") from exc
     settings = FitSettings(seed=args.seed, epochs=args.epochs, hidden=args.hidden)

@@ -4,7 +4,9 @@ Every round drafts the full k tokens (no stop rule: any rule can be replayed aft
 ``return_features`` (the drafter service's own feature path, ``core.disco.features``) and scores them:
 
 - greedy: a token's label is 1 while the draft follows the target's own greedy path, so the rounds follow
-  the target's output exactly and a replayed stop rule is exact;
+  the target's output; after a prompt's rounds, ``trace_path`` records what the drafter drafts from every
+  position of that output (``core.disco.replay``), on which any stop rule replays exactly, its own
+  rounds and all;
 - sampled: a token's label is its acceptance probability min(1, target_prob / draft_prob), and the round
   accepts by the speculative-sampling rule with a seeded generator (recovered or bonus token after).
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 import torch
 
 from core.disco.features import FEATURE_NAMES, FEATURE_VERSION
+from core.disco.replay import ReplayPath
 from core.disco.training import CollectedRound, StepCosts
 from core.modelcalls import ContextRef, DraftCall, DraftOutcome, ForwardStats, ScoreCall, ScoreOutcome
 from core.sampling import SamplingConfig
@@ -63,6 +66,7 @@ class Collection:
     target_calls: int = 0
     outputs: dict[int, list[int]] = field(default_factory=dict)  # each prompt's output tokens
     verify_seconds: tuple[float, ...] = ()  # per draft width 1..k (``measure_verify_seconds``)
+    paths: list[ReplayPath] = field(default_factory=list)  # greedy: each prompt's (``trace_path``)
 
     def time_round(self, drafted: ForwardStats, scored: ForwardStats) -> None:
         """Adds one round's compute to the step costs. The caller skips a prompt's first round: both
@@ -107,11 +111,37 @@ def collect(
             if settings.stop_token_ids.intersection(committed):
                 break
         collection.outputs[index] = output[: settings.max_new_tokens]
+        if settings.sampling.is_greedy:
+            collection.paths.append(trace_path(drafter, index, prompt, collection.outputs[index], settings.k))
     if prompts:
         index, prompt = prompts[-1]
         context = [*prompt, *collection.outputs[index]]
         collection.verify_seconds = measure_verify_seconds(target, context, settings.k)
     return collection
+
+
+def trace_path(
+    drafter: DraftScore, index: int, prompt: Sequence[int], output: Sequence[int], k: int
+) -> ReplayPath:
+    """What the greedy drafter drafts from every position of the target's ``output``: its next token's
+    features there, whether that token is the output's, and where it is not, the k - 1 tokens it drafts
+    after its own. One-token drafts along the output (each feeds the output token before it), and a
+    k-token draft at each mismatch; the features come from the drafter's own path
+    (``return_features``), as in the rounds and in serving."""
+    name = f"disco/{index}/trace"
+    greedy = SamplingConfig(0.0)
+    features: list[tuple[float, ...]] = []
+    matches: list[bool] = []
+    continuations: dict[int, tuple[tuple[float, ...], ...]] = {}
+    for position, token in enumerate(output):
+        context = ContextRef.whole(name, [*prompt, *output[:position]])
+        one = drafter.draft(DraftCall(context, 1, greedy, 0, return_features=True))
+        features.append(one.features[0])
+        matches.append(one.draft_tokens[0] == token)
+        if not matches[-1]:
+            drafted = drafter.draft(DraftCall(context, k, greedy, 0, return_features=True))
+            continuations[position] = tuple(drafted.features[1:])
+    return ReplayPath(index, tuple(features), tuple(matches), continuations)
 
 
 def measure_verify_seconds(
@@ -208,9 +238,37 @@ def save_collection(path: Path, collection: Collection, header: dict[str, Any]) 
         **header,
         "costs": asdict(collection.costs()),
         "rounds": [asdict(item) for item in collection.rounds],
+        "paths": [_path_document(path) for path in collection.paths],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def _path_document(path: ReplayPath) -> dict[str, Any]:
+    return {
+        "prompt_index": path.prompt_index,
+        "features": [list(row) for row in path.features],
+        "matches": list(path.matches),
+        "continuations": {str(m): [list(row) for row in rows] for m, rows in path.continuations.items()},
+    }
+
+
+def _path_of(item: Mapping[str, Any]) -> ReplayPath:
+    def rows(values: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
+        return tuple(tuple(float(v) for v in row) for row in values)
+
+    return ReplayPath(
+        int(item["prompt_index"]),
+        rows(item["features"]),
+        tuple(bool(v) for v in item["matches"]),
+        {int(m): rows(values) for m, values in item["continuations"].items()},
+    )
+
+
+def load_paths(path: Path) -> list[ReplayPath]:
+    """The greedy replay paths of a collection file (none for older, sampled and SLEM files)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return [_path_of(item) for item in document.get("paths", ())]
 
 
 def load_collection(path: Path) -> tuple[dict[str, Any], list[CollectedRound], StepCosts]:
@@ -233,5 +291,6 @@ def load_collection(path: Path) -> tuple[dict[str, Any], list[CollectedRound], S
     named = document["costs"]
     verify = tuple(float(v) for v in named.get("verify_seconds", ()))
     costs = StepCosts(float(named["draft_seconds"]), float(named["target_seconds"]), verify)
-    header = {k: v for k, v in document.items() if k not in ("rounds", "costs", "features", "format")}
+    kept_out = ("rounds", "paths", "costs", "features", "format")
+    header = {k: v for k, v in document.items() if k not in kept_out}
     return header, rounds, costs

@@ -18,10 +18,12 @@ from typing import Any
 
 from core.disco.artifact import PairFingerprint, StopArtifact, build_spec, serialize_weights, write_artifact
 from core.disco.classifier import ClassifierKind
+from core.disco.replay import ReplayPath
 from core.disco.training import (
     CollectedRound,
     FitSettings,
     StepCosts,
+    Validation,
     choose,
     fit,
     threshold_replays,
@@ -38,14 +40,18 @@ class TrainInputs:
     rounds: list[CollectedRound]
     costs: StepCosts
     k: int | None = None  # the collections' draft length (``settings.k``); None if they do not say
+    paths: tuple[ReplayPath, ...] = ()  # greedy collections' replay paths (``core.disco.replay``)
 
 
 # A loaded collection file: its path, header, rounds and step costs (``tools.disco.collect.load_collection``)
 LoadedCollection = tuple[Path, Mapping[str, Any], list[CollectedRound], StepCosts]
 
 
-def merge_collections(collections: Sequence[LoadedCollection]) -> TrainInputs:
-    """One training input from collection files: all their rounds, the first file's step costs.
+def merge_collections(
+    collections: Sequence[LoadedCollection], replay_paths: Sequence[ReplayPath] = ()
+) -> TrainInputs:
+    """One training input from collection files: all their rounds and replay paths (a prompt's first
+    path kept), the first file's step costs.
 
     ``ValueError`` unless the files agree on the pair, the regime and the draft length k they were
     collected with (the artifact records that k as the classifier's trained draft length).
@@ -72,7 +78,19 @@ def merge_collections(collections: Sequence[LoadedCollection]) -> TrainInputs:
         named["target_model"],
     )
     rounds = [item for _, _, file_rounds, _ in collections for item in file_rounds]
-    return TrainInputs(pair, str(first["regime"]), rounds, collections[0][3], ks[0])
+    unique = {path.prompt_index: path for path in reversed(replay_paths)}
+    ordered = tuple(unique[index] for index in sorted(unique))
+    return TrainInputs(pair, str(first["regime"]), rounds, collections[0][3], ks[0], ordered)
+
+
+def validation_of(inputs: TrainInputs, rounds: Sequence[CollectedRound], prompts: range) -> Validation:
+    """The validation prompts' replay: exact along their paths when every one of them has a path,
+    otherwise on their collected rounds."""
+    paths = [path for path in inputs.paths if path.prompt_index in prompts]
+    covered = {path.prompt_index for path in paths}
+    if paths and covered >= {item.prompt_index for item in rounds}:
+        return Validation(rounds, paths, inputs.k or 0)
+    return Validation(rounds, (), inputs.k or 0)
 
 
 def _collected_k(path: Path, header: Mapping[str, Any]) -> int | None:
@@ -108,8 +126,10 @@ def train_artifact(
     train_rounds, validation_rounds = split(inputs.rounds, train, validation)
     features, labels = training_examples(train_rounds)
     candidates = [fit(kind, features, labels, settings) for kind in ClassifierKind]
-    choice = choose(candidates, validation_rounds, inputs.costs)
+    validation_replay = validation_of(inputs, validation_rounds, validation)
+    choice = choose(candidates, validation_replay, inputs.costs)
     validation_metrics = {
+        "replay": "exact" if validation_replay.exact else "rounds",
         "replayed_tokens_per_second": choice.replay.rate,
         "static_tokens_per_second": choice.static.rate,
         "replay_speedup_over_static": choice.replay.rate / choice.static.rate if choice.static.rate else 0.0,
@@ -126,7 +146,7 @@ def train_artifact(
         "costs": asdict(inputs.costs),
         **({} if inputs.k is None else {"k": inputs.k}),
     }
-    replays = threshold_replays(choice.classifier, validation_rounds)
+    replays = threshold_replays(choice.classifier, validation_replay)
     spec = build_spec(
         choice.classifier,
         inputs.pair,

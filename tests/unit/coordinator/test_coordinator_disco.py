@@ -71,7 +71,7 @@ async def test_disco_drafts_with_the_classifier_and_keeps_the_greedy_output(
     stub = channels(server.port)
     reference = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=1))
     disco = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO))
-    assert disco.stats.lookahead == "disco:6"
+    assert disco.stats.lookahead == "disco:6 stop<0.50"
     assert list(disco.token_ids) == list(reference.token_ids)
     named = [c for c in drafter.state.draft_calls if c.stop_classifier_id]
     assert named and all(c.stop_classifier_id == classifier.classifier_id for c in named)
@@ -99,14 +99,14 @@ async def test_plain_disco_drafts_at_most_the_trained_draft_length_and_disco_k_o
     reference = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=1))
     drafter.state.draft_calls.clear()
     plain = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO, k=0))
-    assert plain.stats.lookahead == "disco:3"
+    assert plain.stats.lookahead == "disco:3 stop<0.50"
     assert list(plain.token_ids) == list(reference.token_ids)
     asked = [c.max_draft_tokens for c in drafter.state.draft_calls if c.stop_classifier_id]
     assert asked and max(asked) == 3  # the max_lookahead_k of 16 is never asked for
     assert 0 < plain.stats.draft_tokens <= 3 * plain.stats.rounds
     drafter.state.draft_calls.clear()
     explicit = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO, k=6))
-    assert explicit.stats.lookahead == "disco:6"
+    assert explicit.stats.lookahead == "disco:6 stop<0.50"
     assert list(explicit.token_ids) == list(reference.token_ids)
     assert max(c.max_draft_tokens for c in drafter.state.draft_calls if c.stop_classifier_id) == 6
 
@@ -139,7 +139,7 @@ async def test_auto_loads_the_artifact_trained_for_the_pair_from_the_artifact_di
     stub = channels(server.port)
     reference = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_STATIC, k=1))
     disco = await stub.Generate(request(coordinator_pb2.LOOKAHEAD_POLICY_DISCO))
-    assert disco.stats.lookahead == "disco:6"
+    assert disco.stats.lookahead == "disco:6 stop<0.50"
     assert list(disco.token_ids) == list(reference.token_ids)
     named = [c for c in drafter.state.draft_calls if c.stop_classifier_id]
     assert named and all(c.stop_classifier_id == classifier.classifier_id for c in named)
