@@ -6,8 +6,10 @@ the acceptance probability min(1, target_prob / draft_prob), a soft label) and h
 were accepted. A stop rule can be *replayed* on it: it would have drafted up to its first stop
 (the stopping token kept), so the round yields min(accepted, drafted) + 1 output tokens at the cost of
 that many drafter steps and one target verification of that width (``replay_rate``; ``StepCosts``).
-Greedy collection follows the target's path, so a replay is exact for the labels; sampled replay uses
-the round's own accepted count. SLEM rounds (a drafter and a target with different tokenizers, greedy)
+That replay keeps the rounds where the collection's full-length drafts put them, which a rule that stops
+earlier would not; greedy collections also trace the drafter along the target's output
+(``core.disco.replay``), and validation replays each rule exactly on those paths (``Validation``).
+Sampled replay uses the round's own accepted count. SLEM rounds (a drafter and a target with different tokenizers, greedy)
 label a draft token 1 while the drafted text up to it lies inside the target tokens the round accepted,
 and record the target tokens the round would commit for every draft length
 (``CollectedRound.committed``), which the replay counts instead.

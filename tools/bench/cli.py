@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tools.bench.lookaheads import missing_artifact_error
 from tools.extras import require_bench_extra
@@ -30,6 +30,22 @@ def _comma_list(convert: Callable[[str], T], what: str) -> Callable[[str], tuple
             ) from None
 
     return parse
+
+
+class _CommaLists(argparse.Action):
+    """A comma-list option that may be given more than once: the lists add up (``--lookahead static:8
+    --lookahead disco`` is ``--lookahead static:8,disco``); the first use replaces the default."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        earlier = () if current is self.default or current is None else tuple(current)
+        setattr(namespace, self.dest, (*earlier, *values))
 
 
 REFERENCE_CHOICES = ("ar", "assisted", "assisted-adaptive", "assisted-heuristic", "lookup")
@@ -96,6 +112,7 @@ def _register_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     add(
         "--runs",
         type=_comma_list(_run_name, f"runs ({', '.join(RUN_CHOICES)})"),
+        action=_CommaLists,
         default=RUN_CHOICES,
         metavar="LIST",
         help="comma-separated runs, always in the order above (default: all)",
@@ -179,6 +196,7 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--algorithms",
         type=_comma_list(_algorithm, f"algorithms ({', '.join(ALGORITHM_CHOICES)})"),
+        action=_CommaLists,
         default=("ar", "sd"),
         metavar="LIST",
         help="comma-separated, through the services; ar always runs as the baseline (default: ar,sd)",
@@ -186,6 +204,7 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--temperatures",
         type=_comma_list(float, "numbers"),
+        action=_CommaLists,
         default=(0.0,),
         metavar="LIST",
         help="comma-separated sampling temperatures; 0 = greedy (default: 0)",
@@ -193,6 +212,7 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--lookahead",
         type=_comma_list(str, "lookahead specs"),
+        action=_CommaLists,
         default=("auto",),
         metavar="LIST",
         help="comma-separated lookahead specs for the drafting algorithms: auto, K, static:K, "
@@ -238,6 +258,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--reference-methods",
         type=_comma_list(_reference_method, f"methods ({', '.join(REFERENCE_CHOICES)})"),
+        action=_CommaLists,
         default=("ar", "assisted"),
         metavar="LIST",
         help="transformers' configurations, comma-separated: ar (generate); the drafter as assistant_model "
@@ -328,6 +349,7 @@ def _add_dsi_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replicas",
         type=_comma_list(int, "replica counts"),
+        action=_CommaLists,
         default=(),
         metavar="LIST",
         help="run the DSI benchmark instead: one drafter and max(LIST) target replicas (each on "
@@ -341,6 +363,7 @@ def _add_dsi_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheduler",
         type=_comma_list(_scheduler, "schedulers (si, dsi)"),
+        action=_CommaLists,
         default=("si", "dsi"),
         metavar="LIST",
         help="the DSI benchmark's schedulers, passed per request; the coordinators keep si as default "

@@ -72,3 +72,15 @@ def test_the_cli_refuses_disco_lookaheads_without_the_artifact_while_parsing(
     error = capsys.readouterr().err
     assert "--lookahead disco:4 runs the pair's trained stop classifier" in error
     assert "--disco-artifact PATH" in error
+
+
+def test_a_repeated_list_option_adds_up_instead_of_keeping_the_last() -> None:
+    parser = argparse.ArgumentParser(prog="polyspec")
+    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    base = ["bench", "--drafter", "d", "--target", "t"]
+    args = parser.parse_args([*base, "--lookahead", "static:8", "--lookahead", "disco,auto+disco"])
+    assert args.lookahead == ("static:8", "disco", "auto+disco")
+    args = parser.parse_args([*base, "--temperatures", "0", "--temperatures", "0.7"])
+    assert args.temperatures == (0.0, 0.7)
+    assert parser.parse_args(base).lookahead == ("auto",)  # the default when not given
+    assert parser.parse_args([*base, "--lookahead", "disco"]).lookahead == ("disco",)
