@@ -9,7 +9,8 @@ that many drafter steps and one target verification of that width (``replay_rate
 That replay keeps the rounds where the collection's full-length drafts put them, which a rule that stops
 earlier would not; greedy collections also trace the drafter along the target's output
 (``core.disco.replay``), and validation replays each rule exactly on those paths (``Validation``).
-Sampled replay uses the round's own accepted count. SLEM rounds (a drafter and a target with different tokenizers, greedy)
+Sampled replay uses the round's own accepted count. SLEM rounds (a drafter and a target with different
+tokenizers, greedy)
 label a draft token 1 while the drafted text up to it lies inside the target tokens the round accepted,
 and record the target tokens the round would commit for every draft length
 (``CollectedRound.committed``), which the replay counts instead.
