@@ -122,3 +122,12 @@ def replay_path(path: ReplayPath, scores: PathScores, threshold: float, k: int) 
         rounds.append(PathRound(drafted, kept, committed))
         start += committed
     return rounds
+
+
+def oracle_scores(path: ReplayPath, k: int) -> PathScores:
+    """The scores of the rule that knows the target: continue on every token the target takes, stop on
+    the first it does not (that token kept, as any stop keeps it). No drafter-side rule does better on
+    the path; its replay is the ceiling a stop rule can reach at given costs."""
+    on_path = tuple((1.0 if match else 0.0,) * k for match in path.matches)
+    after = {m: tuple((0.0,) * (k - 1) for _ in range(k)) for m in path.continuations}
+    return PathScores(on_path, after)

@@ -49,21 +49,30 @@ def per_prompt_log_ratios(run: ConfigurationRun, peer: ConfigurationRun) -> list
 
 def compare(run: ConfigurationRun, peer: ConfigurationRun) -> PairedComparison | None:
     """The paired speedup of ``run`` over ``peer`` with its interval (None: no prompt in common)."""
-    logs = np.asarray(per_prompt_log_ratios(run, peer))
-    if logs.size == 0:
+    logs = per_prompt_log_ratios(run, peer)
+    if not logs:
         return None
+    speedup, low, high = bootstrap_speedup(logs)
+    return PairedComparison(
+        configuration=run.configuration.label,
+        peer=peer.configuration.label,
+        prompts=len(logs),
+        speedup=speedup,
+        low=low,
+        high=high,
+    )
+
+
+def bootstrap_speedup(log_ratios: Sequence[float]) -> tuple[float, float, float]:
+    """The geometric-mean speedup of per-prompt log ratios and its seeded 95% percentile-bootstrap
+    interval (``log_ratios`` not empty)."""
+    logs = np.asarray(log_ratios, dtype=np.float64)
+    assert logs.size > 0, "bootstrap_speedup needs at least one prompt"
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     means = rng.choice(logs, size=(BOOTSTRAP_RESAMPLES, logs.size), replace=True).mean(axis=1)
     tail = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
-    return PairedComparison(
-        configuration=run.configuration.label,
-        peer=peer.configuration.label,
-        prompts=int(logs.size),
-        speedup=math.exp(float(logs.mean())),
-        low=math.exp(float(low)),
-        high=math.exp(float(high)),
-    )
+    return math.exp(float(logs.mean())), math.exp(float(low)), math.exp(float(high))
 
 
 def peer_comparisons(runs: Sequence[ConfigurationRun]) -> list[PairedComparison]:

@@ -1,4 +1,4 @@
-"""``polyspec disco collect`` and ``polyspec disco train`` (see ``tools.disco.collect`` and ``.train``).
+"""``polyspec disco collect``, ``train`` and ``replay`` (``tools.disco.collect``, ``.train``, ``.whatif``).
 
 torch and the models are imported when a command runs, so ``polyspec --help`` stays light."""
 
@@ -28,11 +28,12 @@ def prompt_range(text: str) -> range:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``polyspec disco`` with its ``collect`` and ``train`` commands."""
+    """Adds ``polyspec disco`` with its ``collect``, ``train`` and ``replay`` commands."""
     disco = commands.add_parser("disco", help="train DISCO's stop classifier for a drafter/target pair")
     actions = disco.add_subparsers(dest="disco_command", required=True, metavar="ACTION")
     _register_collect(actions)
     _register_train(actions)
+    _register_replay(actions)
 
 
 def _register_collect(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -119,6 +120,104 @@ def _prompts(args: argparse.Namespace) -> list[tuple[int, str]]:
 
     chosen: range = args.prompts
     return [(p.index, p.text) for p in load_prompts(chosen.start, len(chosen))]
+
+
+def _register_replay(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = actions.add_parser(
+        "replay",
+        help="replay static, confidence, classifier and oracle stops exactly on a greedy collection's "
+        "paths, at its costs or a deployment's",
+    )
+    add = parser.add_argument
+    add(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="greedy collections (repeatable)",
+    )
+    add("--artifact", type=Path, metavar="DIR", help="a trained classifier of the pair to replay too")
+    add(
+        "--choose-prompts",
+        type=prompt_range,
+        default=range(100, 120),
+        metavar="A-B",
+        help="prompts that choose the static length and the thresholds (default: 100-119)",
+    )
+    add(
+        "--test-prompts",
+        type=prompt_range,
+        default=range(120, 150),
+        metavar="A-B",
+        help="prompts the rules are reported on (default: 120-149)",
+    )
+    add("--draft-ms", type=float, metavar="MS", help="a drafter step (default: the collection's)")
+    add("--verify-ms", type=float, metavar="MS", help="a verification's fixed cost (with --draft-ms)")
+    add(
+        "--verify-ms-per-token",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="a verification's cost per token fed, draft + 1 (default: 0, as on a GPU)",
+    )
+    add(
+        "--round-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="a round's cost beyond compute: wire, queueing, coordinator (default: 0)",
+    )
+    parser.set_defaults(handler=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from core.disco.artifact import DiscoArtifactError, load_artifact
+    from tools.disco.collect import load_collection, load_paths
+    from tools.disco.train import merge_collections
+    from tools.disco.whatif import deployment_costs, render, what_if, with_round_overhead
+
+    if (args.draft_ms is None) != (args.verify_ms is None):
+        raise SystemExit("disco replay: --draft-ms and --verify-ms go together (a deployment's costs)")
+    for flag in ("draft_ms", "verify_ms", "verify_ms_per_token", "round_ms"):
+        value = getattr(args, flag)
+        if value is not None and not (value >= 0 and value < float("inf")):
+            raise SystemExit(
+                f"disco replay: --{flag.replace('_', '-')} must be a finite number >= 0, got {value}"
+            )
+    try:
+        inputs = merge_collections(
+            [(path, *load_collection(path)) for path in args.data],
+            [item for path in args.data for item in load_paths(path)],
+        )
+        k = inputs.k or 0
+        if not inputs.paths or k < 1:
+            raise ValueError(
+                "the collections hold no replay paths (greedy same-tokenizer collections trace them)"
+            )
+        classifier = None
+        if args.artifact is not None:
+            artifact = load_artifact(args.artifact)
+            artifact.check_pair(inputs.pair.drafter, inputs.pair.target)
+            classifier = artifact.classifier
+        if args.draft_ms is not None:
+            costs = deployment_costs(
+                args.draft_ms, args.verify_ms, args.verify_ms_per_token, args.round_ms, k
+            )
+        else:
+            costs = with_round_overhead(inputs.costs, args.round_ms, k)
+        result = what_if(
+            inputs.paths,
+            k,
+            costs,
+            choose_on=args.choose_prompts,
+            test=args.test_prompts,
+            classifier=classifier,
+        )
+    except (ValueError, DiscoArtifactError) as exc:
+        raise SystemExit(f"disco replay: {exc}") from exc
+    print(render(result, costs))
+    return 0
 
 
 def _collect(args: argparse.Namespace) -> int:
