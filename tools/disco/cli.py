@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from coordinator.pair import ModelPair
     from services.model.engine import ModelEngine
     from tools.disco.collect import CollectSettings
+    from tools.disco.train import TrainInputs
 
 
 def prompt_range(text: str) -> range:
@@ -173,8 +174,6 @@ def _register_replay(actions: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _replay(args: argparse.Namespace) -> int:
     from core.disco.artifact import DiscoArtifactError, load_artifact
-    from tools.disco.collect import load_collection, load_paths
-    from tools.disco.train import merge_collections
     from tools.disco.whatif import deployment_costs, render, what_if, with_round_overhead
 
     if (args.draft_ms is None) != (args.verify_ms is None):
@@ -186,10 +185,7 @@ def _replay(args: argparse.Namespace) -> int:
                 f"disco replay: --{flag.replace('_', '-')} must be a finite number >= 0, got {value}"
             )
     try:
-        inputs = merge_collections(
-            [(path, *load_collection(path)) for path in args.data],
-            [item for path in args.data for item in load_paths(path)],
-        )
+        inputs = _load_inputs(args.data)
         k = inputs.k or 0
         if not inputs.paths or k < 1:
             raise ValueError(
@@ -325,16 +321,23 @@ def _tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+def _load_inputs(files: list[Path]) -> TrainInputs:
+    """The collection files' rounds and replay paths as one input (``ValueError`` names what is wrong)."""
+    from tools.disco.collect import load_collection, load_paths
+    from tools.disco.train import merge_collections
+
+    return merge_collections(
+        [(path, *load_collection(path)) for path in files],
+        [item for path in files for item in load_paths(path)],
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from core.disco.training import FitSettings
-    from tools.disco.collect import load_collection, load_paths
-    from tools.disco.train import merge_collections, train_artifact
+    from tools.disco.train import train_artifact
 
     try:
-        inputs = merge_collections(
-            [(path, *load_collection(path)) for path in args.data],
-            [item for path in args.data for item in load_paths(path)],
-        )
+        inputs = _load_inputs(args.data)
     except ValueError as exc:
         raise SystemExit(f"disco train: {exc}") from exc
     settings = FitSettings(seed=args.seed, epochs=args.epochs, hidden=args.hidden)
