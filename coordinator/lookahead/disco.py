@@ -3,12 +3,14 @@
 DISCO (Mamou et al. 2024, "Dynamic Speculation Lookahead") trains a small classifier per drafter/target
 pair on drafter-side features (``core.disco``); the drafter service evaluates it between draft tokens
 and stops after a token it judges likely to be rejected, keeping that token. This policy only sets the
-cap (``disco:K``: K; plain ``disco``: the draft length the classifier was trained on, ``trained_k``,
-beyond which its feature ``position`` was never seen); the classifier itself travels on the request plan
+cap (``disco:K``: K; plain ``disco``: the cap whose validation replay is fastest at the measured costs
+when the artifact was replayed at several caps (``polyspec disco calibrate``), otherwise the draft
+length the classifier was trained on, ``trained_k``, beyond which its feature ``position`` was never
+seen); the classifier itself travels on the request plan
 (``RequestPlan.stop_classifier``) so that every Draft of the request, ``auto``'s included, names it.
 The stop reads the drafter's own features only, so verification stays lossless whatever the classifier
-decides. Its threshold is chosen per request for the deployment's measured costs
-(``StopClassifierRef.for_costs``) from the artifact's validation replays.
+decides. Its threshold (and plain ``disco``'s cap) is chosen per request for the deployment's measured
+costs (``StopClassifierRef.for_costs``) from the artifact's validation replays.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from coordinator.lookahead.costs import CostEstimates
 from coordinator.lookahead.policy import LookaheadDecision, RoundObservation
-from core.disco.thresholds import ThresholdReplay, best_threshold
+from core.disco.thresholds import ThresholdReplay, best_setting
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,18 @@ class StopClassifierRef:
     # each threshold's validation replay (``core.disco.thresholds``; the artifact's ``threshold_replay``)
     replays: tuple[ThresholdReplay, ...] = ()
 
-    def for_costs(self, estimates: CostEstimates) -> StopClassifierRef:
+    # the cap ``for_costs`` chose for a request without its own K (None: none chosen, ``default_k`` rules)
+    cap: int | None = None
+
+    def for_costs(
+        self, estimates: CostEstimates, *, max_k: int, requested_k: int | None = None
+    ) -> StopClassifierRef:
         """This classifier at the threshold whose validation replay is fastest at the deployment's
         measured costs: a drafter step, the target's verification per width and a round's cost beyond
-        compute (``CostEstimates``). Until they are measured, or for an artifact without replays, the
-        artifact's own threshold (chosen at the step costs of the machine that collected its rounds)."""
+        compute (``CostEstimates``). A request without its own K (``requested_k``) also gets the fastest
+        of the caps the artifact was replayed at, up to ``max_k`` (``core.disco.thresholds.best_setting``).
+        Until the costs are measured, or for an artifact without replays, the artifact's own threshold
+        (chosen at the step costs of the machine that collected its rounds) and ``default_k``."""
         step, overhead = estimates.draft_step_seconds, estimates.spec_overhead_seconds
         if not self.replays or step is None or estimates.verify_seconds(2) is None:
             return self
@@ -42,12 +51,17 @@ class StopClassifierRef:
         def verify(drafted: int) -> float:
             return estimates.verify_seconds(drafted + 1) or 0.0
 
-        threshold = best_threshold(self.replays, step, verify, overhead or 0.0)
-        return replace(self, threshold=threshold)
+        cap, threshold = best_setting(
+            self.replays, step, verify, overhead or 0.0, max_cap=max_k, cap=requested_k
+        )
+        return replace(self, threshold=threshold, cap=None if requested_k else cap)
 
     def default_k(self, max_k: int) -> int:
-        """``disco``'s cap without a K: the trained draft length (the classifier never saw a later
-        ``position``), at most ``max_k``; ``max_k`` itself when the artifact does not say."""
+        """The cap of a request without its own K: the one ``for_costs`` chose, else the trained draft
+        length (the classifier never saw a later ``position``), at most ``max_k``; ``max_k`` itself when
+        the artifact does not say."""
+        if self.cap is not None:
+            return min(self.cap, max_k)
         return max_k if self.trained_k is None else min(self.trained_k, max_k)
 
 

@@ -160,9 +160,10 @@ def make_lookahead(
     long one (the stop depends on drafter-side information only, so verification stays lossless).
     With a trained stop classifier (``classifier``) ``disco`` is allowed and that classifier replaces
     the fixed confidence stop; without one ``disco`` is refused. ``disco`` without a K drafts at most
-    the classifier's trained draft length (``StopClassifierRef.default_k``); ``auto`` with the classifier
-    still chooses between speculating and a target-only step, but a paying round drafts up to that same
-    length and the classifier ends it (``CostModelLookahead.stop_classifier_k``).
+    ``StopClassifierRef.default_k``: the cap ``tuned_classifier`` chose for the measured costs, else the
+    classifier's trained draft length; ``auto`` with the classifier still chooses between speculating
+    and a target-only step, but a paying round drafts up to that same length and the classifier ends it
+    (``CostModelLookahead.stop_classifier_k``).
     """
     if request.kind is LookaheadKind.DISCO:
         if classifier is None:
@@ -193,6 +194,22 @@ def make_lookahead(
     )
 
 
+def tuned_classifier(
+    classifier: StopClassifierRef | None,
+    request: LookaheadRequest,
+    settings: CoordinatorSettings,
+    drafter_max: int,
+    estimates: CostEstimates,
+) -> StopClassifierRef | None:
+    """The pair's stop classifier at the threshold, and for a request without its own K at the cap,
+    whose validation replay is fastest at the measured costs (``StopClassifierRef.for_costs``)."""
+    if classifier is None or request.kind not in (LookaheadKind.DISCO, LookaheadKind.AUTO):
+        return classifier
+    max_k = min(request.k or settings.max_lookahead_k, drafter_max)
+    requested = request.k if request.kind is LookaheadKind.DISCO else None
+    return classifier.for_costs(estimates, max_k=max_k, requested_k=requested)
+
+
 def plan_request(
     params: GenerationParams, pair: ModelPair, settings: CoordinatorSettings, estimates: CostEstimates
 ) -> RequestPlan:
@@ -210,9 +227,10 @@ def plan_request(
     if algorithm is AlgorithmName.AR or pair.drafter is None:
         return RequestPlan(AlgorithmName.AR, None, seed, target_prompt, None, "", resolved.note)
     regime = Regime(algorithm, params.sampling.is_greedy)
-    classifier = pair.stop_classifier
+    drafter_max = pair.drafter.max_draft_tokens
+    classifier = tuned_classifier(pair.stop_classifier, params.lookahead, settings, drafter_max, estimates)
     lookahead = make_lookahead(
-        params.lookahead, settings, pair.drafter.max_draft_tokens, estimates, regime, classifier=classifier
+        params.lookahead, settings, drafter_max, estimates, regime, classifier=classifier
     )
     uses_classifier = classifier is not None and params.lookahead.kind in (
         LookaheadKind.DISCO,
@@ -234,5 +252,5 @@ def plan_request(
         drafter_prompt,
         fallback_reason,
         resolved.note,
-        stop_classifier=classifier.for_costs(estimates) if uses_classifier and classifier else None,
+        stop_classifier=classifier if uses_classifier else None,
     )

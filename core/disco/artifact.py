@@ -10,11 +10,13 @@ prompts) and ``training`` (seed and settings, to reproduce it; ``training.k``, w
 length of the collection it was trained on: its feature ``position`` never reached k, so ``disco``
 without a K drafts at most k tokens) and, optionally, ``threshold_replay`` (what the validation replay
 did at each threshold tried, ``core.disco.thresholds``: the coordinator picks the threshold for the costs
-it measures, ``threshold`` until it has measured them). The coordinator sends spec and weights to each
-drafter replica with SetStopClassifier under ``classifier_id``, a hash of both. Anything malformed raises
-``DiscoArtifactError`` saying what is wrong. ``find_artifact`` picks, among the artifact folders under a
-root, the one trained for a drafter/target pair, by the model fingerprints in the specs (folder names are
-for people only).
+it measures, ``threshold`` until it has measured them; a replay's ``drafted`` has one count per draft
+length up to the cap it was made at, and ``polyspec disco calibrate`` adds replays at other caps, saying
+how in ``calibration``, so that plain ``disco`` can choose its cap too). The coordinator sends spec and
+weights to each drafter replica with SetStopClassifier under ``classifier_id``, a hash of both. Anything
+malformed raises ``DiscoArtifactError`` saying what is wrong. ``find_artifact`` picks, among the artifact
+folders under a root, the one trained for a drafter/target pair, by the model fingerprints in the specs
+(folder names are for people only).
 """
 
 from __future__ import annotations
@@ -117,10 +119,24 @@ def build_spec(
         "training": dict(training),
     }
     if threshold_replay:
-        spec["threshold_replay"] = [
-            {"threshold": r.threshold, "tokens": r.tokens, "drafted": list(r.drafted)}
-            for r in threshold_replay
-        ]
+        spec["threshold_replay"] = replay_entries(threshold_replay)
+    return json.dumps(spec, indent=2, sort_keys=True)
+
+
+def replay_entries(replays: Sequence[ThresholdReplay]) -> list[dict[str, Any]]:
+    """``threshold_replay``'s JSON entries."""
+    return [{"threshold": r.threshold, "tokens": r.tokens, "drafted": list(r.drafted)} for r in replays]
+
+
+def recalibrated_spec(
+    artifact: StopArtifact, replays: Sequence[ThresholdReplay], calibration: Mapping[str, Any]
+) -> str:
+    """``artifact``'s spec with ``threshold_replay`` replaced by ``replays`` (made at one cap or
+    several) and ``calibration`` saying how they were made; everything else, the weights included,
+    stays as trained."""
+    spec = _spec_object(artifact.spec_json)
+    spec["threshold_replay"] = replay_entries(replays)
+    spec["calibration"] = dict(calibration)
     return json.dumps(spec, indent=2, sort_keys=True)
 
 

@@ -41,3 +41,34 @@ def best_threshold(
     assert replays, "best_threshold needs at least one replay"
     best = max(replays, key=lambda replay: replay.rate(draft_seconds, verify, round_seconds))
     return best.threshold
+
+
+def replayed_caps(replays: Sequence[ThresholdReplay]) -> tuple[int, ...]:
+    """The draft caps the replays were made at (a replay's ``drafted`` has one count per length)."""
+    return tuple(sorted({len(replay.drafted) for replay in replays}))
+
+
+def best_setting(
+    replays: Sequence[ThresholdReplay],
+    draft_seconds: float,
+    verify: VerifyCost,
+    round_seconds: float = 0.0,
+    *,
+    max_cap: int,
+    cap: int | None = None,
+) -> tuple[int, float]:
+    """The (cap, threshold) whose replay is fastest at these costs.
+
+    The replays may come at several caps (``polyspec disco calibrate``). With ``cap`` (a request's own
+    K) the threshold is chosen among the replays at the largest replayed cap not above it (the smallest
+    replayed cap when every one is above it). Without, the cap is chosen too, among the replayed caps not
+    above ``max_cap`` (the smallest replayed cap when none is). ``replays`` must not be empty."""
+    caps = replayed_caps(replays)
+    assert caps, "best_setting needs at least one replay"
+    limit = cap if cap is not None else max_cap
+    allowed = [c for c in caps if c <= limit] or [caps[0]]
+    if cap is not None:
+        allowed = allowed[-1:]
+    pool = [replay for replay in replays if len(replay.drafted) in allowed]
+    best = max(pool, key=lambda replay: replay.rate(draft_seconds, verify, round_seconds))
+    return len(best.drafted), best.threshold

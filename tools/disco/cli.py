@@ -1,4 +1,5 @@
-"""``polyspec disco collect``, ``train`` and ``replay`` (``tools.disco.collect``, ``.train``, ``.whatif``).
+"""``polyspec disco collect``, ``train``, ``calibrate`` and ``replay`` (``tools.disco.collect``, ``.train``,
+``.calibrate``, ``.whatif``).
 
 torch and the models are imported when a command runs, so ``polyspec --help`` stays light."""
 
@@ -29,11 +30,12 @@ def prompt_range(text: str) -> range:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``polyspec disco`` with its ``collect``, ``train`` and ``replay`` commands."""
+    """Adds ``polyspec disco`` with its ``collect``, ``train``, ``calibrate`` and ``replay`` commands."""
     disco = commands.add_parser("disco", help="train DISCO's stop classifier for a drafter/target pair")
     actions = disco.add_subparsers(dest="disco_command", required=True, metavar="ACTION")
     _register_collect(actions)
     _register_train(actions)
+    _register_calibrate(actions)
     _register_replay(actions)
 
 
@@ -121,6 +123,74 @@ def _prompts(args: argparse.Namespace) -> list[tuple[int, str]]:
 
     chosen: range = args.prompts
     return [(p.index, p.text) for p in load_prompts(chosen.start, len(chosen))]
+
+
+def caps_list(text: str) -> tuple[int, ...]:
+    """``8,12,16`` as positive integers; argparse reports a bad list."""
+    try:
+        caps = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated draft caps, got {text!r}") from None
+    if not caps or min(caps) < 1:
+        raise argparse.ArgumentTypeError(f"draft caps must be positive integers, got {text!r}")
+    return caps
+
+
+def _register_calibrate(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = actions.add_parser(
+        "calibrate",
+        help="replay an artifact on a greedy collection's paths at several draft caps, so that the "
+        "coordinator chooses plain disco's cap and threshold for its costs",
+    )
+    add = parser.add_argument
+    add("--artifact", type=Path, required=True, metavar="DIR", help="the artifact `disco train` wrote")
+    add(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="greedy collections of the pair with traced paths for the validation prompts (repeatable)",
+    )
+    add(
+        "--validation-prompts",
+        type=prompt_range,
+        default=range(100, 120),
+        metavar="A-B",
+        help="(default: 100-119, as train)",
+    )
+    add(
+        "--caps",
+        type=caps_list,
+        metavar="LIST",
+        help="draft caps to replay at (default: every cap from the artifact's training.k to the "
+        "collection's k)",
+    )
+    add("--out", type=Path, metavar="DIR", help="where the calibrated artifact goes (default: in place)")
+    parser.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from core.disco.artifact import DiscoArtifactError, load_artifact, write_artifact
+    from tools.disco.calibrate import calibrated_spec, default_caps
+
+    try:
+        artifact = load_artifact(args.artifact)
+        inputs = _load_inputs(args.data)
+        artifact.check_pair(inputs.pair.drafter, inputs.pair.target)
+        if not inputs.paths or not inputs.k:
+            raise ValueError(
+                "the collections hold no replay paths (greedy same-tokenizer collections trace them)"
+            )
+        caps = args.caps or default_caps(artifact.trained_k, inputs.k)
+        spec = calibrated_spec(artifact, inputs.paths, inputs.k, prompts=args.validation_prompts, caps=caps)
+        out = args.out or args.artifact
+        calibrated = write_artifact(out, spec, artifact.weights)
+    except (ValueError, DiscoArtifactError) as exc:
+        raise SystemExit(f"disco calibrate: {exc}") from exc
+    summary = {"out": str(out), "classifier_id": calibrated.classifier_id, "caps": list(sorted(set(caps)))}
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def _register_replay(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

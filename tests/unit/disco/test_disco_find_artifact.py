@@ -19,8 +19,11 @@ from core.disco.artifact import (
     build_spec,
     find_artifact,
     load_artifact,
+    parse_artifact,
+    recalibrated_spec,
     write_artifact,
 )
+from core.disco.thresholds import replayed_caps
 from services.modelstore.registry import model_names
 from tests.unit.disco.helpers import PAIR, artifact_of, random_mlp
 
@@ -104,7 +107,8 @@ def test_the_shipped_artifacts_load_and_are_named_after_their_pair() -> None:
 
 def test_the_shipped_artifacts_record_their_trained_draft_length_as_train_writes_it() -> None:
     """Each shipped spec records the collection's k and each threshold's validation replay, and is byte
-    for byte what ``build_spec`` writes; the Qwen2.5-Coder pair's was collected with --k 8."""
+    for byte what ``build_spec`` writes (then ``disco calibrate``, where it says so); the Qwen2.5-Coder
+    pair's was collected with --k 8 and calibrated at caps 8-16."""
     for folder in sorted(p for p in SHIPPED_DISCO_ARTIFACTS.iterdir() if p.is_dir()):
         artifact = load_artifact(folder)
         assert artifact.trained_k is not None, folder.name
@@ -113,9 +117,16 @@ def test_the_shipped_artifacts_record_their_trained_draft_length_as_train_writes
         assert len(artifact.threshold_replay) > 1, f"{folder.name}: no validation replay per threshold"
         parts = (artifact.classifier, artifact.pair, artifact.regime, artifact.validation)
         rebuilt = build_spec(*parts, training, threshold_replay=artifact.threshold_replay)
+        calibration = json.loads(artifact.spec_json).get("calibration")
+        if calibration is not None:  # what `disco calibrate` writes from what train wrote
+            trained = parse_artifact(rebuilt, artifact.weights)
+            rebuilt = recalibrated_spec(trained, artifact.threshold_replay, calibration)
+            assert list(replayed_caps(artifact.threshold_replay)) == calibration["caps"], folder.name
         assert rebuilt == artifact.spec_json, folder.name
         assert (folder / SPEC_FILE).read_text(encoding="utf-8") == rebuilt + "\n"
-    assert load_artifact(SHIPPED_DISCO_ARTIFACTS / "qwen2.5-coder-0.5b__qwen2.5-coder-1.5b").trained_k == 8
+    qwen = load_artifact(SHIPPED_DISCO_ARTIFACTS / "qwen2.5-coder-0.5b__qwen2.5-coder-1.5b")
+    assert qwen.trained_k == 8
+    assert replayed_caps(qwen.threshold_replay) == tuple(range(8, 17)), "calibrated at caps 8-16"
     across = load_artifact(SHIPPED_DISCO_ARTIFACTS / "smollm2-135m__qwen2.5-coder-1.5b")
     assert (across.regime, across.trained_k) == ("slem", 8), "SLEM labels across the two vocabularies"
 

@@ -127,15 +127,15 @@ def test_the_coordinator_picks_the_threshold_for_the_costs_it_measured() -> None
     replays = threshold_replays(classifier, rounds(4))
     ref = StopClassifierRef("disco-x", 0.55, K, replays)
     estimates = CostEstimates()
-    assert ref.for_costs(estimates) == ref  # nothing measured yet: the artifact's threshold
-    assert StopClassifierRef("disco-x", 0.55, K).for_costs(estimates).threshold == 0.55
+    assert ref.for_costs(estimates, max_k=K) == ref  # nothing measured yet: the artifact's threshold
+    assert StopClassifierRef("disco-x", 0.55, K).for_costs(estimates, max_k=K).threshold == 0.55
     observe(estimates, step=0.01, verify=1.0, per_token=0.0)
-    cheap = ref.for_costs(estimates)
+    cheap = ref.for_costs(estimates, max_k=K)
     assert cheap.threshold == best_threshold(replays, 0.01, lambda n: 1.0, 0.005)
 
     dear_estimates = CostEstimates(decay=0.0)
     observe(dear_estimates, step=0.4, verify=0.5, per_token=0.1)
-    dear = ref.for_costs(dear_estimates)
+    dear = ref.for_costs(dear_estimates, max_k=K)
     assert dear.threshold == best_threshold(replays, 0.4, lambda n: 0.5 + 0.1 * (n + 1), 0.005)
     assert cheap.threshold < dear.threshold
     assert (dear.classifier_id, dear.trained_k, dear.replays) == ("disco-x", K, replays)
