@@ -64,6 +64,8 @@ def test_the_coordinator_chooses_plain_discos_cap_for_the_costs_it_measured() ->
     assert make_lookahead(plain, settings, 64, estimates, regime, classifier=tuned).describe() == "disco:4"
     limited = tuned_classifier(ref, plain, settings, 3, estimates)
     assert limited is not None and limited.cap == 2  # the drafter's own limit
+    sampled = tuned_classifier(ref, plain, settings, 64, estimates, greedy=False)
+    assert sampled is not None and sampled.cap == 2  # greedy replays beyond the trained length: not for it
     asked = LookaheadRequest(kind=LookaheadKind.DISCO, k=12, confidence_threshold=None)
     kept = tuned_classifier(ref, asked, settings, 64, estimates)
     assert kept is not None and kept.cap is None
