@@ -246,9 +246,11 @@ def never_stops(rows: Sequence[tuple[float, ...]]) -> list[float]:
     return [1.0] * len(rows)
 
 
-def outcome_replay(outcomes: Sequence[Outcome], costs: StepCosts) -> Replay:
-    """Output tokens per second of these round outcomes at ``costs``."""
-    seconds = sum(drafted * costs.draft_seconds + costs.verify(drafted) for drafted, _, _ in outcomes)
+def outcome_replay(outcomes: Sequence[Outcome], costs: StepCosts, fixed_seconds: float = 0.0) -> Replay:
+    """Output tokens per second of these round outcomes at ``costs``, with ``fixed_seconds`` charged
+    once beyond the rounds (the requests' prefill and start-up, for an end-to-end rate)."""
+    rounds_seconds = sum(drafted * costs.draft_seconds + costs.verify(drafted) for drafted, _, _ in outcomes)
+    seconds = rounds_seconds + fixed_seconds
     tokens = sum(committed for _, _, committed in outcomes)
     count = max(len(outcomes), 1)
     return Replay(

@@ -239,6 +239,14 @@ def _register_replay(actions: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="MS",
         help="a round's cost beyond compute: wire, queueing, coordinator (default: 0)",
     )
+    add(
+        "--request-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="a request's cost outside its rounds, both models' prefill and start-up: with it the rates "
+        "are end-to-end, as polyspec bench measures them (default: 0, the rounds alone)",
+    )
     parser.set_defaults(handler=_replay)
 
 
@@ -248,7 +256,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     if (args.draft_ms is None) != (args.verify_ms is None):
         raise SystemExit("disco replay: --draft-ms and --verify-ms go together (a deployment's costs)")
-    for flag in ("draft_ms", "verify_ms", "verify_ms_per_token", "round_ms"):
+    for flag in ("draft_ms", "verify_ms", "verify_ms_per_token", "round_ms", "request_ms"):
         value = getattr(args, flag)
         if value is not None and not (value >= 0 and value < float("inf")):
             raise SystemExit(
@@ -279,10 +287,11 @@ def _replay(args: argparse.Namespace) -> int:
             choose_on=args.choose_prompts,
             test=args.test_prompts,
             classifier=classifier,
+            request_seconds=args.request_ms / 1000,
         )
     except (ValueError, DiscoArtifactError) as exc:
         raise SystemExit(f"disco replay: {exc}") from exc
-    print(render(result, costs))
+    print(render(result, costs, args.request_ms / 1000))
     return 0
 
 

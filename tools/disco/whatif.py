@@ -12,7 +12,9 @@ stop rule replays exactly: its own rounds, at any step costs. This report replay
 Each rule gets its tokens per second, draft length and acceptance, and a paired speedup over the best
 static length with a 95% bootstrap interval over the test prompts (``tools.bench.compare``). The costs are
 the collection's (a drafter step and the target's verification per draft width) or a deployment's, so
-that whether a trained stop pays on other hardware can be read before deploying it.
+that whether a trained stop pays on other hardware can be read before deploying it. The rates are of the
+rounds alone unless a request's cost outside them is given (``RequestCosts``: both models' prefill);
+with it they are end-to-end, comparable with ``polyspec bench``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ class RuleReplay:
 
 
 @dataclass(frozen=True)
+class RequestCosts:
+    """The rounds' step costs and a request's cost outside its rounds (prefill of both models and
+    start-up, the same whatever the stop rule): with it the rates are end-to-end, as ``polyspec bench``
+    measures them, and every speedup is diluted by the share of the request no stop rule touches."""
+
+    steps: StepCosts
+    request_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class WhatIf:
     best_static: int
     rules: tuple[RuleReplay, ...]
@@ -84,13 +96,17 @@ class _Rule:
         path, scores = self.scored[prompt]
         return [(r.drafted, r.accepted, r.committed) for r in replay_path(path, scores, threshold, self.k)]
 
-    def pooled(self, prompts: Sequence[int], threshold: float, costs: StepCosts) -> Replay:
-        return outcome_replay([o for p in prompts for o in self.outcomes(p, threshold)], costs)
+    def pooled(self, prompts: Sequence[int], threshold: float, costs: RequestCosts) -> Replay:
+        outcomes = [o for p in prompts for o in self.outcomes(p, threshold)]
+        return outcome_replay(outcomes, costs.steps, costs.request_seconds * len(prompts))
 
-    def per_prompt(self, prompts: Sequence[int], threshold: float, costs: StepCosts) -> list[float]:
-        return [outcome_replay(self.outcomes(p, threshold), costs).rate for p in prompts]
+    def per_prompt(self, prompts: Sequence[int], threshold: float, costs: RequestCosts) -> list[float]:
+        return [
+            outcome_replay(self.outcomes(p, threshold), costs.steps, costs.request_seconds).rate
+            for p in prompts
+        ]
 
-    def best_threshold(self, prompts: Sequence[int], costs: StepCosts) -> float:
+    def best_threshold(self, prompts: Sequence[int], costs: RequestCosts) -> float:
         return max(THRESHOLDS, key=lambda t: self.pooled(prompts, t, costs).rate)
 
 
@@ -102,8 +118,10 @@ def what_if(
     choose_on: range,
     test: range,
     classifier: StopClassifier | None = None,
+    request_seconds: float = 0.0,
 ) -> WhatIf:
-    """Replays the rules of the module docstring; ``ValueError`` when a prompt range has no path."""
+    """Replays the rules of the module docstring, each test prompt charged ``request_seconds`` beyond
+    its rounds (``RequestCosts``); ``ValueError`` when a prompt range has no path."""
     choice = sorted(p.prompt_index for p in paths if p.prompt_index in choose_on)
     tested = sorted(p.prompt_index for p in paths if p.prompt_index in test)
     if not choice or not tested:
@@ -112,9 +130,10 @@ def what_if(
             f"({len(choice)} and {len(tested)}): collect them greedily with the same tokenizer"
         )
     kept = [p for p in paths if p.prompt_index in choose_on or p.prompt_index in test]
+    charged = RequestCosts(costs, request_seconds)
     statics = {length: _Rule(kept, k, _static_scorer(length)) for length in range(1, k + 1)}
-    best = max(statics, key=lambda length: statics[length].pooled(choice, 0.5, costs).rate)
-    baseline = statics[best].per_prompt(tested, 0.5, costs)
+    best = max(statics, key=lambda length: statics[length].pooled(choice, 0.5, charged).rate)
+    baseline = statics[best].per_prompt(tested, 0.5, charged)
     candidates: list[tuple[str, _Rule, float | None]] = [(f"static:{best}", statics[best], 0.5)]
     candidates.append(("confidence", _Rule(kept, k, _confidence), None))
     if classifier is not None:
@@ -122,14 +141,20 @@ def what_if(
     candidates.append(("oracle", _Rule(kept, k, None), 0.5))
     rules = []
     for name, rule, fixed in candidates:
-        threshold = rule.best_threshold(choice, costs) if fixed is None else fixed
+        threshold = rule.best_threshold(choice, charged) if fixed is None else fixed
         label = name if fixed is not None else f"{name}<{threshold:g}"
-        rules.append(_replay(label, rule, threshold, tested, costs=costs, baseline=baseline))
+        rules.append(_replay(label, rule, threshold, tested, costs=charged, baseline=baseline))
     return WhatIf(best, tuple(rules))
 
 
 def _replay(
-    label: str, rule: _Rule, threshold: float, tested: list[int], *, costs: StepCosts, baseline: list[float]
+    label: str,
+    rule: _Rule,
+    threshold: float,
+    tested: list[int],
+    *,
+    costs: RequestCosts,
+    baseline: list[float],
 ) -> RuleReplay:
     pooled = rule.pooled(tested, threshold, costs)
     rates = rule.per_prompt(tested, threshold, costs)
@@ -157,12 +182,15 @@ def with_round_overhead(costs: StepCosts, round_ms: float, k: int) -> StepCosts:
     return StepCosts(costs.draft_seconds, costs.target_seconds + round_ms / 1000, table)
 
 
-def render(result: WhatIf, costs: StepCosts) -> str:
+def render(result: WhatIf, costs: StepCosts, request_seconds: float = 0.0) -> str:
     """The report as a text table."""
     widths = ", ".join(f"{costs.verify(j) * 1000:.0f}" for j in range(1, len(costs.verify_seconds) + 1))
+    per_request = ""
+    if request_seconds:
+        per_request = f"; a request's prefill and start-up {request_seconds * 1000:.0f} ms"
     lines = [
         f"costs: drafter step {costs.draft_seconds * 1000:.1f} ms; verification of 1.. draft tokens "
-        f"(round included) {widths} ms",
+        f"(round included) {widths} ms{per_request}",
         f"{'rule':<18} {'tok/s':>7} {'draft/round':>11} {'acceptance':>10}  vs static:{result.best_static}",
     ]
     for rule in result.rules:

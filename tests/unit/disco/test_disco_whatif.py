@@ -92,6 +92,22 @@ def test_each_rule_is_reported_as_it_replays() -> None:
     assert oracle.low <= oracle.speedup <= oracle.high
 
 
+def test_a_request_cost_dilutes_every_speedup_alike() -> None:
+    traced = paths(range(8))
+    rounds_only = what_if(traced, K, COSTS, choose_on=range(0, 4), test=range(4, 8))
+    request = 0.5
+    charged = what_if(traced, K, COSTS, choose_on=range(0, 4), test=range(4, 8), request_seconds=request)
+    assert charged.best_static == rounds_only.best_static
+    for plain, diluted in zip(rounds_only.rules, charged.rules, strict=True):
+        assert diluted.rule == plain.rule  # greedy: every rule commits the same tokens, so no choice moves
+        tokens = sum(len(path.matches) for path in traced[4:])
+        assert diluted.rate == pytest.approx(tokens / (tokens / plain.rate + 4 * request))
+        assert min(plain.speedup, 1.0) <= diluted.speedup <= max(plain.speedup, 1.0)
+    oracle_plain, oracle_charged = rounds_only.rules[-1], charged.rules[-1]
+    assert oracle_plain.speedup != pytest.approx(1.0)
+    assert abs(oracle_charged.speedup - 1.0) < abs(oracle_plain.speedup - 1.0)
+
+
 def test_prompt_ranges_without_paths_are_refused() -> None:
     with pytest.raises(
         ValueError, match="no traced path for the choice prompts 0-3 or the test prompts 20-29"
@@ -125,6 +141,8 @@ def test_the_command_prints_every_rule(tmp_path: Path, capsys: pytest.CaptureFix
         "drafter step 8.0 ms; verification of 1.. draft tokens (round included) 12, 12"
         in capsys.readouterr().out
     )
+    assert replay_command("--data", data, *ranges, "--request-ms", "250") == 0
+    assert "a request's prefill and start-up 250 ms" in capsys.readouterr().out
     assert train([Path(data)], tmp_path / "artifact") == 0
     capsys.readouterr()
     assert replay_command("--data", data, *ranges, "--artifact", str(tmp_path / "artifact")) == 0
@@ -137,6 +155,8 @@ def test_the_command_refuses_what_it_cannot_replay(tmp_path: Path) -> None:
         replay_command("--data", greedy, "--draft-ms", "8")
     with pytest.raises(SystemExit, match=r"--round-ms must be a finite number >= 0, got -1\.0"):
         replay_command("--data", greedy, "--round-ms", "-1")
+    with pytest.raises(SystemExit, match=r"--request-ms must be a finite number >= 0, got inf"):
+        replay_command("--data", greedy, "--request-ms", "inf")
     with pytest.raises(SystemExit, match="disco replay: no traced path for the choice prompts 100-119"):
         replay_command("--data", greedy)
     sampled = str(collection_file(tmp_path / "sampled.json", 0.7))
